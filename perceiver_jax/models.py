@@ -1,0 +1,79 @@
+"""Whole models: the Perceiver classifier and the Perceiver IO composition.
+
+`Perceiver`: inputs [batch, *index_dims, channels] (+ pad_mask [batch, *index_dims]) ->
+  concat Fourier features of the index grid -> flatten to [batch, prod(index_dims), channels']
+  -> PerceiverEncoder -> classification decoder (ProjectionDecoder or ClassificationDecoder)
+  -> logits [batch, num_classes].
+
+`PerceiverIO`: inputs -> input_adapter -> [batch, index, channels] -> PerceiverEncoder ->
+  latents; output_query(adapted inputs) -> queries [batch, outputs, query_channels];
+  PerceiverDecoder(queries, latents) -> output_adapter -> task outputs.
+  Adapter protocol (the task adapters are linen modules following it):
+    input_adapter(inputs, deterministic=...) -> [batch, index, channels]
+    output_query(adapted_inputs)              -> [batch, outputs, query_channels]
+    output_adapter(decoded, deterministic=...) -> outputs
+  A missing input or output adapter is the identity.
+
+Both compose modules given as fields, so each part keeps its own dtype and param_dtype.
+"""
+
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from perceiver_jax.decoder import PerceiverDecoder
+from perceiver_jax.encoder import PerceiverEncoder
+from perceiver_jax.position_encoding import FourierPositionEncoding
+
+
+class Perceiver(nn.Module):
+  """Classifier over any [batch, *index_dims, channels] input with Fourier features."""
+  encoder: PerceiverEncoder
+  decoder: nn.Module
+  num_frequency_bands: int = 64
+  max_resolution: Optional[Sequence[int]] = None  # Defaults to the input's index dims.
+  concat_pos: bool = True
+  sine_only: bool = False
+
+  @nn.compact
+  def __call__(self, inputs, pad_mask=None, deterministic: bool = True):
+    if inputs.ndim < 3:
+      raise ValueError(
+          f"Perceiver expects inputs [batch, *index_dims, channels], got shape {inputs.shape}.")
+    batch, index_dims = inputs.shape[0], inputs.shape[1:-1]
+    positions = FourierPositionEncoding(
+        self.num_frequency_bands, self.max_resolution, self.concat_pos, self.sine_only,
+        dtype=self.encoder.dtype)(index_dims, batch)
+    x = inputs.reshape(batch, -1, inputs.shape[-1]).astype(self.encoder.dtype)
+    x = jnp.concatenate([x, positions], axis=-1)
+    if pad_mask is not None:
+      if pad_mask.shape != inputs.shape[:-1]:
+        raise ValueError(
+            f"pad_mask must have shape [batch, *index_dims]={inputs.shape[:-1]}, got {pad_mask.shape}.")
+      pad_mask = pad_mask.reshape(batch, int(np.prod(index_dims)))
+    latents = self.encoder(x, pad_mask, deterministic)
+    return self.decoder(latents, deterministic)
+
+
+class PerceiverIO(nn.Module):
+  """input_adapter -> encoder -> (output_query, latents) -> decoder -> output_adapter."""
+  encoder: PerceiverEncoder
+  output_query: nn.Module
+  decoder: PerceiverDecoder
+  input_adapter: Optional[nn.Module] = None
+  output_adapter: Optional[nn.Module] = None
+
+  @nn.compact
+  def __call__(self, inputs, pad_mask=None, deterministic: bool = True):
+    x = inputs if self.input_adapter is None else self.input_adapter(inputs, deterministic=deterministic)
+    if x.ndim != 3:
+      raise ValueError(
+          "the input adapter must return [batch, index, channels], got shape "
+          f"{x.shape}; give PerceiverIO an input_adapter that flattens the index dims.")
+    latents = self.encoder(x, pad_mask, deterministic)
+    decoded = self.decoder(self.output_query(x), latents, deterministic)
+    if self.output_adapter is None:
+      return decoded
+    return self.output_adapter(decoded, deterministic=deterministic)
