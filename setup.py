@@ -10,7 +10,11 @@ CORE = [
     "optax==0.2.8",
     "numpy>=1.26",
 ]
-TEST = [
+EXAMPLES = [
+    "absl-py==2.5.1",
+    "scikit-learn==1.9.1",
+]
+TEST = EXAMPLES + [
     "pytest==9.2.0",
     "pytest-xdist==3.8.0",
 ]
@@ -22,5 +26,5 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["perceiver_jax", "perceiver_jax.*"]),
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"test": TEST},
+    extras_require={"examples": EXAMPLES, "test": TEST},
 )
