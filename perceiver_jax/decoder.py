@@ -16,7 +16,9 @@ import jax.numpy as jnp
 from perceiver_jax.layers import MLP, layer_norm
 from perceiver_jax.multi_head_attention import MultiHeadAttention
 from perceiver_jax.position_encoding import TrainablePositionEncoding
+from perceiver_jax.attention import validate_implementation
 from perceiver_jax.typing import DType, hyperparameters
+from perceiver_jax.validation import check_positive, check_rate
 
 
 class PerceiverDecoder(nn.Module):
@@ -41,10 +43,10 @@ class PerceiverDecoder(nn.Module):
   param_dtype: DType = jnp.float32
 
   def __post_init__(self):
-    if self.widening_factor < 1:
-      raise ValueError(f"PerceiverDecoder.widening_factor must be >= 1, got {self.widening_factor}.")
-    if self.output_channels is not None and self.output_channels < 1:
-      raise ValueError(f"PerceiverDecoder.output_channels must be >= 1, got {self.output_channels}.")
+    check_positive(self, "num_heads", "widening_factor", "output_channels")
+    check_rate(self, "dropout_rate", "attention_dropout_rate")
+    validate_implementation(self.attention_implementation, self.dtype,
+                            self.attention_dropout_rate, "attention_implementation")
     super().__post_init__()
 
   @nn.compact
@@ -95,6 +97,7 @@ class ClassificationDecoder(PerceiverDecoder):
     if self.output_channels is not None:
       raise ValueError("ClassificationDecoder.output_channels must stay None: "
                        "the output layer has num_classes channels.")
+    check_positive(self, "num_classes", "num_query_channels")
     super().__post_init__()
 
   @nn.compact
@@ -111,6 +114,10 @@ class ProjectionDecoder(nn.Module):
   num_classes: int
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
+
+  def __post_init__(self):
+    check_positive(self, "num_classes")
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, latents, deterministic: bool = True):

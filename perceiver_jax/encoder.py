@@ -23,6 +23,7 @@ from perceiver_jax.layers import CrossAttentionLayer, SelfAttentionBlock
 from perceiver_jax.multi_head_attention import check_divisible
 from perceiver_jax.attention import validate_implementation
 from perceiver_jax.typing import DType
+from perceiver_jax.validation import check_positive, check_rate
 
 
 class PerceiverEncoder(nn.Module):
@@ -53,18 +54,21 @@ class PerceiverEncoder(nn.Module):
   param_dtype: DType = jnp.float32
 
   def __post_init__(self):
-    for name in ("num_latents", "num_latent_channels", "num_cross_attention_layers",
-                 "num_self_attention_blocks", "num_self_attention_layers_per_block",
-                 "num_cross_attention_heads", "num_self_attention_heads",
-                 "cross_attention_widening_factor", "self_attention_widening_factor"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"PerceiverEncoder.{name} must be >= 1, got {getattr(self, name)}.")
+    check_positive(self, "num_latents", "num_latent_channels", "num_cross_attention_layers",
+                   "num_self_attention_blocks", "num_self_attention_layers_per_block",
+                   "num_cross_attention_heads", "num_self_attention_heads",
+                   "cross_attention_widening_factor", "self_attention_widening_factor")
+    check_rate(self, "dropout_rate", "attention_dropout_rate")
     if self.num_cross_attention_layers > self.num_self_attention_blocks:
       raise ValueError(
           f"num_cross_attention_layers={self.num_cross_attention_layers} exceeds "
           f"num_self_attention_blocks={self.num_self_attention_blocks}: cross-attention i runs "
           "before self-attention block i, so set num_cross_attention_layers <= "
           "num_self_attention_blocks.")
+    for name in ("cross_attention_qk_channels", "cross_attention_v_channels"):
+      if getattr(self, name) is not None:
+        check_divisible(getattr(self, name), self.num_cross_attention_heads, name,
+                        "num_cross_attention_heads")
     check_divisible(self.self_attention_qk_channels or self.num_latent_channels,
                     self.num_self_attention_heads, "self_attention_qk_channels",
                     "num_self_attention_heads")

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from perceiver_jax.multi_head_attention import MultiHeadAttention
 from perceiver_jax.typing import DType, hyperparameters
+from perceiver_jax.validation import check_positive, check_rate
 
 LAYER_NORM_EPSILON = 1e-5  # As Haiku's and PyTorch's LayerNorm in the reference models.
 
@@ -31,6 +32,11 @@ class MLP(nn.Module):
   dropout_rate: float = 0.0
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
+
+  def __post_init__(self):
+    check_positive(self, "widening_factor")
+    check_rate(self, "dropout_rate")
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
@@ -56,10 +62,8 @@ class _AttentionLayer(nn.Module):
   param_dtype: DType = jnp.float32
 
   def __post_init__(self):
-    if self.widening_factor < 1:
-      raise ValueError(f"widening_factor must be >= 1, got {self.widening_factor}.")
-    if not 0.0 <= self.dropout_rate < 1.0:
-      raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}.")
+    check_positive(self, "num_heads", "widening_factor")
+    check_rate(self, "dropout_rate", "attention_dropout_rate")
     super().__post_init__()
 
   def _norm(self, x, name):
@@ -107,6 +111,10 @@ class SelfAttentionBlock(_AttentionLayer):
   """`num_layers` distinct SelfAttentionLayers with these settings; [b, n, d] -> [b, n, d]."""
   num_layers: int = 1
   remat: bool = False
+
+  def __post_init__(self):
+    check_positive(self, "num_layers")
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x, mask=None, deterministic: bool = True):

@@ -1,0 +1,17 @@
+"""Build-time checks of hyper-parameters: each error names the module, the field and the fix."""
+
+
+def check_positive(module, *fields: str):
+  """Raises ValueError unless every named integer field of `module` is >= 1."""
+  for field in fields:
+    value = getattr(module, field)
+    if value is not None and value < 1:
+      raise ValueError(f"{type(module).__name__}.{field} must be >= 1, got {value}.")
+
+
+def check_rate(module, *fields: str):
+  """Raises ValueError unless every named dropout-rate field of `module` is in [0, 1)."""
+  for field in fields:
+    value = getattr(module, field)
+    if not 0.0 <= value < 1.0:
+      raise ValueError(f"{type(module).__name__}.{field} must be in [0, 1), got {value}.")

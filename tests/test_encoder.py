@@ -1,0 +1,375 @@
+"""PerceiverEncoder: weight sharing, layer order, validation, masking, init, dtypes, training."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from perceiver_jax import (CrossAttentionLayer, PerceiverEncoder, ProjectionDecoder,
+                           SelfAttentionBlock)
+
+B, M, C = 2, 6, 5  # batch, input positions, input channels.
+N, D = 4, 8  # latents, latent channels.
+BASE = dict(num_latents=N, num_latent_channels=D, num_self_attention_heads=2,
+            num_self_attention_blocks=1, num_self_attention_layers_per_block=1)
+
+
+def _encoder(**overrides):
+  return PerceiverEncoder(**dict(BASE, **overrides))
+
+
+def _data(seed, *shape):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def _shapes(module, *args):
+  return jax.eval_shape(module.init, jax.random.PRNGKey(0), *args)["params"]
+
+
+def _params(module, *args, seed=0):
+  """Random params of init's structure, numpy-drawn (no PRNG kernels to compile)."""
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    noise = rng.normal(size=leaf.shape)
+    return jnp.asarray((1 + 0.2 * noise) if path[-1].key == "scale" else 0.3 * noise, leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, _shapes(module, *args))
+
+
+def _count(tree):
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+# Analytic parameter counts of the building blocks.
+def _ln(c):
+  return 2 * c
+
+
+def _mha(q_in, kv_in, qk, v, out):
+  return (q_in + 1) * qk + (kv_in + 1) * qk + (kv_in + 1) * v + (v + 1) * out
+
+
+def _mlp(c, w):
+  return (c + 1) * w * c + (w * c + 1) * c
+
+
+def _cross_layer(c, d, qk, v, w):
+  return 2 * _ln(d) + _ln(c) + _mha(d, c, qk, v, d) + _mlp(d, w)
+
+
+def _self_layer(d, qk, v, w):
+  return 2 * _ln(d) + _mha(d, d, qk, v, d) + _mlp(d, w)
+
+
+SCHEDULES = [(1, 1), (1, 3), (2, 2), (3, 4)]  # (P, L).
+
+
+@pytest.mark.parametrize("p,l", SCHEDULES)
+@pytest.mark.parametrize("cross_shared", [False, True])
+@pytest.mark.parametrize("block_shared", [False, True])
+def test_param_count_counts_each_shared_set_once(p, l, cross_shared, block_shared):
+  layers = 2
+  enc = _encoder(num_cross_attention_layers=p, num_self_attention_blocks=l,
+                 first_cross_attention_layer_shared=cross_shared,
+                 first_self_attention_block_shared=block_shared,
+                 num_self_attention_layers_per_block=layers)
+  shapes = _shapes(enc, jnp.zeros((B, M, C)))
+  num_cross = 1 if (p == 1 or cross_shared) else 2
+  num_blocks = 1 if (l == 1 or block_shared) else 2
+  expected = (N * D + num_cross * _cross_layer(C, D, C, C, 1)
+              + num_blocks * layers * _self_layer(D, D, D, 1))
+  assert _count(shapes) == expected
+  assert sum(k.startswith("cross_attention") for k in shapes) == num_cross
+  assert sum(k.startswith("self_attention_block") for k in shapes) == num_blocks
+
+
+def test_param_count_with_custom_widths():
+  enc = _encoder(num_cross_attention_layers=2, num_self_attention_blocks=3,
+                 num_cross_attention_heads=2, cross_attention_qk_channels=6,
+                 cross_attention_v_channels=4, self_attention_qk_channels=4,
+                 self_attention_v_channels=6, cross_attention_widening_factor=3,
+                 self_attention_widening_factor=2, num_self_attention_layers_per_block=2,
+                 first_self_attention_block_shared=False)
+  expected = N * D + 2 * _cross_layer(C, D, 6, 4, 3) + 2 * 2 * _self_layer(D, 4, 6, 2)
+  assert _count(_shapes(enc, jnp.zeros((B, M, C)))) == expected
+
+
+@pytest.mark.parametrize("first_shared", [False, True])
+def test_more_blocks_reuse_weights_but_change_the_output(first_shared):
+  x = _data(0, B, M, C)
+  encoders = [_encoder(num_self_attention_blocks=l, first_self_attention_block_shared=first_shared)
+              for l in (2, 3, 5)]
+  structures = [jax.tree_util.tree_map(lambda s: s.shape, _shapes(e, x)) for e in encoders]
+  assert structures[0] == structures[1] == structures[2]
+  params = {"params": _params(encoders[0], x)}
+  outputs = [np.asarray(e.apply(params, x)) for e in encoders]
+  assert all(np.all(np.isfinite(o)) for o in outputs)
+  assert not np.allclose(outputs[0], outputs[1], atol=1e-4)
+  assert not np.allclose(outputs[1], outputs[2], atol=1e-4)
+
+
+def _reference(enc, variables, x, mask=None):
+  """The documented schedule, applied by hand: cross-attention i, then block i."""
+  params = variables["params"]
+  cross = CrossAttentionLayer(num_heads=enc.num_cross_attention_heads,
+                              use_query_residual=enc.use_query_residual)
+  block = SelfAttentionBlock(num_layers=enc.num_self_attention_layers_per_block,
+                             num_heads=enc.num_self_attention_heads)
+  first_cross = ("cross_attention_shared" if enc.first_cross_attention_layer_shared
+                 else "cross_attention_first")
+  first_block = ("self_attention_block_shared" if enc.first_self_attention_block_shared
+                 else "self_attention_block_first")
+  z = jnp.broadcast_to(params["latents"], (x.shape[0],) + params["latents"].shape)
+  for i in range(enc.num_self_attention_blocks):
+    if i < enc.num_cross_attention_layers:
+      name = first_cross if i == 0 else "cross_attention_shared"
+      z = cross.apply({"params": params[name]}, z, x, mask)
+    z = block.apply({"params": params[first_block if i == 0 else "self_attention_block_shared"]}, z)
+  return z
+
+
+@pytest.mark.parametrize("settings", [
+    dict(num_cross_attention_layers=1, num_self_attention_blocks=1),
+    dict(num_cross_attention_layers=2, num_self_attention_blocks=2,
+         first_self_attention_block_shared=False),
+    dict(num_cross_attention_layers=2, num_self_attention_blocks=4,
+         first_self_attention_block_shared=False, num_self_attention_layers_per_block=2),
+    dict(num_cross_attention_layers=3, num_self_attention_blocks=3,
+         first_cross_attention_layer_shared=True, use_query_residual=False),
+    dict(num_cross_attention_layers=1, num_self_attention_blocks=3, num_cross_attention_heads=5),
+])
+def test_encoder_applies_layers_in_documented_order(settings):
+  x = _data(0, B, M, C)
+  mask = jnp.asarray(np.arange(M)[None] < np.array([[M], [4]]))
+  enc = _encoder(**settings)
+  variables = {"params": _params(enc, x)}
+  out = enc.apply(variables, x, mask)
+  assert out.shape == (B, N, D)
+  np.testing.assert_allclose(out, _reference(enc, variables, x, mask), rtol=1e-5, atol=1e-5)
+
+
+def test_reference_order_is_not_interchangeable():
+  """Control for the order test: block-before-cross gives another result."""
+  x = _data(0, B, M, C)
+  enc = _encoder(num_cross_attention_layers=2, num_self_attention_blocks=2,
+                 first_self_attention_block_shared=False)
+  params = _params(enc, x)
+  cross, block = CrossAttentionLayer(), SelfAttentionBlock(num_layers=1, num_heads=2)
+  z = jnp.broadcast_to(params["latents"], (B, N, D))
+  for i, (c, b) in enumerate([("cross_attention_first", "self_attention_block_first"),
+                              ("cross_attention_shared", "self_attention_block_shared")]):
+    z = block.apply({"params": params[b]}, z)
+    z = cross.apply({"params": params[c]}, z, x)
+  assert not np.allclose(enc.apply({"params": params}, x), z, atol=1e-4)
+
+
+@pytest.mark.parametrize("group", ["latents", "cross_attention_first", "cross_attention_shared",
+                                   "self_attention_block_first", "self_attention_block_shared"])
+def test_every_parameter_group_is_used(group):
+  x = _data(0, B, M, C)
+  enc = _encoder(num_cross_attention_layers=2, num_self_attention_blocks=2,
+                 first_self_attention_block_shared=False)
+  params = _params(enc, x)
+  out = enc.apply({"params": params}, x)
+  perturbed = dict(params)
+  perturbed[group] = jax.tree_util.tree_map(lambda a: a + 0.5, params[group])
+  assert not np.allclose(out, enc.apply({"params": perturbed}, x), atol=1e-4)
+
+
+def test_more_cross_attention_layers_reuse_the_shared_layer():
+  """P=3 with the first layer unshared has the same params as P=2, applied once more."""
+  x = _data(0, B, M, C)
+  two = _encoder(num_cross_attention_layers=2, num_self_attention_blocks=3)
+  three = _encoder(num_cross_attention_layers=3, num_self_attention_blocks=3)
+  assert (jax.tree_util.tree_map(lambda s: s.shape, _shapes(two, x))
+          == jax.tree_util.tree_map(lambda s: s.shape, _shapes(three, x)))
+  params = {"params": _params(two, x)}
+  assert not np.allclose(two.apply(params, x), three.apply(params, x), atol=1e-4)
+
+
+def test_more_cross_attention_layers_than_blocks_is_rejected():
+  with pytest.raises(ValueError, match="num_cross_attention_layers"):
+    _encoder(num_cross_attention_layers=3, num_self_attention_blocks=2)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(num_latents=0), "num_latents"),
+    (dict(num_latent_channels=0), "num_latent_channels"),
+    (dict(num_self_attention_blocks=0), "num_self_attention_blocks"),
+    (dict(num_self_attention_layers_per_block=0), "num_self_attention_layers_per_block"),
+    (dict(num_self_attention_heads=0), "num_self_attention_heads"),
+    (dict(num_cross_attention_heads=0), "num_cross_attention_heads"),
+    (dict(self_attention_widening_factor=0), "self_attention_widening_factor"),
+    (dict(num_latent_channels=10, num_self_attention_heads=4), "num_self_attention_heads"),
+    (dict(self_attention_qk_channels=6, num_self_attention_heads=4), "self_attention_qk_channels"),
+    (dict(self_attention_v_channels=6, num_self_attention_heads=4), "self_attention_v_channels"),
+    (dict(cross_attention_qk_channels=5, num_cross_attention_heads=2),
+     "cross_attention_qk_channels"),
+    (dict(cross_attention_v_channels=5, num_cross_attention_heads=2), "cross_attention_v_channels"),
+    (dict(dropout_rate=1.0), "dropout_rate"),
+    (dict(attention_dropout_rate=-0.1), "attention_dropout_rate"),
+    (dict(attention_implementation="flash"), "attention_implementation"),
+    (dict(attention_implementation="cudnn"), "cudnn"),
+    (dict(attention_implementation="cudnn", dtype=jnp.bfloat16, attention_dropout_rate=0.1),
+     "cudnn"),
+])
+def test_bad_fields_raise_at_construction(bad, match):
+  with pytest.raises(ValueError, match=match):
+    _encoder(**bad)
+
+
+def test_cudnn_with_bfloat16_constructs():
+  _encoder(attention_implementation="cudnn", dtype=jnp.bfloat16)
+
+
+@pytest.mark.parametrize("shape", [(B, M), (B, 2, 3, C)])
+def test_inputs_must_be_three_dimensional(shape):
+  with pytest.raises(ValueError, match=r"\[batch, index, channels\]"):
+    _shapes(_encoder(), jnp.zeros(shape))
+
+
+def test_default_cross_attention_width_must_divide_by_heads():
+  with pytest.raises(ValueError, match="cross_attention_qk_channels.*num_cross_attention_heads"):
+    _shapes(_encoder(num_cross_attention_heads=2), jnp.zeros((B, M, C)))  # C = 5.
+  _shapes(_encoder(num_cross_attention_heads=2, cross_attention_qk_channels=4),
+          jnp.zeros((B, M, C)))
+
+
+def test_padded_inputs_do_not_influence_the_output():
+  x = _data(0, B, M, C)
+  mask = np.ones((B, M), bool)
+  mask[0, 3:] = False
+  mask[1, :1] = False
+  enc = _encoder(num_cross_attention_layers=2, num_self_attention_blocks=2)
+  params = {"params": _params(enc, x)}
+  changed = jnp.where(jnp.asarray(mask)[..., None], x, 100.0 * _data(1, B, M, C))
+  out = enc.apply(params, x, jnp.asarray(mask))
+  np.testing.assert_allclose(out, enc.apply(params, changed, jnp.asarray(mask)),
+                             rtol=1e-6, atol=1e-6)
+  assert not np.allclose(enc.apply(params, x), enc.apply(params, changed), atol=1e-3)
+  # Masking matters: it differs from the unmasked output.
+  assert not np.allclose(out, enc.apply(params, x), atol=1e-3)
+
+
+def test_fully_padded_example_is_finite_and_independent_of_its_inputs():
+  x = _data(0, B, M, C)
+  mask = jnp.asarray(np.array([[True] * M, [False] * M]))
+  enc = _encoder(num_cross_attention_layers=2, num_self_attention_blocks=2)
+  params = {"params": _params(enc, x)}
+  out = enc.apply(params, x, mask)
+  assert np.all(np.isfinite(out))
+  other = enc.apply(params, x.at[1].set(_data(2, M, C)), mask)
+  np.testing.assert_allclose(out[1], other[1], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(out[0], other[0], rtol=1e-6, atol=1e-6)
+
+
+def test_latents_are_truncated_normal():
+  scale = 0.5
+  enc = PerceiverEncoder(num_latents=256, num_latent_channels=64, num_self_attention_blocks=1,
+                         num_self_attention_layers_per_block=1, num_self_attention_heads=1,
+                         latent_init_scale=scale)
+  # An 'rbg' key compiles far faster on CPU than threefry; the initialiser is the same.
+  params = jax.jit(enc.init)(jax.random.key(0, impl="rbg"), jnp.zeros((1, 2, 4)))["params"]
+  latents = np.asarray(params["latents"], np.float64)
+  assert latents.shape == (256, 64) and params["latents"].dtype == jnp.float32
+  # A standard normal truncated to [-2, 2], times `scale` (Haiku's TruncatedNormal convention).
+  phi2 = math.exp(-2.0) / math.sqrt(2 * math.pi)
+  truncated_std = math.sqrt(1 - 4 * phi2 / math.erf(2 / math.sqrt(2)))
+  assert abs(latents.std() / (scale * truncated_std) - 1) < 0.05
+  assert abs(latents.mean()) < 0.05 * scale
+  assert np.abs(latents).max() <= 2 * scale * (1 + 1e-6)
+  assert np.abs(latents).max() > 1.8 * scale  # Tails up to the truncation point are drawn.
+
+
+class _Classifier(nn.Module):
+  """The encoder with the original Perceiver's head (mean over latents -> linear)."""
+  encoder: PerceiverEncoder
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x):
+    return ProjectionDecoder(self.num_classes, dtype=self.encoder.dtype)(self.encoder(x))
+
+
+def test_bfloat16_compute_with_float32_params_trains():
+  x = _data(0, 8, M, C)
+  labels = jnp.asarray(np.arange(8) % 4)
+  enc = _encoder(dtype=jnp.bfloat16)
+  model = _Classifier(enc, 4)
+  assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(_shapes(model, x)))
+  params = _params(model, x)
+  assert jax.eval_shape(enc.apply, {"params": params["encoder"]}, x).dtype == jnp.bfloat16
+  assert jax.eval_shape(model.apply, {"params": params}, x).dtype == jnp.bfloat16
+  optimizer = optax.adam(1e-2)
+
+  def loss_fn(params):
+    logits = model.apply({"params": params}, x).astype(jnp.float32)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+  @jax.jit
+  def step(params, state):
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, state = optimizer.update(grads, state, params)
+    return optax.apply_updates(params, updates), state, loss
+
+  state = optimizer.init(params)
+  losses = []
+  for _ in range(40):
+    params, state, loss = step(params, state)
+    losses.append(float(loss))
+  assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(params))
+  assert losses[-1] < 0.2 * losses[0], losses
+
+
+def test_remat_gives_identical_outputs_and_gradients():
+  x = _data(0, B, M, C)
+  mask = jnp.asarray(np.arange(M)[None] < np.array([[M], [4]]))
+  plain, remat = _encoder(), _encoder(remat=True)  # One cross-attention layer and one block.
+  params = {"params": _params(plain, x)}
+
+  def loss(module, params, x):
+    out = module.apply(params, x, mask)
+    return jnp.sum(out * jnp.sin(out)), out
+
+  grad = jax.jit(jax.value_and_grad(loss, argnums=(1, 2), has_aux=True), static_argnums=0)
+  (l1, out1), g1 = grad(plain, params, x)
+  (l2, out2), g2 = grad(remat, params, x)
+  np.testing.assert_allclose(out1, out2, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(l1, l2, rtol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  assert all(np.abs(np.asarray(g)).max() > 0 for g in jax.tree_util.tree_leaves(g1))
+
+
+def test_remat_with_active_dropout_matches():
+  """deterministic=False must reach the rematerialised layers as a static flag."""
+  x = _data(0, B, M, C)
+  settings = dict(num_cross_attention_layers=2, num_self_attention_blocks=2, dropout_rate=0.2,
+                  attention_dropout_rate=0.2)
+  plain, remat = _encoder(**settings), _encoder(remat=True, **settings)
+  params = {"params": _params(plain, x)}
+  rngs = {"dropout": jax.random.key(1, impl="rbg")}  # rbg: cheap to compile on CPU.
+
+  @jax.jit
+  def outputs(params):
+    return (plain.apply(params, x, None, False, rngs=rngs),
+            remat.apply(params, x, None, False, rngs=rngs), plain.apply(params, x))
+
+  dropped, dropped_remat, deterministic = outputs(params)
+  assert not np.allclose(dropped, deterministic, atol=1e-3)
+  np.testing.assert_allclose(dropped_remat, dropped, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_attention_matches_xla():
+  x = _data(0, B, 11, C)  # 11 inputs: not a multiple of the chunk size.
+  mask = jnp.asarray(np.arange(11)[None] < np.array([[11], [7]]))
+  settings = dict(num_cross_attention_layers=2, num_self_attention_blocks=2, chunk_size=4)
+  xla, chunked = _encoder(**settings), _encoder(attention_implementation="chunked", **settings)
+  params = {"params": _params(xla, x)}
+  out, expected = jax.jit(lambda p: (chunked.apply(p, x, mask), xla.apply(p, x, mask)))(params)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
