@@ -41,7 +41,8 @@ class Stats:
     return Stats(self.params + other.params, self.flops + other.flops, other.output_shape)
 
 
-def _dense(d_in: int, d_out: int, tokens: int) -> Stats:
+def dense_stats(d_in: int, d_out: int, tokens: int) -> Stats:
+  """A Dense layer [tokens, d_in] -> [tokens, d_out]."""
   return Stats(d_in * d_out + d_out, 2 * tokens * d_in * d_out, (tokens, d_out))
 
 
@@ -55,14 +56,15 @@ def _attention(q_shape, kv_shape, qk: Optional[int], v: Optional[int], out: Opti
   qk = qk or c_kv
   v = v or qk
   out = out or c_q
-  projections = [_dense(c_q, qk, t), _dense(c_kv, qk, s), _dense(c_kv, v, s), _dense(v, out, t)]
+  projections = [dense_stats(c_q, qk, t), dense_stats(c_kv, qk, s), dense_stats(c_kv, v, s),
+                 dense_stats(v, out, t)]
   total = functools.reduce(Stats.__add__, projections)
   return Stats(total.params, total.flops + 2 * t * s * (qk + v), (t, out))
 
 
 def _mlp(shape, widening_factor: int) -> Stats:
   tokens, channels = shape
-  return _dense(channels, widening_factor * channels, tokens) + _dense(
+  return dense_stats(channels, widening_factor * channels, tokens) + dense_stats(
       widening_factor * channels, channels, tokens)
 
 
@@ -112,7 +114,7 @@ def _(module: PerceiverDecoder, query_shape, latent_shape) -> Stats:
   if module.use_mlp:
     total = total + _layer_norm(query_shape) + _mlp(query_shape, module.widening_factor)
   if module.output_channels is not None:
-    total = total + _dense(query_shape[-1], module.output_channels, query_shape[0])
+    total = total + dense_stats(query_shape[-1], module.output_channels, query_shape[0])
   return total
 
 
@@ -134,7 +136,7 @@ def _(module: ClassificationDecoder, latent_shape) -> Stats:
 
 @stats.register
 def _(module: ProjectionDecoder, latent_shape) -> Stats:
-  dense = _dense(latent_shape[-1], module.num_classes, 1)
+  dense = dense_stats(latent_shape[-1], module.num_classes, 1)
   return Stats(dense.params, dense.flops, (module.num_classes,))
 
 

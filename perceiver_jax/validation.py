@@ -15,3 +15,10 @@ def check_rate(module, *fields: str):
     value = getattr(module, field)
     if not 0.0 <= value < 1.0:
       raise ValueError(f"{type(module).__name__}.{field} must be in [0, 1), got {value}.")
+
+
+def check_choice(module, field: str, choices):
+  """Raises ValueError unless the named string field of `module` is one of `choices`."""
+  value = getattr(module, field)
+  if value not in choices:
+    raise ValueError(f"{type(module).__name__}.{field} must be one of {tuple(choices)}, got {value!r}.")

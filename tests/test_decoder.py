@@ -39,14 +39,14 @@ def _ln(x, p):
   return (x - mean) / np.sqrt(var + 1e-5) * p["scale"] + p["bias"]
 
 
-def _dense(x, p):
+def dense_stats(x, p):
   return x @ p["kernel"] + p["bias"]
 
 
 def _mlp(x, p):
-  h = _dense(x, p["Dense_0"])
+  h = dense_stats(x, p["Dense_0"])
   h = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h ** 3)))
-  return _dense(h, p["Dense_1"])
+  return dense_stats(h, p["Dense_1"])
 
 
 def _attention(q_in, kv_in, p):
@@ -67,7 +67,7 @@ def _decoder_ref(queries, latents, p, use_query_residual, use_mlp, output_channe
   if use_mlp:
     x = x + _mlp(_ln(x, p["mlp_norm"]), p["mlp"])
   if output_channels is not None:
-    x = _dense(x, p["output"])
+    x = dense_stats(x, p["output"])
   return x
 
 
@@ -204,7 +204,7 @@ def test_projection_decoder_is_mean_then_zero_initialised_linear():
   np.testing.assert_array_equal(variables["params"]["logits"]["kernel"], 0.0)
   np.testing.assert_array_equal(dec.apply(variables, latents), np.zeros((B, 5)))
   params = _params(dec, latents)
-  ref = _dense(np.asarray(latents, np.float64).mean(axis=1), _np(params["logits"]))
+  ref = dense_stats(np.asarray(latents, np.float64).mean(axis=1), _np(params["logits"]))
   np.testing.assert_allclose(dec.apply({"params": params}, latents), ref, rtol=1e-5, atol=1e-5)
   # Any permutation of the latents gives the same logits (it is a mean).
   np.testing.assert_allclose(dec.apply({"params": params}, latents[:, ::-1]),

@@ -45,12 +45,12 @@ def _gelu_tanh(x):
   return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
 
 
-def _dense(x, p):
+def dense_stats(x, p):
   return x @ p["kernel"] + p["bias"]
 
 
 def _mlp(x, p):
-  return _dense(_gelu_tanh(_dense(x, p["Dense_0"])), p["Dense_1"])
+  return dense_stats(_gelu_tanh(dense_stats(x, p["Dense_0"])), p["Dense_1"])
 
 
 def _attention(q_in, kv_in, p, mask=None):
@@ -101,7 +101,7 @@ def test_mlp_is_dense_gelu_tanh_dense(widening_factor):
   np.testing.assert_allclose(out, _mlp(np.asarray(x, np.float64), _np(params)),
                              rtol=1e-5, atol=1e-5)
   # The tanh approximation is the one used: the exact-erf gelu gives a measurably different result.
-  exact = _dense(jax.nn.gelu(_dense(np.asarray(x, np.float64), _np(params)["Dense_0"]),
+  exact = dense_stats(jax.nn.gelu(dense_stats(np.asarray(x, np.float64), _np(params)["Dense_0"]),
                              approximate=False), _np(params)["Dense_1"])
   assert np.abs(np.asarray(out) - np.asarray(exact)).max() > 1e-5
 

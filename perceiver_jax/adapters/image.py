@@ -1,0 +1,200 @@
+"""ImageAdapter and space_to_depth: images [batch, H, W, C] -> [batch, h * w, channels].
+
+`space_to_depth(x, s, t)`: [b, H, W, C] -> [b, H/s, W/s, s*s*C] and [b, T, H, W, C] ->
+  [b, T/t, H/s, W/s, t*s*s*C]; each output channel vector is its block in (dt, dh, dw, c) order.
+
+`ImageAdapter` featurises with `prep_type` (s = spatial_downsample):
+- 'pixels':  x[:, ::s, ::s]                                -> [b, ceil(H/s), ceil(W/s), C]
+- 'patches': space_to_depth(x, s), then Dense(out_channels) if conv_after_patching
+                                                             -> [b, H/s, W/s, s*s*C or out_channels]
+- 'conv1x1': 1x1 conv, stride s, with bias                  -> [b, ceil(H/s), ceil(W/s), out_channels]
+- 'conv':    7x7 stride-2 conv without bias -> BatchNorm -> ReLU -> 3x3 stride-2 max-pool, all
+             SAME padding (s must be 4)                     -> [b, ceil(H/4), ceil(W/4), out_channels]
+  BatchNorm normalises with batch statistics and updates the 'batch_stats' collection (mark it
+  mutable) when deterministic=False, and uses the running averages when deterministic=True.
+Then a position encoding of the (h, w) grid: 'fourier' (fourier_features, max_resolution
+defaults to (h, w)), 'trainable' (num_position_channels, default the feature channels) or
+'none', concatenated to or added to ('add' needs equal channels) the flattened features.
+"""
+
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from perceiver_jax.model_stats import Stats, dense_stats, stats
+from perceiver_jax.position_encoding import (TrainablePositionEncoding, fourier_features,
+                                             fourier_num_channels)
+from perceiver_jax.typing import DType
+from perceiver_jax.validation import check_choice, check_positive, check_rate
+
+PREP_TYPES = ("pixels", "patches", "conv1x1", "conv")
+POSITION_ENCODINGS = ("fourier", "trainable", "none")
+
+
+def space_to_depth(x, spatial_block: int, temporal_block: Optional[int] = None):
+  """Moves s x s (x t) blocks into channels; see the module docstring for shapes and order."""
+  if x.ndim == 4 and temporal_block in (None, 1):
+    blocks = (spatial_block, spatial_block)
+  elif x.ndim == 5:
+    blocks = (temporal_block or 1, spatial_block, spatial_block)
+  else:
+    raise ValueError(
+        f"space_to_depth expects [b, H, W, C] or [b, T, H, W, C] (temporal_block only with "
+        f"the latter), got shape {x.shape} and temporal_block={temporal_block}.")
+  batch, dims = x.shape[0], x.shape[1:-1]
+  grid = block_grid(dims, blocks)
+  split = [batch] + [v for n, k in zip(grid, blocks) for v in (n, k)] + [x.shape[-1]]
+  d = len(dims)
+  order = [0] + [1 + 2 * i for i in range(d)] + [2 + 2 * i for i in range(d)] + [1 + 2 * d]
+  return x.reshape(split).transpose(order).reshape(
+      [batch] + grid + [int(np.prod(blocks)) * x.shape[-1]])
+
+
+def block_grid(dims: Sequence[int], blocks: Sequence[int]) -> list:
+  """dims // blocks, raising ValueError unless every block is >= 1 and divides its dim."""
+  if any(k < 1 or n % k for n, k in zip(dims, blocks)):
+    raise ValueError(
+        f"space_to_depth blocks {tuple(blocks)} must be >= 1 and divide the dims {tuple(dims)}.")
+  return [n // k for n, k in zip(dims, blocks)]
+
+
+def _batched_fourier(batch: int, grid: Sequence[int], num_bands: int,
+                     max_resolution: Optional[Sequence[int]], concat_pos: bool, sine_only: bool,
+                     dtype: DType):
+  positions = fourier_features(grid, num_bands, max_resolution, concat_pos, sine_only)
+  return jnp.broadcast_to(jnp.asarray(positions, dtype), (batch,) + positions.shape)
+
+
+def concat_fourier(x, num_bands: int, max_resolution: Optional[Sequence[int]], concat_pos: bool,
+                   sine_only: bool, dtype: DType):
+  """Features [b, *grid, c] -> [b, prod(grid), c + Fourier channels of the grid]."""
+  batch, grid = x.shape[0], x.shape[1:-1]
+  positions = _batched_fourier(batch, grid, num_bands, max_resolution, concat_pos, sine_only,
+                               dtype)
+  return jnp.concatenate([x.reshape(batch, -1, x.shape[-1]).astype(dtype), positions], axis=-1)
+
+
+class ImageAdapter(nn.Module):
+  """Image featurisation plus a position encoding; see the module docstring."""
+  prep_type: str = "pixels"
+  spatial_downsample: Optional[int] = None  # Defaults to 4 for 'conv', else 1.
+  out_channels: int = 64  # Channels of 'conv', 'conv1x1' and conv_after_patching.
+  conv_after_patching: bool = False
+  position_encoding: str = "fourier"
+  concat_or_add: str = "concat"
+  num_frequency_bands: int = 64
+  max_resolution: Optional[Sequence[int]] = None  # Defaults to the featurised (h, w) grid.
+  concat_pos: bool = True
+  sine_only: bool = False
+  num_position_channels: Optional[int] = None  # Trainable; defaults to the feature channels.
+  batch_norm_momentum: float = 0.9
+  batch_norm_epsilon: float = 1e-5
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  def __post_init__(self):
+    check_choice(self, "prep_type", PREP_TYPES)
+    check_choice(self, "position_encoding", POSITION_ENCODINGS)
+    check_choice(self, "concat_or_add", ("concat", "add"))
+    check_positive(self, "spatial_downsample", "out_channels", "num_frequency_bands",
+                   "num_position_channels")
+    check_rate(self, "batch_norm_momentum")
+    if self.prep_type == "conv" and self.spatial_downsample not in (None, 4):
+      raise ValueError(
+          f"ImageAdapter.spatial_downsample must be 4 (or None) for prep_type='conv', which "
+          f"downsamples 4x; got {self.spatial_downsample}.")
+    if self.max_resolution is not None and len(self.max_resolution) != 2:
+      raise ValueError(
+          f"ImageAdapter.max_resolution must have two entries (h, w), got {self.max_resolution}.")
+    super().__post_init__()
+
+  @property
+  def downsample(self) -> int:
+    """The spatial downsampling factor in effect."""
+    return self.spatial_downsample or (4 if self.prep_type == "conv" else 1)
+
+  @nn.compact
+  def __call__(self, inputs, deterministic: bool = True) -> jnp.ndarray:
+    if inputs.ndim != 4:
+      raise ValueError(f"ImageAdapter expects images [batch, H, W, C], got shape {inputs.shape}.")
+    x, s = inputs.astype(self.dtype), self.downsample
+    dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.prep_type == "pixels":
+      x = x[:, ::s, ::s]
+    elif self.prep_type == "patches":
+      x = space_to_depth(x, s)
+      if self.conv_after_patching:
+        x = nn.Dense(self.out_channels, name="patches_linear", **dense)(x)
+    elif self.prep_type == "conv1x1":
+      x = nn.Conv(self.out_channels, (1, 1), strides=s, name="conv1x1", **dense)(x)
+    else:
+      x = nn.Conv(self.out_channels, (7, 7), strides=2, padding="SAME", use_bias=False,
+                  name="conv", **dense)(x)
+      x = nn.BatchNorm(use_running_average=deterministic, momentum=self.batch_norm_momentum,
+                       epsilon=self.batch_norm_epsilon, name="batch_norm", **dense)(x)
+      x = nn.max_pool(nn.relu(x), (3, 3), strides=(2, 2), padding="SAME")
+    batch, grid, channels = x.shape[0], x.shape[1:3], x.shape[-1]
+    num_positions = _position_channels(self, channels)
+    x = x.reshape(batch, -1, channels)
+    if self.position_encoding == "none":
+      return x
+    if self.position_encoding == "fourier":
+      positions = _batched_fourier(batch, grid, self.num_frequency_bands, self.max_resolution,
+                                   self.concat_pos, self.sine_only, self.dtype)
+    else:
+      positions = TrainablePositionEncoding(grid, num_positions, name="position_encoding",
+                                            **dense)(batch)
+    return x + positions if self.concat_or_add == "add" else jnp.concatenate([x, positions], -1)
+
+
+def _position_channels(module: ImageAdapter, feature_channels: int) -> int:
+  """Channels of the position encoding; checks that 'add' sees equal widths."""
+  if module.position_encoding == "none":
+    return 0
+  if module.position_encoding == "fourier":
+    num = fourier_num_channels(2, module.num_frequency_bands, module.concat_pos, module.sine_only)
+  else:
+    num = module.num_position_channels or feature_channels
+  if module.concat_or_add == "add" and num != feature_channels:
+    raise ValueError(
+        f"ImageAdapter.concat_or_add='add' needs position channels equal to the feature channels "
+        f"({feature_channels}), but the {module.position_encoding!r} encoding has {num}; use "
+        f"'concat', or match num_frequency_bands/concat_pos/sine_only or num_position_channels.")
+  return num
+
+
+def _ceil_div(n: int, k: int) -> int:
+  return -(-n // k)
+
+
+@stats.register
+def _(module: ImageAdapter, input_shape) -> Stats:
+  height, width, channels = input_shape
+  s = module.downsample
+  if module.prep_type in ("pixels", "conv1x1"):
+    grid = (_ceil_div(height, s), _ceil_div(width, s))
+  elif module.prep_type == "patches":
+    grid = block_grid((height, width), (s, s))
+  else:
+    grid = (_ceil_div(height, 4), _ceil_div(width, 4))
+  tokens = int(np.prod(grid))
+  features = Stats(0, 0, (tokens, channels))
+  if module.prep_type == "patches":
+    features = Stats(0, 0, (tokens, s * s * channels))
+    if module.conv_after_patching:
+      features = dense_stats(s * s * channels, module.out_channels, tokens)
+  elif module.prep_type == "conv1x1":
+    features = dense_stats(channels, module.out_channels, tokens)
+  elif module.prep_type == "conv":
+    conv_tokens = _ceil_div(height, 2) * _ceil_div(width, 2)
+    features = Stats(49 * channels * module.out_channels + 2 * module.out_channels,
+                     2 * conv_tokens * 49 * channels * module.out_channels,
+                     (tokens, module.out_channels))
+  feature_channels = features.output_shape[-1]
+  num_positions = _position_channels(module, feature_channels)
+  params = features.params + (tokens * num_positions if module.position_encoding == "trainable"
+                              else 0)
+  out = feature_channels + (num_positions if module.concat_or_add == "concat" else 0)
+  return Stats(params, features.flops, (tokens, out))
