@@ -11,6 +11,7 @@ import pytest
 
 from perceiver_jax import (CrossAttentionLayer, PerceiverEncoder, ProjectionDecoder,
                            SelfAttentionBlock)
+from random_params import param_shapes as _shapes, random_data as _data, random_params as _params
 
 B, M, C = 2, 6, 5  # batch, input positions, input channels.
 N, D = 4, 8  # latents, latent channels.
@@ -20,25 +21,6 @@ BASE = dict(num_latents=N, num_latent_channels=D, num_self_attention_heads=2,
 
 def _encoder(**overrides):
   return PerceiverEncoder(**dict(BASE, **overrides))
-
-
-def _data(seed, *shape):
-  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
-
-
-def _shapes(module, *args):
-  return jax.eval_shape(module.init, jax.random.PRNGKey(0), *args)["params"]
-
-
-def _params(module, *args, seed=0):
-  """Random params of init's structure, numpy-drawn (no PRNG kernels to compile)."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    noise = rng.normal(size=leaf.shape)
-    return jnp.asarray((1 + 0.2 * noise) if path[-1].key == "scale" else 0.3 * noise, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, _shapes(module, *args))
 
 
 def _count(tree):

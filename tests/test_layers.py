@@ -7,24 +7,9 @@ import numpy as np
 import pytest
 
 from perceiver_jax import MLP, CrossAttentionLayer, SelfAttentionBlock, SelfAttentionLayer
+from random_params import param_shapes as _shapes, random_data as _data, random_params as _params
 
 B, N, D, M, C = 2, 5, 8, 7, 6  # batch, latents, latent channels, inputs, input channels.
-
-
-def _params(module, *args, seed=0):
-  """Random params of init's structure (numpy-drawn, so no PRNG kernels to compile).
-
-  Biases and LayerNorm offsets are non-zero and LayerNorm scales are 1 + noise, so every
-  parameter matters in the references.
-  """
-  shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), *args)["params"]
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    noise = rng.normal(size=leaf.shape)
-    return jnp.asarray((1 + 0.2 * noise) if path[-1].key == "scale" else 0.3 * noise, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 def _structure(module, *args):
@@ -77,10 +62,6 @@ def _cross_layer_ref(q, kv, p, use_query_residual, mask=None):
   a = _attention(_ln(q, p["query_norm"]), _ln(kv, p["input_norm"]), p["attention"], mask)
   x = q + a if use_query_residual else a
   return x + _mlp(_ln(x, p["mlp_norm"]), p["mlp"])
-
-
-def _data(seed, *shape):
-  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
 
 
 def _pad_mask():

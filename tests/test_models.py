@@ -9,6 +9,7 @@ import pytest
 
 from perceiver_jax import (ClassificationDecoder, Perceiver, PerceiverDecoder, PerceiverEncoder,
                            PerceiverIO, ProjectionDecoder, TrainableQuery)
+from random_params import param_shapes as _shapes, random_data as _data, random_params as _params
 
 BANDS = 2
 NUM_CLASSES = 5
@@ -18,25 +19,6 @@ def _encoder(**overrides):
   settings = dict(num_latents=4, num_latent_channels=8, num_self_attention_blocks=1,
                   num_self_attention_layers_per_block=1, num_self_attention_heads=2)
   return PerceiverEncoder(**dict(settings, **overrides))
-
-
-def _data(seed, *shape):
-  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
-
-
-def _shapes(module, *args):
-  return jax.eval_shape(module.init, jax.random.PRNGKey(0), *args)["params"]
-
-
-def _params(module, *args, seed=0):
-  """Random params of init's structure, numpy-drawn; LayerNorm scales are 1 + noise."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    noise = rng.normal(size=leaf.shape)
-    return jnp.asarray((1 + 0.2 * noise) if path[-1].key == "scale" else 0.3 * noise, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, _shapes(module, *args))
 
 
 def _init(module, *args):
