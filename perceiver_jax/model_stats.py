@@ -6,8 +6,9 @@ A model's fields are its configuration, so these need no `init`:
   flops(model, input_shape) -> int         # forward matmul + attention FLOPs per example
   count_params(variables) -> int           # parameters in an initialised variable tree
 
-`input_shape` excludes the batch dim, e.g. (224, 224, 3) for a Perceiver on images or
-(index, channels) for PerceiverIO without an input adapter. FLOPs count 2 per multiply-add
+`input_shape` excludes the batch dim, e.g. (224, 224, 3) for a Perceiver on images,
+(index, channels) for PerceiverIO without an input adapter, or {modality: shape} for a
+multimodal adapter. FLOPs count 2 per multiply-add
 of every dense projection and of the attention logits and weighted values (shared weights
 count once for parameters and once per application for FLOPs); norms, activations and
 softmax are left out, so benchmarks compute model FLOPs utilisation the usual way.
@@ -17,7 +18,7 @@ New modules (e.g. task adapters) join by registering with `stats.register`.
 
 import dataclasses
 import functools
-from typing import Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -163,14 +164,21 @@ def _(module: PerceiverIO, input_shape) -> Stats:
   return total
 
 
+def _as_shape(input_shape):
+  """A shape as a tuple; a {modality: shape} mapping as a dict of tuples."""
+  if isinstance(input_shape, Mapping):
+    return {name: tuple(shape) for name, shape in input_shape.items()}
+  return tuple(input_shape)
+
+
 def param_count(model, input_shape: Sequence[int]) -> int:
   """Number of parameters `model.init` creates for inputs of `input_shape` (no batch dim)."""
-  return stats(model, tuple(input_shape)).params
+  return stats(model, _as_shape(input_shape)).params
 
 
 def flops(model, input_shape: Sequence[int]) -> int:
   """Forward FLOPs per example (matmuls and attention) for inputs of `input_shape`."""
-  return stats(model, tuple(input_shape)).flops
+  return stats(model, _as_shape(input_shape)).flops
 
 
 def count_params(variables) -> int:

@@ -6,3 +6,4 @@ from perceiver_jax.adapters.text import TextAdapter
 from perceiver_jax.adapters.flow import FlowAdapter, extract_patches_3x3
 from perceiver_jax.adapters.image import ImageAdapter, space_to_depth
 from perceiver_jax.adapters.video import VideoAdapter
+from perceiver_jax.adapters.multimodal import MultimodalAdapter, split_modalities
