@@ -13,6 +13,11 @@
     output_query(adapted_inputs)              -> [batch, outputs, query_channels]
     output_adapter(decoded, deterministic=...) -> outputs
   A missing input or output adapter is the identity.
+  Subsampled decoding: `subsampled_points` (int [k] or [batch, k] indices into the output
+  queries) is passed on as output_query(adapted_inputs, subsampled_points=...) -> [batch, k, q]
+  and output_adapter(decoded, ..., subsampled=True); without it both are called as above.
+  An output adapter with class attribute `uses_input_adapter = True` (e.g. an MLM head tied to
+  the input embedding) also receives `input_adapter=` the model's (bound) input adapter.
 
 Both compose modules given as fields, so each part keeps its own dtype and param_dtype.
 """
@@ -66,14 +71,21 @@ class PerceiverIO(nn.Module):
   output_adapter: Optional[nn.Module] = None
 
   @nn.compact
-  def __call__(self, inputs, pad_mask=None, deterministic: bool = True):
+  def __call__(self, inputs, pad_mask=None, deterministic: bool = True, subsampled_points=None):
     x = inputs if self.input_adapter is None else self.input_adapter(inputs, deterministic=deterministic)
     if x.ndim != 3:
       raise ValueError(
           "the input adapter must return [batch, index, channels], got shape "
           f"{x.shape}; give PerceiverIO an input_adapter that flattens the index dims.")
     latents = self.encoder(x, pad_mask, deterministic)
-    decoded = self.decoder(self.output_query(x), latents, deterministic)
+    if subsampled_points is None:
+      queries, adapter_kwargs = self.output_query(x), {}
+    else:
+      queries = self.output_query(x, subsampled_points=subsampled_points)
+      adapter_kwargs = {"subsampled": True}
+    decoded = self.decoder(queries, latents, deterministic)
     if self.output_adapter is None:
       return decoded
-    return self.output_adapter(decoded, deterministic=deterministic)
+    if getattr(self.output_adapter, "uses_input_adapter", False):
+      adapter_kwargs["input_adapter"] = self.input_adapter
+    return self.output_adapter(decoded, deterministic=deterministic, **adapter_kwargs)
