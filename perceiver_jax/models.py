@@ -25,12 +25,10 @@ Both compose modules given as fields, so each part keeps its own dtype and param
 from typing import Optional, Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
-import numpy as np
 
 from perceiver_jax.decoder import PerceiverDecoder
 from perceiver_jax.encoder import PerceiverEncoder
-from perceiver_jax.position_encoding import FourierPositionEncoding
+from perceiver_jax.position_encoding import concat_fourier_features
 
 
 class Perceiver(nn.Module):
@@ -47,17 +45,13 @@ class Perceiver(nn.Module):
     if inputs.ndim < 3:
       raise ValueError(
           f"Perceiver expects inputs [batch, *index_dims, channels], got shape {inputs.shape}.")
-    batch, index_dims = inputs.shape[0], inputs.shape[1:-1]
-    positions = FourierPositionEncoding(
-        self.num_frequency_bands, self.max_resolution, self.concat_pos, self.sine_only,
-        dtype=self.encoder.dtype)(index_dims, batch)
-    x = inputs.reshape(batch, -1, inputs.shape[-1]).astype(self.encoder.dtype)
-    x = jnp.concatenate([x, positions], axis=-1)
+    x = concat_fourier_features(inputs, self.num_frequency_bands, self.max_resolution,
+                                self.concat_pos, self.sine_only, self.encoder.dtype)
     if pad_mask is not None:
       if pad_mask.shape != inputs.shape[:-1]:
         raise ValueError(
             f"pad_mask must have shape [batch, *index_dims]={inputs.shape[:-1]}, got {pad_mask.shape}.")
-      pad_mask = pad_mask.reshape(batch, int(np.prod(index_dims)))
+      pad_mask = pad_mask.reshape(x.shape[:2])
     latents = self.encoder(x, pad_mask, deterministic)
     return self.decoder(latents, deterministic)
 

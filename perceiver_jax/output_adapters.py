@@ -15,9 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_jax.model_stats import Stats, stats
-from perceiver_jax.output_queries import check_index_dims
 from perceiver_jax.typing import DType
-from perceiver_jax.validation import check_positive
+from perceiver_jax.validation import check_index_dims, check_positive
 
 
 class ClassificationOutput(nn.Module):

@@ -18,18 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_jax.model_stats import Stats, stats
-from perceiver_jax.position_encoding import (TrainablePositionEncoding, fourier_features,
+from perceiver_jax.position_encoding import (TrainablePositionEncoding, batched_fourier_features,
                                              fourier_num_channels)
 from perceiver_jax.typing import DType
-from perceiver_jax.validation import check_positive
-
-
-def check_index_dims(module, field: str):
-  """Raises ValueError unless the named field of `module` is a non-empty tuple of ints >= 1."""
-  dims = getattr(module, field)
-  if len(dims) == 0 or any(int(n) < 1 for n in dims):
-    raise ValueError(
-        f"{type(module).__name__}.{field} must be a non-empty sequence of ints >= 1, got {dims}.")
+from perceiver_jax.validation import check_index_dims, check_positive
 
 
 def subsample(queries: jnp.ndarray, subsampled_points) -> jnp.ndarray:
@@ -67,10 +59,9 @@ class FourierQuery(nn.Module):
     super().__post_init__()
 
   def __call__(self, inputs, subsampled_points=None) -> jnp.ndarray:
-    features = fourier_features(self.output_index_dims, self.num_frequency_bands,
-                                self.max_resolution, self.concat_pos, self.sine_only)
-    queries = jnp.broadcast_to(jnp.asarray(features, self.dtype),
-                               (inputs.shape[0],) + features.shape)
+    queries = batched_fourier_features(self.output_index_dims, inputs.shape[0],
+                                       self.num_frequency_bands, self.max_resolution,
+                                       self.concat_pos, self.sine_only, self.dtype)
     return subsample(queries, subsampled_points)
 
 

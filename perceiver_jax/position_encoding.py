@@ -5,7 +5,10 @@
   num_bands) per dim; features [pos (if concat_pos), sin(pi f x) for every dim and band,
   cos(pi f x) likewise] -> [prod(index_dims), d * (2 * num_bands + 1)] (d * (num_bands + 1)
   with sine_only; minus d without concat_pos).
-- `FourierPositionEncoding`: those features broadcast to [batch, prod(index_dims), channels].
+- `batched_fourier_features(index_dims, batch, ...)`: those features broadcast to
+  [batch, prod(index_dims), channels]; `FourierPositionEncoding` is the same as a module.
+- `concat_fourier_features(x, ...)`: features [batch, *index_dims, c] flattened and
+  concatenated with the Fourier features of their grid -> [batch, prod(index_dims), c + F].
 - `TrainablePositionEncoding`: a learned [prod(index_dims), channels] array, truncated-normal
   init, broadcast to [batch, prod(index_dims), channels]. Also the Perceiver IO decoder queries.
 - `RotaryPositionEmbedding`: rotates interleaved pairs of the first `fraction` of each head's
@@ -48,6 +51,26 @@ def fourier_features(index_dims: Sequence[int], num_bands: int,
   return np.concatenate(features, axis=-1).astype(np.float32)
 
 
+def batched_fourier_features(index_dims: Sequence[int], batch_size: int, num_bands: int,
+                             max_resolution: Optional[Sequence[int]] = None,
+                             concat_pos: bool = True, sine_only: bool = False,
+                             dtype: DType = jnp.float32) -> jnp.ndarray:
+  """`fourier_features` broadcast to [batch_size, prod(index_dims), channels] in `dtype`."""
+  features = fourier_features(index_dims, num_bands, max_resolution, concat_pos, sine_only)
+  return jnp.broadcast_to(jnp.asarray(features, dtype), (batch_size,) + features.shape)
+
+
+def concat_fourier_features(x: jnp.ndarray, num_bands: int,
+                            max_resolution: Optional[Sequence[int]] = None,
+                            concat_pos: bool = True, sine_only: bool = False,
+                            dtype: DType = jnp.float32) -> jnp.ndarray:
+  """Features [b, *grid, c] -> [b, prod(grid), c + Fourier channels of the grid], in `dtype`."""
+  batch, grid = x.shape[0], x.shape[1:-1]
+  positions = batched_fourier_features(grid, batch, num_bands, max_resolution, concat_pos,
+                                       sine_only, dtype)
+  return jnp.concatenate([x.reshape(batch, -1, x.shape[-1]).astype(dtype), positions], axis=-1)
+
+
 class FourierPositionEncoding(nn.Module):
   """Fourier features of an index grid, [batch, prod(index_dims), channels]."""
   num_bands: int = 64
@@ -57,9 +80,8 @@ class FourierPositionEncoding(nn.Module):
   dtype: DType = jnp.float32
 
   def __call__(self, index_dims: Sequence[int], batch_size: int) -> jnp.ndarray:
-    features = fourier_features(index_dims, self.num_bands, self.max_resolution,
-                                self.concat_pos, self.sine_only)
-    return jnp.broadcast_to(jnp.asarray(features, self.dtype), (batch_size,) + features.shape)
+    return batched_fourier_features(index_dims, batch_size, self.num_bands, self.max_resolution,
+                                    self.concat_pos, self.sine_only, self.dtype)
 
 
 class TrainablePositionEncoding(nn.Module):

@@ -22,3 +22,11 @@ def check_choice(module, field: str, choices):
   value = getattr(module, field)
   if value not in choices:
     raise ValueError(f"{type(module).__name__}.{field} must be one of {tuple(choices)}, got {value!r}.")
+
+
+def check_index_dims(module, field: str):
+  """Raises ValueError unless the named field of `module` is a non-empty sequence of ints >= 1."""
+  dims = getattr(module, field)
+  if len(dims) == 0 or any(int(n) < 1 for n in dims):
+    raise ValueError(
+        f"{type(module).__name__}.{field} must be a non-empty sequence of ints >= 1, got {dims}.")

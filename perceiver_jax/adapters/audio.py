@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from perceiver_jax.model_stats import Stats, stats
-from perceiver_jax.position_encoding import fourier_features, fourier_num_channels
+from perceiver_jax.position_encoding import concat_fourier_features, fourier_num_channels
 from perceiver_jax.typing import DType
 from perceiver_jax.validation import check_positive
 
@@ -42,11 +42,9 @@ class AudioAdapter(nn.Module):
     batch, num_samples, channels = inputs.shape
     num_patches = _num_patches(self, num_samples)
     patches = inputs.reshape(batch, num_patches, self.samples_per_patch * channels)
-    resolution = (self.max_resolution or num_patches,)
-    positions = fourier_features((num_patches,), self.num_frequency_bands, resolution,
-                                 self.concat_pos, self.sine_only)
-    positions = jnp.broadcast_to(jnp.asarray(positions, self.dtype), (batch,) + positions.shape)
-    return jnp.concatenate([patches.astype(self.dtype), positions], axis=-1)
+    resolution = None if self.max_resolution is None else (self.max_resolution,)
+    return concat_fourier_features(patches, self.num_frequency_bands, resolution,
+                                   self.concat_pos, self.sine_only, self.dtype)
 
 
 def _num_patches(module: AudioAdapter, num_samples: int) -> int:

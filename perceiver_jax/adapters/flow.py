@@ -14,9 +14,8 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from perceiver_jax.adapters.image import concat_fourier
 from perceiver_jax.model_stats import Stats, dense_stats, stats
-from perceiver_jax.position_encoding import fourier_num_channels
+from perceiver_jax.position_encoding import concat_fourier_features, fourier_num_channels
 from perceiver_jax.typing import DType
 from perceiver_jax.validation import check_positive
 
@@ -57,8 +56,8 @@ class FlowAdapter(nn.Module):
     if self.out_channels is not None:
       x = nn.Dense(self.out_channels, dtype=self.dtype, param_dtype=self.param_dtype,
                    name="patches_linear")(x)
-    return concat_fourier(x, self.num_frequency_bands, self.max_resolution, self.concat_pos,
-                          self.sine_only, self.dtype)
+    return concat_fourier_features(x, self.num_frequency_bands, self.max_resolution,
+                                   self.concat_pos, self.sine_only, self.dtype)
 
 
 @stats.register

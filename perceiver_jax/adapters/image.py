@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_jax.model_stats import Stats, dense_stats, stats
-from perceiver_jax.position_encoding import (TrainablePositionEncoding, fourier_features,
+from perceiver_jax.position_encoding import (TrainablePositionEncoding, batched_fourier_features,
                                              fourier_num_channels)
 from perceiver_jax.typing import DType
 from perceiver_jax.validation import check_choice, check_positive, check_rate
@@ -58,22 +58,6 @@ def block_grid(dims: Sequence[int], blocks: Sequence[int]) -> list:
     raise ValueError(
         f"space_to_depth blocks {tuple(blocks)} must be >= 1 and divide the dims {tuple(dims)}.")
   return [n // k for n, k in zip(dims, blocks)]
-
-
-def _batched_fourier(batch: int, grid: Sequence[int], num_bands: int,
-                     max_resolution: Optional[Sequence[int]], concat_pos: bool, sine_only: bool,
-                     dtype: DType):
-  positions = fourier_features(grid, num_bands, max_resolution, concat_pos, sine_only)
-  return jnp.broadcast_to(jnp.asarray(positions, dtype), (batch,) + positions.shape)
-
-
-def concat_fourier(x, num_bands: int, max_resolution: Optional[Sequence[int]], concat_pos: bool,
-                   sine_only: bool, dtype: DType):
-  """Features [b, *grid, c] -> [b, prod(grid), c + Fourier channels of the grid]."""
-  batch, grid = x.shape[0], x.shape[1:-1]
-  positions = _batched_fourier(batch, grid, num_bands, max_resolution, concat_pos, sine_only,
-                               dtype)
-  return jnp.concatenate([x.reshape(batch, -1, x.shape[-1]).astype(dtype), positions], axis=-1)
 
 
 class ImageAdapter(nn.Module):
@@ -141,8 +125,9 @@ class ImageAdapter(nn.Module):
     if self.position_encoding == "none":
       return x
     if self.position_encoding == "fourier":
-      positions = _batched_fourier(batch, grid, self.num_frequency_bands, self.max_resolution,
-                                   self.concat_pos, self.sine_only, self.dtype)
+      positions = batched_fourier_features(grid, batch, self.num_frequency_bands,
+                                           self.max_resolution, self.concat_pos, self.sine_only,
+                                           self.dtype)
     else:
       positions = TrainablePositionEncoding(grid, num_positions, name="position_encoding",
                                             **dense)(batch)

@@ -11,9 +11,9 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from perceiver_jax.adapters.image import block_grid, concat_fourier, space_to_depth
+from perceiver_jax.adapters.image import block_grid, space_to_depth
 from perceiver_jax.model_stats import Stats, stats
-from perceiver_jax.position_encoding import fourier_num_channels
+from perceiver_jax.position_encoding import concat_fourier_features, fourier_num_channels
 from perceiver_jax.typing import DType
 from perceiver_jax.validation import check_positive
 
@@ -42,8 +42,8 @@ class VideoAdapter(nn.Module):
     if inputs.ndim != 5:
       raise ValueError(f"VideoAdapter expects video [batch, T, H, W, C], got shape {inputs.shape}.")
     patches = space_to_depth(inputs, self.spatial_downsample, self.temporal_downsample)
-    return concat_fourier(patches, self.num_frequency_bands, self.max_resolution, self.concat_pos,
-                          self.sine_only, self.dtype)
+    return concat_fourier_features(patches, self.num_frequency_bands, self.max_resolution,
+                                   self.concat_pos, self.sine_only, self.dtype)
 
 
 @stats.register
