@@ -8,5 +8,6 @@ from perceiver_jax.models import Perceiver, PerceiverIO
 from perceiver_jax.multi_head_attention import MultiHeadAttention
 from perceiver_jax.position_encoding import (FourierPositionEncoding, RotaryPositionEmbedding,
                                              TrainablePositionEncoding, fourier_features)
-from perceiver_jax.output_adapters import ClassificationOutput, EmbeddingOutput, FlowOutput, GridOutput
-from perceiver_jax.output_queries import FourierQuery, InputQuery, TrainableGridQuery
+from perceiver_jax.output_adapters import (AudioOutput, ClassificationOutput, EmbeddingOutput,
+                                           FlowOutput, GridOutput, MultimodalOutput)
+from perceiver_jax.output_queries import FourierQuery, InputQuery, MultimodalQuery, TrainableGridQuery

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from perceiver_jax.layers import MLP, layer_norm
 from perceiver_jax.multi_head_attention import MultiHeadAttention
 from perceiver_jax.position_encoding import TrainablePositionEncoding
+from perceiver_jax.subsampling import subsample
 from perceiver_jax.attention import validate_implementation
 from perceiver_jax.typing import DType, hyperparameters
 from perceiver_jax.validation import check_positive, check_rate
@@ -72,7 +73,10 @@ class PerceiverDecoder(nn.Module):
 
 
 class TrainableQuery(nn.Module):
-  """Learned output queries [batch, num_queries, num_channels]; batch taken from `inputs`."""
+  """Learned output queries [batch, num_queries, num_channels]; batch taken from `inputs`.
+
+  With `subsampled_points` (int [k] or [batch, k]) only those queries, [batch, k, channels].
+  """
   num_queries: int
   num_channels: int
   init_scale: float = 0.02
@@ -80,9 +84,11 @@ class TrainableQuery(nn.Module):
   param_dtype: DType = jnp.float32
 
   @nn.compact
-  def __call__(self, inputs):
-    return TrainablePositionEncoding((self.num_queries,), self.num_channels, self.init_scale,
-                                     self.dtype, self.param_dtype, name="queries")(inputs.shape[0])
+  def __call__(self, inputs, subsampled_points=None):
+    queries = TrainablePositionEncoding((self.num_queries,), self.num_channels, self.init_scale,
+                                        self.dtype, self.param_dtype,
+                                        name="queries")(inputs.shape[0])
+    return subsample(queries, subsampled_points)
 
 
 class ClassificationDecoder(PerceiverDecoder):

@@ -18,7 +18,7 @@ New modules (e.g. task adapters) join by registering with `stats.register`.
 
 import dataclasses
 import functools
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import jax
 import numpy as np
@@ -33,10 +33,11 @@ from perceiver_jax.typing import hyperparameters
 
 @dataclasses.dataclass(frozen=True)
 class Stats:
-  """Parameters, forward FLOPs per example and the output shape (no batch dim)."""
+  """Parameters, forward FLOPs per example and the output shape (no batch dim; a
+  {modality: shape} mapping for multimodal outputs)."""
   params: int
   flops: int
-  output_shape: Tuple[int, ...]
+  output_shape: Union[Tuple[int, ...], Mapping[str, Tuple[int, ...]]]
 
   def __add__(self, other: "Stats") -> "Stats":
     return Stats(self.params + other.params, self.flops + other.flops, other.output_shape)

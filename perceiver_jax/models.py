@@ -14,8 +14,9 @@
     output_adapter(decoded, deterministic=...) -> outputs
   A missing input or output adapter is the identity.
   Subsampled decoding: `subsampled_points` (int [k] or [batch, k] indices into the output
-  queries) is passed on as output_query(adapted_inputs, subsampled_points=...) -> [batch, k, q]
-  and output_adapter(decoded, ..., subsampled=True); without it both are called as above.
+  queries; a {modality: indices} mapping for MultimodalQuery) is passed on as
+  output_query(adapted_inputs, subsampled_points=...) -> [batch, k, q] and
+  output_adapter(decoded, ..., subsampled_points=...); without it both are called as above.
   An output adapter with class attribute `uses_input_adapter = True` (e.g. an MLM head tied to
   the input embedding) also receives `input_adapter=` the model's (bound) input adapter.
 
@@ -76,7 +77,7 @@ class PerceiverIO(nn.Module):
       queries, adapter_kwargs = self.output_query(x), {}
     else:
       queries = self.output_query(x, subsampled_points=subsampled_points)
-      adapter_kwargs = {"subsampled": True}
+      adapter_kwargs = {"subsampled_points": subsampled_points}
     decoded = self.decoder(queries, latents, deterministic)
     if self.output_adapter is None:
       return decoded

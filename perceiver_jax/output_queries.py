@@ -1,17 +1,21 @@
 """Perceiver IO output queries for grid-shaped outputs (flow, video, audio, MLM).
 
 Each query module maps `inputs` [batch, ...] (only the batch size is used, except by
-`InputQuery`) to decoder queries [batch, num_outputs, channels]. With `subsampled_points`, int
-indices [k] (shared by the batch) or [batch, k] into the num_outputs axis, only those queries
-are returned, [batch, k, channels]: Perceiver IO decodes a random subset of output points in
-training.
+`InputQuery`) to decoder queries [batch, num_outputs, channels]. With `subsampled_points`
+(see `subsampling.py`) only those queries are returned, [batch, k, channels]: Perceiver IO
+decodes a random subset of output points in training.
 
 - `FourierQuery`: Fourier features of the output grid (no parameters).
 - `TrainableGridQuery`: learned queries, one per grid point.
 - `InputQuery`: the adapted inputs themselves (the official optical-flow decoder).
+- `MultimodalQuery`: one query module per modality, each padded to C = max_m(c_m) +
+  min_padding_size channels with a learned vector [C - c_m] (truncated normal, std 0.02) and
+  concatenated in sorted-name order -> [b, sum_m o_m, C]; `subsampled_points` is then a
+  {modality: indices} mapping (modalities left out are decoded in full). MultimodalOutput
+  splits the decoded array back.
 """
 
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -19,29 +23,18 @@ import numpy as np
 
 from perceiver_jax.model_stats import Stats, stats
 from perceiver_jax.position_encoding import (TrainablePositionEncoding, batched_fourier_features,
-                                             fourier_num_channels)
+                                             fourier_features_at, fourier_num_channels)
+from perceiver_jax.subsampling import check_points, subsample
 from perceiver_jax.typing import DType
 from perceiver_jax.validation import check_index_dims, check_positive
 
 
-def subsample(queries: jnp.ndarray, subsampled_points) -> jnp.ndarray:
-  """queries [b, n, c] at indices [k] or [b, k] -> [b, k, c]; None returns queries."""
-  if subsampled_points is None:
-    return queries
-  points = jnp.asarray(subsampled_points)
-  if not jnp.issubdtype(points.dtype, jnp.integer) or points.ndim not in (1, 2):
-    raise ValueError("subsampled_points must be int indices [k] or [batch, k], got "
-                     f"{points.dtype} {points.shape}.")
-  if points.ndim == 1:
-    return jnp.take(queries, points, axis=1)
-  if points.shape[0] != queries.shape[0]:
-    raise ValueError(f"subsampled_points [batch, k] has batch {points.shape[0]}, "
-                     f"queries have batch {queries.shape[0]}.")
-  return jnp.take_along_axis(queries, points[:, :, None], axis=1)
-
-
 class FourierQuery(nn.Module):
-  """Fourier features of the output grid: [b, prod(output_index_dims), channels]."""
+  """Fourier features of the output grid: [b, prod(output_index_dims), channels].
+
+  Subsampled, only the k requested points' features are computed (a 16x224x224 video grid
+  is never materialised).
+  """
   output_index_dims: Sequence[int]
   num_frequency_bands: int = 64
   max_resolution: Optional[Sequence[int]] = None  # Defaults to output_index_dims.
@@ -59,10 +52,20 @@ class FourierQuery(nn.Module):
     super().__post_init__()
 
   def __call__(self, inputs, subsampled_points=None) -> jnp.ndarray:
-    queries = batched_fourier_features(self.output_index_dims, inputs.shape[0],
-                                       self.num_frequency_bands, self.max_resolution,
-                                       self.concat_pos, self.sine_only, self.dtype)
-    return subsample(queries, subsampled_points)
+    batch = inputs.shape[0]
+    if subsampled_points is None:
+      return batched_fourier_features(self.output_index_dims, batch, self.num_frequency_bands,
+                                      self.max_resolution, self.concat_pos, self.sine_only,
+                                      self.dtype)
+    points = check_points(subsampled_points, batch)
+    dims = tuple(self.output_index_dims)
+    coords = jnp.stack(jnp.unravel_index(points, dims), axis=-1).astype(jnp.float32)
+    spans = jnp.asarray([max(n - 1, 1) for n in dims], jnp.float32)
+    positions = 2.0 * coords / spans - 1.0  # The grid's linspace(-1, 1, n) at the points.
+    features = fourier_features_at(positions, self.num_frequency_bands,
+                                   self.max_resolution or dims, self.concat_pos, self.sine_only)
+    features = features.astype(self.dtype)
+    return jnp.broadcast_to(features, (batch,) + features.shape[-2:])
 
 
 class TrainableGridQuery(nn.Module):
@@ -93,6 +96,53 @@ class InputQuery(nn.Module):
     if inputs.ndim != 3:
       raise ValueError(f"InputQuery expects inputs [batch, index, channels], got {inputs.shape}.")
     return subsample(inputs, subsampled_points)
+
+
+class MultimodalQuery(nn.Module):
+  """Per-modality queries padded to common channels and concatenated; see the docstring."""
+  queries: Mapping[str, nn.Module]
+  min_padding_size: int = 2
+  init_scale: float = 0.02
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  def __post_init__(self):
+    if not self.queries:
+      raise ValueError("MultimodalQuery.queries must name at least one modality.")
+    for name, query in self.queries.items():
+      if isinstance(query, InputQuery):
+        raise ValueError(
+            f"MultimodalQuery.queries[{name!r}] is an InputQuery, but the modalities' inputs are "
+            "concatenated; use a FourierQuery, TrainableGridQuery or TrainableQuery.")
+    check_positive(self, "min_padding_size")
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, inputs, subsampled_points=None) -> jnp.ndarray:
+    if subsampled_points is not None and (not isinstance(subsampled_points, Mapping)
+                                          or not set(subsampled_points) <= set(self.queries)):
+      raise ValueError(
+          "MultimodalQuery needs subsampled_points as a {modality: indices} mapping over "
+          f"{sorted(self.queries)}, got {subsampled_points!r}.")
+    points = subsampled_points or {}
+    queries = {name: self.queries[name](inputs, subsampled_points=points.get(name))
+               for name in sorted(self.queries)}
+    channels = max(q.shape[-1] for q in queries.values()) + self.min_padding_size
+    padded = []
+    for name, q in queries.items():
+      padding = self.param(f"{name}_padding", nn.initializers.truncated_normal(self.init_scale),
+                           (channels - q.shape[-1],), self.param_dtype)
+      padding = jnp.broadcast_to(padding.astype(self.dtype), q.shape[:-1] + padding.shape)
+      padded.append(jnp.concatenate([q.astype(self.dtype), padding], axis=-1))
+    return jnp.concatenate(padded, axis=1)
+
+
+@stats.register
+def _(module: MultimodalQuery, input_shape) -> Stats:
+  parts = [stats(module.queries[name], input_shape) for name in sorted(module.queries)]
+  channels = max(s.output_shape[-1] for s in parts) + module.min_padding_size
+  params = sum(s.params + channels - s.output_shape[-1] for s in parts)
+  return Stats(params, 0, (sum(s.output_shape[0] for s in parts), channels))
 
 
 @stats.register

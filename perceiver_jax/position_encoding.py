@@ -5,6 +5,8 @@
   num_bands) per dim; features [pos (if concat_pos), sin(pi f x) for every dim and band,
   cos(pi f x) likewise] -> [prod(index_dims), d * (2 * num_bands + 1)] (d * (num_bands + 1)
   with sine_only; minus d without concat_pos).
+- `fourier_features_at(positions, ...)`: the same features at arbitrary positions [..., d] in
+  [-1, 1] (point clouds, subsampled output queries) -> [..., channels].
 - `batched_fourier_features(index_dims, batch, ...)`: those features broadcast to
   [batch, prod(index_dims), channels]; `FourierPositionEncoding` is the same as a module.
 - `concat_fourier_features(x, ...)`: features [batch, *index_dims, c] flattened and
@@ -15,7 +17,7 @@
   dims by position-dependent angles (Perceiver AR); [batch, length, heads, head_dim] in and out.
 """
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -49,6 +51,21 @@ def fourier_features(index_dims: Sequence[int], num_bands: int,
   if concat_pos:
     features.insert(0, pos)
   return np.concatenate(features, axis=-1).astype(np.float32)
+
+
+def fourier_features_at(positions: jnp.ndarray, num_bands: int,
+                        max_resolution: Union[float, Sequence[float]], concat_pos: bool = True,
+                        sine_only: bool = False) -> jnp.ndarray:
+  """Fourier features [..., channels] of positions [..., d]; one max_resolution or one per dim."""
+  dims = positions.shape[-1]
+  resolution = np.broadcast_to(np.asarray(max_resolution, np.float64), (dims,))
+  freqs = np.stack([np.linspace(1.0, res / 2, num_bands) for res in resolution])  # [d, K]
+  scaled = positions[..., :, None] * jnp.asarray(freqs, positions.dtype)
+  scaled = scaled.reshape(positions.shape[:-1] + (dims * num_bands,))
+  features = [jnp.sin(jnp.pi * scaled)] + ([] if sine_only else [jnp.cos(jnp.pi * scaled)])
+  if concat_pos:
+    features.insert(0, positions)
+  return jnp.concatenate(features, axis=-1)
 
 
 def batched_fourier_features(index_dims: Sequence[int], batch_size: int, num_bands: int,

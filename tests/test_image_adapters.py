@@ -178,6 +178,21 @@ def test_trainable_concat_and_add():
   np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_projected_positions_are_a_linear_map_of_the_encoding():
+  x = _random((2, 4, 4, 3))
+  model = ImageAdapter("conv1x1", out_channels=5, position_encoding="trainable",
+                       num_position_channels=6, project_pos_dim=4)
+  variables, out = _init_apply(model, x)
+  params = variables["params"]
+  assert out.shape == (2, 16, 9)
+  projection = params["position_projection"]
+  expected = params["position_encoding"]["embeddings"] @ projection["kernel"] + projection["bias"]
+  np.testing.assert_allclose(out[1, :, 5:], expected, rtol=1e-5, atol=1e-6)
+  _, out = _init_apply(ImageAdapter(num_frequency_bands=2, project_pos_dim=3,
+                                    concat_or_add="add"), x)
+  assert out.shape == (2, 16, 3)
+
+
 def test_trainable_defaults_to_the_feature_channels():
   _, out = _init_apply(ImageAdapter(position_encoding="trainable"), jnp.ones((1, 2, 2, 3)))
   assert out.shape == (1, 4, 6)
@@ -253,6 +268,9 @@ def test_flow_default_dense_to_64_channels():
     (lambda: ImageAdapter(out_channels=0), "ImageAdapter.out_channels"),
     (lambda: ImageAdapter(num_position_channels=0), "ImageAdapter.num_position_channels"),
     (lambda: ImageAdapter(max_resolution=(4,)), "ImageAdapter.max_resolution"),
+    (lambda: ImageAdapter(project_pos_dim=0), "ImageAdapter.project_pos_dim"),
+    (lambda: ImageAdapter(position_encoding="none", project_pos_dim=4),
+     "ImageAdapter.project_pos_dim"),
     (lambda: ImageAdapter(batch_norm_momentum=1.0), "ImageAdapter.batch_norm_momentum"),
     (lambda: VideoAdapter(temporal_downsample=0), "VideoAdapter.temporal_downsample"),
     (lambda: VideoAdapter(max_resolution=(4, 4)), "VideoAdapter.max_resolution"),
@@ -293,6 +311,9 @@ ADAPTERS = [
                   position_encoding="trainable", num_position_channels=9), (4, 6, 3)),
     (ImageAdapter("conv1x1", spatial_downsample=3, out_channels=5, num_frequency_bands=2),
      (7, 8, 3)),
+    (ImageAdapter("conv1x1", out_channels=5, position_encoding="trainable", num_position_channels=6,
+                  project_pos_dim=4), (4, 3, 3)),
+    (ImageAdapter(num_frequency_bands=2, project_pos_dim=3, concat_or_add="add"), (4, 3, 3)),
     (ImageAdapter("conv", out_channels=6, position_encoding="trainable", concat_or_add="add"),
      (10, 8, 3)),
     (ImageAdapter("conv", out_channels=fourier_num_channels(2, 2), num_frequency_bands=2,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from perceiver_jax import PerceiverDecoder, PerceiverEncoder, PerceiverIO, TrainableQuery
-from perceiver_jax.adapters import (AudioAdapter, MultimodalAdapter, TextAdapter, VideoAdapter,
-                                    split_modalities)
+from perceiver_jax.adapters import (AudioAdapter, MultimodalAdapter, OneHotAdapter, TextAdapter,
+                                    VideoAdapter, split_modalities)
 from perceiver_jax.model_stats import count_params, param_count
 from random_params import random_data
 
@@ -77,3 +77,45 @@ def test_errors():
     adapter.init(jax.random.PRNGKey(0), {"audio": INPUTS["audio"]})
   with pytest.raises(ValueError, match="sum of sizes"):
     split_modalities(jnp.zeros((1, 5, 2)), {"a": 2, "b": 2})
+
+
+def test_one_hot_adapter_is_one_token():
+  labels = jax.nn.one_hot(jnp.array([2, 0]), 4)
+  out = OneHotAdapter().apply({}, labels)
+  np.testing.assert_array_equal(out, np.asarray(labels)[:, None])
+  with pytest.raises(ValueError, match="jax.nn.one_hot"):
+    OneHotAdapter().apply({}, jnp.array([2, 0]))
+
+
+def test_mask_probs_replace_tokens_by_the_mask_token():
+  masked = MultimodalAdapter(ADAPTERS, mask_probs={"label": 1.0, "audio": 0.0, "video": 0.5})
+  plain = MultimodalAdapter(ADAPTERS)
+  key = jax.random.PRNGKey(3)
+  variables = masked.init({"params": jax.random.PRNGKey(0), "masking": key}, INPUTS)
+  params = variables["params"]
+  out = masked.apply(variables, INPUTS, rngs={"masking": key})
+  plain_params = {k: v for k, v in params.items() if not k.endswith("_mask_token")}
+  reference = plain.apply({"params": plain_params}, INPUTS)
+  channels = out.shape[-1]
+  assert all(params[f"{m}_mask_token"].shape == (channels,) for m in ("label", "audio", "video"))
+  sizes = {"audio": 4, "label": 1, "video": 4}
+  parts, ref = split_modalities(out, sizes), split_modalities(reference, sizes)
+  np.testing.assert_array_equal(parts["label"], np.broadcast_to(params["label_mask_token"],
+                                                                (2, 1, channels)))
+  np.testing.assert_array_equal(parts["audio"], ref["audio"])
+  is_mask = np.all(np.asarray(parts["video"]) == np.asarray(params["video_mask_token"]), axis=-1)
+  is_input = np.all(np.asarray(parts["video"]) == np.asarray(ref["video"]), axis=-1)
+  assert np.all(is_mask ^ is_input) and 0 < is_mask.sum() < is_mask.size
+  # Same rng, same mask; another rng, another mask.
+  np.testing.assert_array_equal(masked.apply(variables, INPUTS, rngs={"masking": key}), out)
+  other = masked.apply(variables, INPUTS, rngs={"masking": jax.random.PRNGKey(4)})
+  assert not np.array_equal(other, out)
+  shapes = {name: x.shape[1:] for name, x in INPUTS.items()}
+  assert param_count(masked, shapes) == count_params(variables)
+
+
+def test_mask_probs_errors():
+  with pytest.raises(ValueError, match="mask_probs names"):
+    MultimodalAdapter(ADAPTERS, mask_probs={"text": 0.5})
+  with pytest.raises(ValueError, match=r"mask_probs must be in \[0, 1\]"):
+    MultimodalAdapter(ADAPTERS, mask_probs={"label": 1.5})

@@ -6,12 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from perceiver_jax import PerceiverDecoder, PerceiverEncoder, PerceiverIO, fourier_features
+from perceiver_jax import (PerceiverDecoder, PerceiverEncoder, PerceiverIO, TrainableQuery,
+                           fourier_features)
 from perceiver_jax.adapters import TextAdapter
 from perceiver_jax.model_stats import count_params, param_count, stats
-from perceiver_jax.output_adapters import (ClassificationOutput, EmbeddingOutput, FlowOutput,
-                                           GridOutput)
-from perceiver_jax.output_queries import FourierQuery, InputQuery, TrainableGridQuery
+from perceiver_jax.output_adapters import (AudioOutput, ClassificationOutput, EmbeddingOutput,
+                                           FlowOutput, GridOutput, MultimodalOutput)
+from perceiver_jax.output_queries import (FourierQuery, InputQuery, MultimodalQuery,
+                                          TrainableGridQuery)
 from random_params import param_shapes as _shapes, random_data as _data, random_params as _params
 
 POINTS = np.array([5, 0, 11])  # Indices into a flattened (3, 4) grid.
@@ -32,10 +34,12 @@ def test_fourier_query_is_fourier_features_of_the_grid_and_subsamples_rows():
   full = query.apply({}, inputs)
   assert full.shape == (2, 12, features.shape[-1])
   np.testing.assert_allclose(full, np.broadcast_to(features, full.shape))
+  # Subsampled features are computed at the points in float32: rounding only.
   np.testing.assert_allclose(query.apply({}, inputs, subsampled_points=POINTS),
-                             np.broadcast_to(features[POINTS], (2, 3, features.shape[-1])))
+                             np.broadcast_to(features[POINTS], (2, 3, features.shape[-1])),
+                             rtol=0, atol=1e-5)
   np.testing.assert_allclose(query.apply({}, inputs, subsampled_points=BATCH_POINTS),
-                             features[BATCH_POINTS])
+                             features[BATCH_POINTS], rtol=0, atol=1e-5)
   assert stats(query, (7, 1)).output_shape == full.shape[1:]
 
 
@@ -100,7 +104,7 @@ def test_grid_output_reshapes_scales_and_passes_subsampled_points_through():
   np.testing.assert_allclose(FlowOutput((3, 4)).apply({}, decoded),
                              np.asarray(decoded).reshape(2, 3, 4, 2) / 100, rtol=1e-6)
   sub = _data(1, 2, 5, 2)
-  np.testing.assert_allclose(FlowOutput((3, 4)).apply({}, sub, subsampled=True),
+  np.testing.assert_allclose(FlowOutput((3, 4)).apply({}, sub, subsampled_points=np.arange(5)),
                              np.asarray(sub) / 100, rtol=1e-6)
   with pytest.raises(ValueError, match="GridOutput expects"):
     GridOutput((3, 4)).apply({}, _data(0, 2, 11, 2))
@@ -185,3 +189,107 @@ def test_mlm_embedding_gradient_comes_from_input_and_output_sides():
   both, input_side, output_side = embedding_grads(params)
   assert np.linalg.norm(input_side) > 1e-3 and np.linalg.norm(output_side) > 1e-3
   np.testing.assert_allclose(both, input_side + output_side, rtol=1e-4, atol=1e-6)
+
+
+# Projections, audio and multimodal decoding.
+
+def test_classification_output_projects_to_num_classes():
+  decoded = _data(0, 2, 1, 5)
+  head = ClassificationOutput(num_classes=3)
+  params = _params(head, decoded)
+  dense = params["projection"]
+  np.testing.assert_allclose(head.apply({"params": params}, decoded),
+                             np.asarray(decoded)[:, 0] @ dense["kernel"] + dense["bias"],
+                             rtol=1e-5, atol=1e-6)
+  assert param_count(head, (1, 5)) == count_params(params) == 18
+  assert stats(head, (1, 5)).output_shape == (3,)
+
+
+def test_grid_output_projects_before_reshaping_video():
+  decoded = _data(0, 2, 24, 5)
+  head = GridOutput((2, 3, 4), num_output_channels=3, scale=0.5)
+  params = _params(head, decoded)
+  dense = params["projection"]
+  projected = 0.5 * (np.asarray(decoded) @ dense["kernel"] + dense["bias"])
+  np.testing.assert_allclose(head.apply({"params": params}, decoded),
+                             projected.reshape(2, 2, 3, 4, 3), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      head.apply({"params": params}, decoded[:, :7], subsampled_points=np.arange(7)),
+      projected[:, :7], rtol=1e-5, atol=1e-6)
+  assert param_count(head, (24, 5)) == count_params(params)
+  assert stats(head, (24, 5)).output_shape == (2, 3, 4, 3)
+
+
+def test_audio_output_projects_patches_to_samples_and_flattens():
+  decoded = _data(0, 2, 6, 5)
+  head = AudioOutput(samples_per_patch=4)
+  params = _params(head, decoded)
+  dense = params["projection"]
+  expected = (np.asarray(decoded) @ dense["kernel"] + dense["bias"]).reshape(2, 24)
+  np.testing.assert_allclose(head.apply({"params": params}, decoded), expected,
+                             rtol=1e-5, atol=1e-6)
+  assert stats(head, (6, 5)).output_shape == (24,)
+  with pytest.raises(ValueError, match="AudioOutput.samples_per_patch"):
+    AudioOutput(samples_per_patch=0)
+
+
+def test_trainable_query_subsamples():
+  query = TrainableQuery(6, 3)
+  inputs = jnp.zeros((2, 1, 1))
+  params = _params(query, inputs)
+  table = np.asarray(params["queries"]["embeddings"])
+  np.testing.assert_array_equal(query.apply({"params": params}, inputs, subsampled_points=POINTS[:2]),
+                                np.broadcast_to(table[POINTS[:2]], (2, 2, 3)))
+
+
+MULTIMODAL_QUERIES = {"video": FourierQuery((3, 4), num_frequency_bands=2),
+                      "label": TrainableQuery(1, 7)}
+
+
+def test_multimodal_query_pads_each_modality_and_concatenates_in_sorted_order():
+  query = MultimodalQuery(MULTIMODAL_QUERIES, min_padding_size=3)
+  inputs = jnp.zeros((2, 5, 1))
+  params = _params(query, inputs)
+  out = query.apply({"params": params}, inputs)
+  video_channels = fourier_features((3, 4), 2).shape[-1]  # 10
+  channels = max(video_channels, 7) + 3
+  assert out.shape == (2, 13, channels)
+  label = np.asarray(params["queries_label"]["queries"]["embeddings"])
+  np.testing.assert_array_equal(out[:, 0, :7], np.broadcast_to(label, (2, 1, 7))[:, 0])
+  np.testing.assert_array_equal(out[:, 0, 7:], np.broadcast_to(params["label_padding"], (2, 6)))
+  np.testing.assert_allclose(out[:, 1:, :video_channels],
+                             np.broadcast_to(fourier_features((3, 4), 2), (2, 12, 10)), atol=1e-6)
+  np.testing.assert_array_equal(out[:, 1:, video_channels:],
+                                np.broadcast_to(params["video_padding"], (2, 12, 3)))
+  assert param_count(query, (5, 1)) == count_params(params) == 7 + 6 + 3
+  sub = query.apply({"params": params}, inputs, subsampled_points={"video": POINTS})
+  assert sub.shape == (2, 4, channels)
+  np.testing.assert_allclose(sub[:, 1:], out[:, 1 + POINTS], atol=1e-5)
+
+
+def test_multimodal_output_splits_and_applies_each_adapter():
+  head = MultimodalOutput({"video": GridOutput((3, 4), scale=2.0), "label": ClassificationOutput()},
+                          num_outputs={"video": 12, "label": 1})
+  decoded = _data(0, 2, 13, 4)
+  out = head.apply({}, decoded)
+  np.testing.assert_array_equal(out["label"], decoded[:, 0])
+  np.testing.assert_allclose(out["video"], 2.0 * np.asarray(decoded[:, 1:]).reshape(2, 3, 4, 4))
+  sub = head.apply({}, decoded[:, :4], subsampled_points={"video": POINTS})
+  np.testing.assert_allclose(sub["video"], 2.0 * np.asarray(decoded[:, 1:4]))
+  assert stats(head, (13, 4)).output_shape == {"label": (4,), "video": (3, 4, 4)}
+  with pytest.raises(ValueError, match="sum of sizes"):
+    head.apply({}, decoded[:, :5], subsampled_points={"video": POINTS})
+
+
+def test_multimodal_errors():
+  with pytest.raises(ValueError, match="InputQuery"):
+    MultimodalQuery({"video": InputQuery()})
+  with pytest.raises(ValueError, match="at least one modality"):
+    MultimodalQuery({})
+  with pytest.raises(ValueError, match="same, non-empty set"):
+    MultimodalOutput({"video": GridOutput((3, 4))}, num_outputs={"audio": 3})
+  query = MultimodalQuery(MULTIMODAL_QUERIES)
+  with pytest.raises(ValueError, match="mapping"):
+    query.init(jax.random.PRNGKey(0), jnp.zeros((2, 5, 1)), subsampled_points=POINTS)
+  with pytest.raises(ValueError, match="mapping"):
+    query.init(jax.random.PRNGKey(0), jnp.zeros((2, 5, 1)), subsampled_points={"audio": POINTS})

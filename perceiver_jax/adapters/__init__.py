@@ -1,9 +1,10 @@
 """Task adapters for PerceiverIO: input adapters map raw inputs to [batch, index, channels]."""
 
 from perceiver_jax.adapters.audio import AudioAdapter
-from perceiver_jax.adapters.point_cloud import PointCloudAdapter, fourier_features_at
+from perceiver_jax.adapters.point_cloud import PointCloudAdapter
 from perceiver_jax.adapters.text import TextAdapter
 from perceiver_jax.adapters.flow import FlowAdapter, extract_patches_3x3
 from perceiver_jax.adapters.image import ImageAdapter, space_to_depth
 from perceiver_jax.adapters.video import VideoAdapter
 from perceiver_jax.adapters.multimodal import MultimodalAdapter, split_modalities
+from perceiver_jax.adapters.one_hot import OneHotAdapter

@@ -14,7 +14,8 @@
   mutable) when deterministic=False, and uses the running averages when deterministic=True.
 Then a position encoding of the (h, w) grid: 'fourier' (fourier_features, max_resolution
 defaults to (h, w)), 'trainable' (num_position_channels, default the feature channels) or
-'none', concatenated to or added to ('add' needs equal channels) the flattened features.
+'none', optionally projected by Dense(project_pos_dim) (the official learned-position ImageNet
+model), concatenated to or added to ('add' needs equal channels) the flattened features.
 """
 
 from typing import Optional, Sequence
@@ -73,6 +74,7 @@ class ImageAdapter(nn.Module):
   concat_pos: bool = True
   sine_only: bool = False
   num_position_channels: Optional[int] = None  # Trainable; defaults to the feature channels.
+  project_pos_dim: Optional[int] = None  # Dense projection of the position encoding.
   batch_norm_momentum: float = 0.9
   batch_norm_epsilon: float = 1e-5
   dtype: DType = jnp.float32
@@ -83,7 +85,10 @@ class ImageAdapter(nn.Module):
     check_choice(self, "position_encoding", POSITION_ENCODINGS)
     check_choice(self, "concat_or_add", ("concat", "add"))
     check_positive(self, "spatial_downsample", "out_channels", "num_frequency_bands",
-                   "num_position_channels")
+                   "num_position_channels", "project_pos_dim")
+    if self.project_pos_dim is not None and self.position_encoding == "none":
+      raise ValueError("ImageAdapter.project_pos_dim needs a position encoding; "
+                       "position_encoding='none' has none to project.")
     check_rate(self, "batch_norm_momentum")
     if self.prep_type == "conv" and self.spatial_downsample not in (None, 4):
       raise ValueError(
@@ -120,7 +125,7 @@ class ImageAdapter(nn.Module):
                        epsilon=self.batch_norm_epsilon, name="batch_norm", **dense)(x)
       x = nn.max_pool(nn.relu(x), (3, 3), strides=(2, 2), padding="SAME")
     batch, grid, channels = x.shape[0], x.shape[1:3], x.shape[-1]
-    num_positions = _position_channels(self, channels)
+    _position_channels(self, channels)  # Checks 'add' before any work.
     x = x.reshape(batch, -1, channels)
     if self.position_encoding == "none":
       return x
@@ -129,24 +134,31 @@ class ImageAdapter(nn.Module):
                                            self.max_resolution, self.concat_pos, self.sine_only,
                                            self.dtype)
     else:
-      positions = TrainablePositionEncoding(grid, num_positions, name="position_encoding",
-                                            **dense)(batch)
+      positions = TrainablePositionEncoding(grid, self.num_position_channels or channels,
+                                            name="position_encoding", **dense)(batch)
+    if self.project_pos_dim is not None:
+      positions = nn.Dense(self.project_pos_dim, name="position_projection", **dense)(positions)
     return x + positions if self.concat_or_add == "add" else jnp.concatenate([x, positions], -1)
 
 
-def _position_channels(module: ImageAdapter, feature_channels: int) -> int:
-  """Channels of the position encoding; checks that 'add' sees equal widths."""
+def _encoding_channels(module: ImageAdapter, feature_channels: int) -> int:
+  """Channels of the position encoding before any projection."""
   if module.position_encoding == "none":
     return 0
   if module.position_encoding == "fourier":
-    num = fourier_num_channels(2, module.num_frequency_bands, module.concat_pos, module.sine_only)
-  else:
-    num = module.num_position_channels or feature_channels
+    return fourier_num_channels(2, module.num_frequency_bands, module.concat_pos, module.sine_only)
+  return module.num_position_channels or feature_channels
+
+
+def _position_channels(module: ImageAdapter, feature_channels: int) -> int:
+  """Channels of the (projected) position encoding; checks that 'add' sees equal widths."""
+  num = module.project_pos_dim or _encoding_channels(module, feature_channels)
   if module.concat_or_add == "add" and num != feature_channels:
     raise ValueError(
         f"ImageAdapter.concat_or_add='add' needs position channels equal to the feature channels "
         f"({feature_channels}), but the {module.position_encoding!r} encoding has {num}; use "
-        f"'concat', or match num_frequency_bands/concat_pos/sine_only or num_position_channels.")
+        f"'concat', or match num_frequency_bands/concat_pos/sine_only, num_position_channels "
+        f"or project_pos_dim.")
   return num
 
 
@@ -179,7 +191,11 @@ def _(module: ImageAdapter, input_shape) -> Stats:
                      (tokens, module.out_channels))
   feature_channels = features.output_shape[-1]
   num_positions = _position_channels(module, feature_channels)
-  params = features.params + (tokens * num_positions if module.position_encoding == "trainable"
-                              else 0)
+  encoding = _encoding_channels(module, feature_channels)
+  params = features.params + (tokens * encoding if module.position_encoding == "trainable" else 0)
+  flops = features.flops
+  if module.project_pos_dim is not None:
+    projection = dense_stats(encoding, module.project_pos_dim, tokens)
+    params, flops = params + projection.params, flops + projection.flops
   out = feature_channels + (num_positions if module.concat_or_add == "concat" else 0)
-  return Stats(params, features.flops, (tokens, out))
+  return Stats(params, flops, (tokens, out))

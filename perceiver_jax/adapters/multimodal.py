@@ -5,11 +5,17 @@ is padded to C = max_m(c_m) + min_padding_size channels with a learned padding v
 [C - c_m] (truncated normal, std-before-truncation 0.02) that also tells the modalities
 apart; the modalities are concatenated in sorted-name order -> [batch, sum_m n_m, C].
 `split_modalities` undoes the concatenation given each modality's size.
+
+`mask_probs` {modality: p} (as the official multimodal autoencoder, which masks the label
+with p = 1 so the model must infer it): each of the modality's tokens is replaced by a
+learned mask token [C] with probability p, in training and evaluation alike. 0 < p < 1 draws
+from the 'masking' rng stream (`apply(..., rngs={'masking': key})`).
 """
 
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -33,6 +39,7 @@ class MultimodalAdapter(nn.Module):
   """Per-modality adapters, padded to common channels and concatenated; see the docstring."""
   adapters: Mapping[str, nn.Module]
   min_padding_size: int = 2
+  mask_probs: Optional[Mapping[str, float]] = None
   init_scale: float = 0.02
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
@@ -41,6 +48,13 @@ class MultimodalAdapter(nn.Module):
     if not self.adapters:
       raise ValueError("MultimodalAdapter.adapters must name at least one modality.")
     check_positive(self, "min_padding_size")
+    if self.mask_probs is not None:
+      if not set(self.mask_probs) <= set(self.adapters):
+        raise ValueError(f"MultimodalAdapter.mask_probs names {sorted(self.mask_probs)}, not all "
+                         f"of them modalities {sorted(self.adapters)}.")
+      if any(not 0.0 <= p <= 1.0 for p in self.mask_probs.values()):
+        raise ValueError(
+            f"MultimodalAdapter.mask_probs must be in [0, 1], got {dict(self.mask_probs)}.")
     super().__post_init__()
 
   @nn.compact
@@ -57,8 +71,23 @@ class MultimodalAdapter(nn.Module):
       padding = self.param(f"{name}_padding", nn.initializers.truncated_normal(self.init_scale),
                            (channels - x.shape[-1],), self.param_dtype)
       padding = jnp.broadcast_to(padding.astype(self.dtype), x.shape[:-1] + padding.shape)
-      padded.append(jnp.concatenate([x.astype(self.dtype), padding], axis=-1))
+      x = jnp.concatenate([x.astype(self.dtype), padding], axis=-1)
+      if self.mask_probs is not None and name in self.mask_probs:
+        x = self._mask(name, x)
+      padded.append(x)
     return jnp.concatenate(padded, axis=1)
+
+  def _mask(self, name: str, x: jnp.ndarray) -> jnp.ndarray:
+    """Replaces each token of x [b, n, C] by the mask token with probability mask_probs[name]."""
+    token = self.param(f"{name}_mask_token", nn.initializers.truncated_normal(self.init_scale),
+                       (x.shape[-1],), self.param_dtype).astype(self.dtype)
+    prob = self.mask_probs[name]
+    if prob == 0.0:
+      return x
+    if prob == 1.0:
+      return jnp.broadcast_to(token, x.shape)
+    masked = jax.random.bernoulli(self.make_rng("masking"), prob, x.shape[:2])
+    return jnp.where(masked[..., None], token, x)
 
 
 @stats.register
@@ -67,5 +96,6 @@ def _(module: MultimodalAdapter, input_shapes) -> Stats:
                   for name in sorted(module.adapters)}
   channels = max(s.output_shape[-1] for s in per_modality.values()) + module.min_padding_size
   params = sum(s.params + channels - s.output_shape[-1] for s in per_modality.values())
+  params += channels * len(module.mask_probs or {})
   tokens = sum(s.output_shape[0] for s in per_modality.values())
   return Stats(params, sum(s.flops for s in per_modality.values()), (tokens, channels))

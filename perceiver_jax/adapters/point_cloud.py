@@ -1,10 +1,5 @@
 """PointCloudAdapter: points concatenated with Fourier features of their coordinates.
 
-`fourier_features_at(positions, ...)`: `fourier_features` evaluated at arbitrary positions
-instead of a grid: positions [..., d] (in [-1, 1]) -> [..., d * (2 * num_bands + 1)] laid out
-as [positions (if concat_pos), sin(pi f x) for every dim and band, cos(pi f x) likewise],
-f = linspace(1, max_resolution / 2, num_bands) per dim.
-
 `PointCloudAdapter`: points [batch, N, d + F] (the first d = num_position_dims channels are
 the coordinates, F >= 0 extra features) -> concat [points, fourier_features_at(points[..., :d])]
 -> [batch, N, d + F + fourier_num_channels(d, num_frequency_bands, concat_pos, sine_only)].
@@ -18,24 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_jax.model_stats import Stats, stats
-from perceiver_jax.position_encoding import fourier_num_channels
+from perceiver_jax.position_encoding import fourier_features_at, fourier_num_channels
 from perceiver_jax.typing import DType
 from perceiver_jax.validation import check_positive
-
-
-def fourier_features_at(positions: jnp.ndarray, num_bands: int,
-                        max_resolution: Union[float, Sequence[float]], concat_pos: bool = True,
-                        sine_only: bool = False) -> jnp.ndarray:
-  """Fourier features [..., channels] of positions [..., d]; one max_resolution or one per dim."""
-  dims = positions.shape[-1]
-  resolution = np.broadcast_to(np.asarray(max_resolution, np.float64), (dims,))
-  freqs = np.stack([np.linspace(1.0, res / 2, num_bands) for res in resolution])  # [d, K]
-  scaled = positions[..., :, None] * jnp.asarray(freqs, positions.dtype)
-  scaled = scaled.reshape(positions.shape[:-1] + (dims * num_bands,))
-  features = [jnp.sin(jnp.pi * scaled)] + ([] if sine_only else [jnp.cos(jnp.pi * scaled)])
-  if concat_pos:
-    features.insert(0, positions)
-  return jnp.concatenate(features, axis=-1)
 
 
 class PointCloudAdapter(nn.Module):
