@@ -8,6 +8,7 @@ CORE = [
     "jaxlib==0.10.2",
     "flax==0.12.8",
     "optax==0.2.8",
+    "ml-collections==1.1.0",
     "numpy>=1.26",
 ]
 EXAMPLES = [

@@ -1,0 +1,186 @@
+"""Task models: every task and variant builds from its tiny config, runs forward and backward
+with its loss, and matches the analytic parameter count; paper configs have the paper's sizes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from perceiver_jax import losses, tasks
+from perceiver_jax.masking import mask_tokens
+from perceiver_jax.model_stats import count_params, param_count
+from perceiver_jax.tokenizer import NUM_SPECIAL, PAD, VOCAB_SIZE
+
+CASES = [(name, variant) for name, module in tasks.TASKS.items() for variant in module.VARIANTS]
+
+
+def _shapes(inputs):
+  if isinstance(inputs, dict):
+    return {name: x.shape[1:] for name, x in inputs.items()}
+  return inputs.shape[1:]
+
+
+def _random_inputs(config, batch_size, seed=0):
+  """Random inputs of example_inputs' shapes: ids in the byte range, one-hot labels."""
+  rng = np.random.default_rng(seed)
+
+  def draw(name, x):
+    if jnp.issubdtype(x.dtype, jnp.integer):
+      return jnp.asarray(rng.integers(NUM_SPECIAL, VOCAB_SIZE, x.shape), x.dtype)
+    if name == "label":
+      return jax.nn.one_hot(rng.integers(0, x.shape[-1], x.shape[0]), x.shape[-1])
+    return jnp.asarray(rng.uniform(-1, 1, x.shape), x.dtype)
+
+  example = tasks.example_inputs(config, batch_size)
+  if isinstance(example, dict):
+    return {name: draw(name, x) for name, x in example.items()}
+  return draw(None, example)
+
+
+def _loss(config, model, variables, inputs, rng):
+  """The task's training loss on random targets; returns (loss, (outputs, new_state))."""
+  rngs = {"dropout": rng, "masking": rng}
+  mutable = [k for k in variables if k != "params"]
+  if config.task == "masked_language_modeling":
+    inputs, labels, weights = mask_tokens(rng, inputs, mask_prob=0.5)
+  out, state = model.apply(variables, inputs, deterministic=False, rngs=rngs, mutable=mutable)
+  batch = out["label"].shape[0] if isinstance(out, dict) else out.shape[0]
+  targets = np.random.default_rng(1)
+  if config.task == "masked_language_modeling":
+    loss = losses.masked_lm_loss(out, labels, weights)
+  elif config.task == "optical_flow":
+    loss = losses.end_point_error(out, jnp.asarray(targets.normal(size=out.shape), jnp.float32))
+  elif config.task == "multimodal_autoencoding":
+    loss = tasks.multimodal_autoencoding.loss(
+        config, out, dict(inputs, label=jnp.argmax(inputs["label"], -1)))
+  elif config.task == "audio_classification":
+    loss = losses.sigmoid_cross_entropy(out, targets.integers(0, 2, out.shape))
+  else:
+    loss = losses.softmax_cross_entropy(out, jnp.asarray(targets.integers(0, out.shape[-1], batch)))
+  return loss, (out, state)
+
+
+@pytest.mark.parametrize("name,variant", CASES)
+def test_tiny_task_model_forward_backward_and_param_count(name, variant):
+  config = tasks.tiny_config(name, variant)
+  assert config.task == name
+  model = tasks.build(config)
+  inputs = _random_inputs(config, 2)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), inputs)
+  assert param_count(model, _shapes(inputs)) == count_params(variables)
+
+  rng = jax.random.PRNGKey(1)
+  loss_fn = lambda p: _loss(config, model, dict(variables, params=p), inputs, rng)
+  (loss, (out, _)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
+      variables["params"])
+  assert np.isfinite(float(loss)) and float(loss) > 0
+  assert jax.tree_util.tree_map(lambda x: x.shape, out) == _expected_output_shapes(config, 2)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+  # Every parameter array takes part (a non-zero gradient entry), except in the multimodal
+  # input: the label is always masked (its padding is overwritten by the mask token) and
+  # the image/audio mask tokens are never used (mask probability 0), as in the official model.
+  unused = {"['input_adapter']['label_padding']", "['input_adapter']['image_mask_token']",
+            "['input_adapter']['audio_mask_token']"} if name == "multimodal_autoencoding" else set()
+  dead = {jax.tree_util.keystr(path) for path, g in jax.tree_util.tree_leaves_with_path(grads)
+          if not np.any(np.asarray(g))}
+  assert dead == unused
+
+
+def _expected_output_shapes(c, b):
+  if c.task == "masked_language_modeling":
+    return (b, c.max_seq_len, c.vocab_size)
+  if c.task == "optical_flow":
+    return (b,) + tuple(c.image_size) + (2,)
+  if c.task == "multimodal_autoencoding":
+    return {"image": (b, c.num_frames, c.image_size, c.image_size, 3),
+            "audio": (b, c.num_frames * c.audio_samples_per_frame), "label": (b, c.num_classes)}
+  return (b, c.num_classes)
+
+
+@pytest.mark.parametrize("name,variant,millions", [
+    ("image_classification", "fourier", 48.4),  # Perceiver IO paper, ImageNet table.
+    ("image_classification", "learned", 62.3),
+    ("image_classification", "conv", 48.6),
+    ("masked_language_modeling", "bytes", 201.1),  # Perceiver IO paper, GLUE table (201M).
+])
+def test_paper_configs_have_the_papers_parameter_counts(name, variant, millions):
+  config = tasks.default_config(name, variant)
+  shapes = _shapes(tasks.example_inputs(config, 1))
+  assert round(param_count(tasks.build(config), shapes) / 1e6, 1) == millions
+
+
+def test_multimodal_subsampled_decoding_equals_the_full_decode_at_those_points():
+  config = tasks.tiny_config("multimodal_autoencoding")
+  model = tasks.build(config)
+  inputs = _random_inputs(config, 2)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), inputs)
+  apply = jax.jit(model.apply)
+  full = apply(variables, inputs)
+  image_points, audio_points = np.array([7, 0, 100, 127]), np.array([3, 1])
+  sub = apply(variables, inputs, subsampled_points={"image": image_points, "audio": audio_points})
+  spp = config.samples_per_patch
+  assert sub["image"].shape == (2, 4, 3) and sub["audio"].shape == (2, 2 * spp)
+  np.testing.assert_allclose(sub["image"], full["image"].reshape(2, -1, 3)[:, image_points],
+                             rtol=1e-4, atol=1e-5)
+  audio_patches = full["audio"].reshape(2, -1, spp)[:, audio_points].reshape(2, -1)
+  np.testing.assert_allclose(sub["audio"], audio_patches, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(sub["label"], full["label"], rtol=1e-4, atol=1e-5)
+  # Per-example points and a modality left out (decoded in full).
+  batch_points = np.array([[5, 9], [120, 3]])
+  sub = apply(variables, inputs, subsampled_points={"image": batch_points})
+  np.testing.assert_allclose(sub["image"], full["image"].reshape(2, -1, 3)[
+      np.arange(2)[:, None], batch_points], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(sub["audio"], full["audio"], rtol=1e-4, atol=1e-5)
+
+
+def test_multimodal_label_is_masked_so_outputs_ignore_the_input_label():
+  config = tasks.tiny_config("multimodal_autoencoding")
+  model = tasks.build(config)
+  inputs = _random_inputs(config, 2)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), inputs)
+  apply = jax.jit(model.apply)
+  out = apply(variables, inputs)
+  other = apply(variables, dict(inputs, label=jnp.roll(inputs["label"], 1, axis=-1)))
+  np.testing.assert_array_equal(out["label"], other["label"])
+  config.mask_probs.label = 0.0  # Unmasked, the label input reaches every output.
+  unmasked = jax.jit(tasks.build(config).apply)
+  rolled = dict(inputs, label=jnp.roll(inputs["label"], 1, axis=-1))
+  assert not np.allclose(unmasked(variables, inputs)["label"], unmasked(variables, rolled)["label"])
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  config = tasks.tiny_config("image_classification", "conv")
+  config.dtype = "bfloat16"
+  model = tasks.build(config)
+  inputs = _random_inputs(config, 2)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), inputs)
+  assert {x.dtype for x in jax.tree_util.tree_leaves(variables)} == {jnp.dtype(jnp.float32)}
+  assert model.apply(variables, inputs).dtype == jnp.bfloat16
+
+
+def test_config_errors_name_the_field():
+  config = tasks.tiny_config("image_classification")
+  config.encoder.num_latent = 8
+  with pytest.raises(ValueError, match=r"config.encoder has \['num_latent'\].*PerceiverEncoder"):
+    tasks.build(config)
+  config = tasks.tiny_config("optical_flow")
+  config.dtype = "float8"
+  with pytest.raises(ValueError, match="config.dtype"):
+    tasks.build(config)
+  config = tasks.tiny_config("sequence_classification")
+  config.input_adapter.vocab_size = 300
+  with pytest.raises(ValueError, match="config.input_adapter sets.*vocab_size"):
+    tasks.build(config)
+  config = tasks.tiny_config("multimodal_autoencoding")
+  config.image_size = 10
+  with pytest.raises(ValueError, match="config.image_size"):
+    tasks.build(config)
+  with pytest.raises(ValueError, match="image_classification variant"):
+    tasks.default_config("image_classification", "sinusoidal")
+  with pytest.raises(ValueError, match="unknown task"):
+    tasks.default_config("segmentation")
+  config = tasks.tiny_config("masked_language_modeling")
+  config.encoder.num_self_attention_heads = 3  # 16 latent channels are not divisible by 3.
+  with pytest.raises(ValueError, match="num_self_attention_heads"):
+    jax.eval_shape(tasks.build(config).init, jax.random.PRNGKey(0),
+                   tasks.example_inputs(config, 1))
