@@ -2,9 +2,11 @@
 
 `subsampled_points` are int indices into the flattened output axis, [k] (shared by the batch)
 or [batch, k]; Perceiver IO decodes a random subset of a large output (flow, video, audio) in
-training and every point in evaluation. `subsample(queries [b, n, c], points) -> [b, k, c]`.
+training and every point in evaluation. `subsample(queries [b, n, c], points) -> [b, k, c]`;
+`random_points(rng, n, k, batch_size=None)` draws k distinct points for a training step.
 """
 
+import jax
 import jax.numpy as jnp
 
 
@@ -28,3 +30,14 @@ def subsample(queries: jnp.ndarray, subsampled_points) -> jnp.ndarray:
   if points.ndim == 1:
     return jnp.take(queries, points, axis=1)
   return jnp.take_along_axis(queries, points[:, :, None], axis=1)
+
+
+def random_points(rng, num_outputs: int, num_points: int, batch_size: int = None) -> jnp.ndarray:
+  """Distinct random indices into num_outputs: [num_points], or [batch_size, num_points]."""
+  if not 1 <= num_points <= num_outputs:
+    raise ValueError(f"random_points: num_points must be in [1, num_outputs={num_outputs}], "
+                     f"got {num_points}.")
+  if batch_size is None:
+    return jax.random.choice(rng, num_outputs, (num_points,), replace=False)
+  return jax.vmap(lambda key: jax.random.choice(key, num_outputs, (num_points,), replace=False))(
+      jax.random.split(rng, batch_size))

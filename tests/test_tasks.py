@@ -184,3 +184,19 @@ def test_config_errors_name_the_field():
   with pytest.raises(ValueError, match="num_self_attention_heads"):
     jax.eval_shape(tasks.build(config).init, jax.random.PRNGKey(0),
                    tasks.example_inputs(config, 1))
+
+
+@pytest.mark.parametrize("name", ["sequence_classification", "masked_language_modeling"])
+def test_text_tasks_ignore_padded_bytes_under_the_pad_mask(name):
+  config = tasks.tiny_config(name)
+  model = tasks.build(config)
+  ids = _random_inputs(config, 2)
+  ids = ids.at[:, 8:].set(PAD)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), ids)
+  apply = jax.jit(model.apply)
+  scored = lambda x: x[:, :8] if name == "masked_language_modeling" else x  # Unpadded outputs.
+  junk = ids.at[:, 8:].set(77)  # Other bytes where the mask says padding.
+  masked = [scored(apply(variables, x, pad_mask=ids != PAD)) for x in (ids, junk)]
+  np.testing.assert_allclose(masked[0], masked[1], rtol=1e-5, atol=1e-6)
+  unmasked = [scored(apply(variables, x)) for x in (ids, junk)]
+  assert not np.allclose(unmasked[0], unmasked[1], rtol=1e-5, atol=1e-6)
