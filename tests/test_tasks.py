@@ -69,10 +69,15 @@ def test_tiny_task_model_forward_backward_and_param_count(name, variant):
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), inputs)
   assert param_count(model, _shapes(inputs)) == count_params(variables)
 
+  # Zero-initialised leaves (e.g. the original Perceiver's zero logits layer, which passes no
+  # gradient back at init) get small values, so every parameter can show a gradient.
+  noise = np.random.default_rng(2)
+  params = jax.tree_util.tree_map(
+      lambda x: x if np.any(np.asarray(x)) else jnp.asarray(0.1 * noise.normal(size=x.shape), x.dtype),
+      variables["params"])
   rng = jax.random.PRNGKey(1)
   loss_fn = lambda p: _loss(config, model, dict(variables, params=p), inputs, rng)
-  (loss, (out, _)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
-      variables["params"])
+  (loss, (out, _)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
   assert np.isfinite(float(loss)) and float(loss) > 0
   assert jax.tree_util.tree_map(lambda x: x.shape, out) == _expected_output_shapes(config, 2)
   assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
@@ -98,6 +103,7 @@ def _expected_output_shapes(c, b):
 
 
 @pytest.mark.parametrize("name,variant,millions", [
+    ("perceiver_classification", "imagenet", 44.9),  # Perceiver paper, ImageNet table.
     ("image_classification", "fourier", 48.4),  # Perceiver IO paper, ImageNet table.
     ("image_classification", "learned", 62.3),
     ("image_classification", "conv", 48.6),

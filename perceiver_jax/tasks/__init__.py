@@ -1,8 +1,9 @@
-"""Perceiver IO task models: one module per task of the Perceiver IO paper.
+"""Task models: one module per task of the Perceiver IO paper, plus the original Perceiver.
 
 Each task module has `default_config(variant=None)` (the paper's model, as an
 ml_collections.ConfigDict with `config.task`), `tiny_config(variant=None)` (the same structure
-at test size), `build(config) -> PerceiverIO` and `example_inputs(config, batch_size)`.
+at test size), `build(config)` (a PerceiverIO, or a Perceiver for 'perceiver_classification')
+and `example_inputs(config, batch_size)`.
 The functions here dispatch on the task name:
 
   config = tasks.default_config("image_classification", "conv")
@@ -14,11 +15,13 @@ from types import ModuleType
 
 from perceiver_jax.tasks import (audio_classification, image_classification,
                                  masked_language_modeling, multimodal_autoencoding, optical_flow,
-                                 point_cloud_classification, sequence_classification)
+                                 perceiver_classification, point_cloud_classification,
+                                 sequence_classification)
 
 TASKS = {module.TASK: module for module in (
-    image_classification, masked_language_modeling, sequence_classification, optical_flow,
-    multimodal_autoencoding, point_cloud_classification, audio_classification)}
+    perceiver_classification, image_classification, masked_language_modeling,
+    sequence_classification, optical_flow, multimodal_autoencoding, point_cloud_classification,
+    audio_classification)}
 
 
 def get(task: str) -> ModuleType:
@@ -39,7 +42,7 @@ def tiny_config(task: str, variant: str = None):
 
 
 def build(config):
-  """The PerceiverIO model of `config.task` that `config` describes."""
+  """The model of `config.task` that `config` describes."""
   return get(config.task).build(config)
 
 
