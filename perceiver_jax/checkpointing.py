@@ -1,0 +1,221 @@
+"""Checkpoints of a train-state pytree with orbax: the `keep` newest steps plus the best one.
+
+The state is any pytree of jax arrays, e.g. {"step": int32[], "params": {...}, "opt_state":
+optax state, "batch_stats": {...}, "rng": uint32[2]}, possibly sharded (NamedSharding over a
+Mesh). Step s is written to `<directory>/s.orbax-checkpoint-tmp-*` and renamed to
+`<directory>/s` once complete, so an interrupted save never hides the last good step; leftover
+tmp directories are removed when a Checkpointer opens the directory. Restoring takes an
+abstract state (jax.ShapeDtypeStruct leaves with .sharding, see `abstract_with_sharding`) and
+returns arrays placed in those shardings, with the abstract tree's structure (optax
+namedtuples included). `restore_latest` skips unreadable steps, newest first, with a warning.
+
+Retention: the `keep` newest steps, plus, with `best_metric`, the step whose saved metrics
+have the best value of it (missing or NaN counts as worst), however old. All file I/O is
+orbax's, which writes and deletes from the primary process only: safe on many processes.
+"""
+
+import math
+import operator
+import os
+from typing import Any, List, Mapping, Optional, Tuple
+
+from absl import logging
+import jax
+import orbax.checkpoint as ocp
+
+_policies = ocp.checkpoint_managers
+_ITEM = "state"
+
+
+def abstract_with_sharding(state_shapes, shardings):
+  """`state_shapes`' leaves as jax.ShapeDtypeStruct with the matching leaf of `shardings`.
+
+  state_shapes: a pytree of arrays or ShapeDtypeStructs (e.g. from jax.eval_shape).
+  shardings: a pytree of jax.sharding.Sharding with the same structure, or one Sharding
+    used for every leaf.
+  """
+  if isinstance(shardings, jax.sharding.Sharding):
+    shardings = jax.tree.map(lambda _: shardings, state_shapes)
+  shapes_def = jax.tree.structure(state_shapes)
+  shardings_def = jax.tree.structure(shardings)
+  if shapes_def != shardings_def:
+    raise ValueError(f"abstract_with_sharding: shardings must have the structure of "
+                     f"state_shapes ({shapes_def}), got {shardings_def}; build them with "
+                     f"jax.tree.map over state_shapes or pass one Sharding for all leaves.")
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      state_shapes, shardings)
+
+
+def _as_abstract(abstract_state):
+  """Checks the restore target: ShapeDtypeStruct leaves with .sharding (arrays are converted)."""
+  def leaf(path, x):
+    if isinstance(x, jax.Array):
+      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is not None:
+      return x
+    raise ValueError(f"Checkpointer: abstract_state leaf {jax.tree_util.keystr(path)} must be "
+                     f"a jax.ShapeDtypeStruct with .sharding set (or a jax.Array), got {x!r}; "
+                     f"build it with abstract_with_sharding(jax.eval_shape(...), shardings).")
+  return jax.tree_util.tree_map_with_path(leaf, abstract_state)
+
+
+def _check_step(step) -> int:
+  """The step as a python int >= 0."""
+  try:
+    step = operator.index(step)
+  except TypeError:
+    raise ValueError(f"Checkpointer: step must be an integer, got {step!r}.") from None
+  if step < 0:
+    raise ValueError(f"Checkpointer: step must be >= 0, got {step}.")
+  return step
+
+
+class Checkpointer:
+  """Saves and restores train states under `directory`; see the module docstring.
+
+  keep: how many of the newest steps to retain (>= 1).
+  best_metric: name of the metric (in `save`'s metrics) whose best step is also retained.
+  best_mode: 'max' or 'min', which value of best_metric is best.
+  async_save: save in a background thread; `wait()` blocks until saves are on disk.
+  """
+
+  def __init__(self, directory, *, keep: int = 3, best_metric: Optional[str] = None,
+               best_mode: str = "max", async_save: bool = True):
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+      raise ValueError(f"Checkpointer.keep must be an int >= 1, got {keep!r}.")
+    if best_metric is not None and (not isinstance(best_metric, str) or not best_metric):
+      raise ValueError(f"Checkpointer.best_metric must be a metric name or None, "
+                       f"got {best_metric!r}.")
+    if best_mode not in ("max", "min"):
+      raise ValueError(f"Checkpointer.best_mode must be 'max' or 'min', got {best_mode!r}.")
+    if not isinstance(async_save, bool):
+      raise ValueError(f"Checkpointer.async_save must be a bool, got {async_save!r}.")
+    self._best_metric = best_metric
+    self._best_mode = best_mode
+    # Orbax's max_to_keep with best_fn keeps the `keep` best steps, not the newest: combine
+    # "newest keep" with "best one" explicitly.
+    policies = [_policies.LatestN(n=keep)]
+    if best_metric is not None:
+      policies.append(_policies.BestN(get_metric_fn=self._score, reverse=best_mode == "min",
+                                      n=1, keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        best_fn=self._score if best_metric is not None else None, best_mode=best_mode,
+        preservation_policy=_policies.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
+    directory = os.fspath(directory)
+    self.directory = directory if "://" in directory else os.path.abspath(directory)
+    # A named item (not orbax's default-item mode, which it guesses from the first step
+    # directory it reads) keeps restores working when a step directory is damaged.
+    self._manager = ocp.CheckpointManager(self.directory, item_names=(_ITEM,), options=options)
+
+  def _score(self, metrics) -> float:
+    """best_metric's value in a step's metrics; a missing or NaN value ranks worst."""
+    value = metrics.get(self._best_metric) if isinstance(metrics, Mapping) else None
+    if not isinstance(value, (int, float)) or math.isnan(value):
+      return -math.inf if self._best_mode == "max" else math.inf
+    return float(value)
+
+  def _check_metrics(self, metrics) -> Optional[dict]:
+    """metrics as {name: float}; it must hold best_metric when one is set."""
+    if metrics is None:
+      return None
+    if not isinstance(metrics, Mapping):
+      raise ValueError(f"Checkpointer.save: metrics must be a dict of name -> float, "
+                       f"got {type(metrics).__name__}.")
+    try:
+      metrics = {str(name): float(value) for name, value in metrics.items()}
+    except (TypeError, ValueError) as error:
+      raise ValueError(f"Checkpointer.save: metrics values must be scalars convertible to "
+                       f"float ({error}); pass python floats.") from None
+    if self._best_metric is not None and self._best_metric not in metrics:
+      raise ValueError(f"Checkpointer.save: metrics lack best_metric {self._best_metric!r} "
+                       f"(got {sorted(metrics)}); add it or open the Checkpointer with another "
+                       f"best_metric.")
+    return metrics
+
+  def save(self, step: int, state, metrics: Optional[dict] = None, *,
+           force: bool = False) -> bool:
+    """Starts saving `state` as `step` (async when configured); True if a save was started.
+
+    metrics: {name: float}, stored with the step and ranked when best_metric is set
+      (ignored otherwise); a step saved without metrics is kept by recency only.
+    A step that exists, or is older than the latest one, is skipped (False) unless `force`,
+    which deletes the existing steps >= `step` first (steps must increase on disk).
+    """
+    step = _check_step(step)
+    metrics = self._check_metrics(metrics)
+    newer = [s for s in self.all_steps() if s >= step]
+    if newer and not force:
+      if step not in newer:
+        logging.warning("Checkpointer: not saving step %d in %s: it is older than the latest "
+                        "step %d; pass force=True to replace the newer steps.",
+                        step, self.directory, newer[-1])
+      return False
+    if newer:
+      self._manager.wait_until_finished()
+      logging.warning("Checkpointer: force-saving step %d in %s deletes steps %s.",
+                      step, self.directory, newer)
+      for old in newer:
+        self._manager.delete(old)
+    args = ocp.args.Composite(**{_ITEM: ocp.args.StandardSave(state)})
+    return bool(self._manager.save(step, args=args, metrics=metrics, force=True))
+
+  def restore(self, step: int, abstract_state) -> Any:
+    """The state saved at `step`, placed in `abstract_state`'s shardings."""
+    step = _check_step(step)
+    abstract_state = _as_abstract(abstract_state)
+    self._manager.wait_until_finished()
+    if step not in self.all_steps():
+      raise ValueError(f"Checkpointer.restore: no checkpoint for step {step} in "
+                       f"{self.directory}; saved steps: {self.all_steps()}.")
+    return self._restore(step, abstract_state)
+
+  def _restore(self, step: int, abstract_state) -> Any:
+    args = ocp.args.Composite(**{_ITEM: ocp.args.StandardRestore(abstract_state)})
+    return self._manager.restore(step, args=args)[_ITEM]
+
+  def restore_latest(self, abstract_state) -> Optional[Tuple[int, Any]]:
+    """(step, state) of the newest readable step, or None when there is no checkpoint.
+
+    An unreadable step is logged as a warning and the next older one is tried; if none can
+    be read (e.g. abstract_state no longer matches the saved tree), raises ValueError.
+    """
+    abstract_state = _as_abstract(abstract_state)
+    self._manager.wait_until_finished()
+    steps = self.all_steps()
+    error = None
+    for step in reversed(steps):
+      try:
+        return step, self._restore(step, abstract_state)
+      except Exception as e:  # pylint: disable=broad-except  # Any failure means: fall back.
+        error = e
+        logging.warning("Checkpointer: cannot restore step %d from %s (%s: %s); trying the "
+                        "next older step.", step, self.directory, type(e).__name__, e)
+    if error is not None:
+      raise ValueError(f"Checkpointer.restore_latest: none of the steps {steps} in "
+                       f"{self.directory} could be restored (last error: {error}); if the "
+                       f"model or optimizer config changed, abstract_state no longer matches "
+                       f"the saved state: use a new directory.") from error
+    return None
+
+  def latest_step(self) -> Optional[int]:
+    """The newest saved (or being saved) step, or None."""
+    return self._manager.latest_step()
+
+  def best_step(self) -> Optional[int]:
+    """The retained step with the best best_metric, or None (no best_metric or no metrics)."""
+    if self._best_metric is None:
+      return None
+    return self._manager.best_step()
+
+  def all_steps(self) -> List[int]:
+    """All retained steps, ascending."""
+    return sorted(self._manager.all_steps())
+
+  def wait(self) -> None:
+    """Blocks until pending async saves (and retention deletes) are durable on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for pending saves and releases orbax's threads."""
+    self._manager.close()
