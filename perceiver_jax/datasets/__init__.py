@@ -1,0 +1,9 @@
+"""TFDS builders that ship with perceiver_jax; importing this package registers them.
+
+`OFFLINE_BUILDERS` names the ones whose `download_and_prepare` needs no network, so the input
+pipeline builds them on first use.
+"""
+
+from perceiver_jax.datasets.digits import SklearnDigits
+
+OFFLINE_BUILDERS = frozenset({"sklearn_digits"})

@@ -1,0 +1,365 @@
+"""TFDS + tf.data input pipelines (CPU only) yielding per-process batches of numpy arrays.
+
+Batches: image_classification -> `image` float32 [b, h, w, c], `label` int32 [b], `mask`
+float32 [b]; text_mlm -> `ids` int32 [b, max_seq_len] (byte ids, PAD 0), `mask` float32 [b].
+b = global_batch_size // process_count; process p reads `tfds.split_for_jax_process(split)`.
+
+Train: infinite, reshuffled every epoch. Batch s of process p is a pure function of
+(seed, s, p): epoch e's example order comes from a shuffle seeded by (seed, p, e), and every
+random augmentation is a stateless op seeded by (seed, p, position of the example in the
+stream), so `start_step=s` resumes exactly where an uninterrupted run would be. Resuming reads
+(without decoding) at most one epoch of records to skip; packed text re-tokenizes every row
+before step s instead, since rows per epoch are not known in advance.
+Eval: one pass over the split in order; the last batch is padded (`mask` 0.0) and processes
+with fewer examples add all-padding batches, so every process runs the same number of steps
+and every example counts once.
+
+Datasets must be prepared with `tfds build` beforehand (nothing is downloaded here), except
+the builders in `perceiver_jax.datasets.OFFLINE_BUILDERS`, which are built on first use.
+"""
+
+from typing import Dict, Iterable, Iterator, Optional, Tuple
+
+import jax
+import ml_collections
+from ml_collections.config_dict import placeholder
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from perceiver_jax import image_ops, text_ops
+from perceiver_jax.datasets import OFFLINE_BUILDERS
+
+for _kind in ("GPU", "TPU"):
+  if tf.config.get_visible_devices(_kind):
+    tf.config.set_visible_devices([], _kind)
+
+TASKS = ("image_classification", "text_mlm")
+AUGMENTATIONS = ("none", "flip", "inception_crop_flip", "randaugment")
+
+
+class DatasetNotPreparedError(ValueError):
+  """The TFDS dataset has not been built in data_dir; the message gives the command."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Data settings read by the pipelines; the comments say what each one does."""
+  config = ml_collections.ConfigDict()
+  config.name = "sklearn_digits"      # any TFDS name, e.g. "cifar10", "imagenet2012"
+  config.data_dir = placeholder(str)  # None: the TFDS default (~/tensorflow_datasets)
+  config.train_split = "train"
+  config.eval_split = "test"
+  config.task = "image_classification"  # one of TASKS
+  config.image_feature = "image"
+  config.label_feature = "label"
+  config.image_size = placeholder(tuple)  # (h, w) the model sees; None keeps the dataset's size
+  config.train_augment = "none"       # one of AUGMENTATIONS; randaugment also crops and flips
+  config.randaugment_layers = 2
+  config.randaugment_magnitude = 9.0  # in [0, 10]; the ImageNet recipe uses 4 layers at 5
+  # e.g. 0.875: eval takes this central square, then resizes
+  config.eval_crop_fraction = placeholder(float)
+  config.mean = placeholder(tuple)  # per-channel mean on the [0, 1] scale, or None
+  config.std = placeholder(tuple)  # per-channel std on the [0, 1] scale, or None
+  config.text_feature = "text"
+  config.max_seq_len = 2048
+  config.pack = True                  # concatenate documents (EOS between) into full rows
+  config.shuffle_buffer = 10_000
+  config.prefetch = 2                 # batches prepared ahead
+  config.num_threads = placeholder(int)  # tf.data threads; None: one per CPU core
+  return config
+
+
+def _check_config(config):
+  def fail(field, expected):
+    raise ValueError(f"data_config.{field} must be {expected}, got {config[field]!r}.")
+
+  if config.task not in TASKS:
+    fail("task", f"one of {TASKS}")
+  if config.train_augment not in AUGMENTATIONS:
+    fail("train_augment", f"one of {AUGMENTATIONS}")
+  if config.image_size is not None and (len(config.image_size) != 2
+                                        or min(config.image_size) < 1):
+    fail("image_size", "None or (height, width) with both >= 1")
+  if config.randaugment_layers < 0:
+    fail("randaugment_layers", ">= 0")
+  if not 0 <= config.randaugment_magnitude <= image_ops.MAX_MAGNITUDE:
+    fail("randaugment_magnitude", f"in [0, {image_ops.MAX_MAGNITUDE}]")
+  if config.eval_crop_fraction is not None and not 0 < config.eval_crop_fraction <= 1:
+    fail("eval_crop_fraction", "None or in (0, 1]")
+  if config.std is not None and min(config.std) <= 0:
+    fail("std", "None or per-channel values > 0")
+  if config.max_seq_len < 1:
+    fail("max_seq_len", ">= 1")
+  if config.shuffle_buffer < 1:
+    fail("shuffle_buffer", ">= 1")
+  if config.prefetch < 0:
+    fail("prefetch", ">= 0")
+  if config.num_threads is not None and config.num_threads < 1:
+    fail("num_threads", "None or >= 1")
+
+
+def _process(global_batch_size: int, process_index, process_count) -> Tuple[int, int, int]:
+  """(process_index, process_count, per-process batch size), checked."""
+  if (process_index is None) != (process_count is None):
+    raise ValueError("Pass both process_index and process_count, or neither (then jax's are "
+                     f"used); got {process_index} and {process_count}.")
+  if process_index is None:
+    process_index, process_count = jax.process_index(), jax.process_count()
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index must be in [0, process_count={process_count}), got "
+                     f"{process_index}.")
+  if global_batch_size < 1 or global_batch_size % process_count:
+    raise ValueError(f"global_batch_size must be a positive multiple of the process count "
+                     f"({process_count}), got {global_batch_size}.")
+  return process_index, process_count, global_batch_size // process_count
+
+
+def _not_prepared(config) -> DatasetNotPreparedError:
+  where = config.data_dir or "the TFDS default data_dir (~/tensorflow_datasets)"
+  data_dir_flag = f" --data_dir={config.data_dir}" if config.data_dir else ""
+  if config.name in OFFLINE_BUILDERS:
+    how = ("it builds offline from data that ships with a package, and the pipeline builds it "
+           "on first use; this build failed (see the error above)")
+    imports, import_flag = "import perceiver_jax.datasets; ", " --imports=perceiver_jax.datasets"
+  else:
+    how = "datasets that need manual downloads also need --manual_dir"
+    imports, import_flag = "", ""
+  return DatasetNotPreparedError(
+      f"TFDS dataset {config.name!r} is not prepared in {where}, and the input pipeline never "
+      f"downloads. Prepare it once with:\n  tfds build {config.name}{import_flag}"
+      f"{data_dir_flag}\nor, from Python:\n  python -c \"{imports}import tensorflow_datasets "
+      f"as tfds; tfds.builder({config.name!r}, data_dir={config.data_dir!r})"
+      f".download_and_prepare()\"\n({how}).")
+
+
+def _builder(config) -> tfds.core.DatasetBuilder:
+  """The TFDS builder; our offline builders are built on first use."""
+  _check_config(config)
+  builder = tfds.builder(config.name, data_dir=config.data_dir)
+  if config.name in OFFLINE_BUILDERS and not builder.is_prepared():
+    try:
+      builder.download_and_prepare()
+    except Exception as error:
+      raise _not_prepared(config) from error
+  return builder
+
+
+def _options(config) -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  if config.num_threads:
+    options.threading.private_threadpool_size = config.num_threads
+    options.threading.max_intra_op_parallelism = 1
+  return options
+
+
+def _read(builder, config, split, *, shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+  """Undecoded records of `split` (images stay encoded); files in a seeded order when
+  `shuffle_seed` is given and the dataset is not ordered (TFDS `disable_shuffling`)."""
+  decoders = None
+  if config.task == "image_classification":
+    features = builder.info.features
+    for field in ("image_feature", "label_feature"):
+      if config[field] not in features:
+        raise ValueError(f"data_config.{field}={config[field]!r} is not a feature of "
+                         f"{config.name!r}; it has {sorted(features.keys())}.")
+    decoders = {config.image_feature: tfds.decode.SkipDecoding()}
+  elif config.text_feature not in builder.info.features:
+    raise ValueError(f"data_config.text_feature={config.text_feature!r} is not a feature of "
+                     f"{config.name!r}; it has {sorted(builder.info.features.keys())}.")
+  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, options=_options(config))
+  shuffle_files = shuffle_seed is not None and not builder.info.disable_shuffling
+  try:
+    return builder.as_dataset(split=split, decoders=decoders, read_config=read_config,
+                              shuffle_files=shuffle_files)
+  except AssertionError as error:
+    if builder.is_prepared():
+      raise
+    raise _not_prepared(config) from error
+
+
+def _cardinality(ds: tf.data.Dataset, what: str) -> int:
+  count = int(ds.cardinality())
+  if count < 0:
+    raise ValueError(f"The number of examples in {what} is unknown to tf.data.")
+  return count
+
+
+def num_examples(data_config, split: str) -> int:
+  """Examples (documents, for text) in a TFDS split, e.g. 'train' or 'train[:90%]'."""
+  builder = _builder(data_config)
+  return _cardinality(_read(builder, data_config, split), f"split {split!r}")
+
+
+def _image_size(builder, config) -> Tuple[int, int]:
+  if config.image_size is not None:
+    return tuple(int(n) for n in config.image_size)
+  height, width = builder.info.features[config.image_feature].shape[:2]
+  if height is None or width is None:
+    raise ValueError(f"{config.name!r} images vary in size; set data_config.image_size to the "
+                     "(height, width) the model sees.")
+  return height, width
+
+
+def _image_preprocess(builder, config, train: bool):
+  """fn(record, seed) -> {'image': float32 [h, w, c], 'label': int32, 'mask': 1.0}."""
+  image_feature = builder.info.features[config.image_feature]
+  stored_size = tuple(image_feature.shape[:2])
+  size = _image_size(builder, config)
+  channels = image_feature.shape[-1]
+  for field in ("mean", "std"):
+    if config[field] is not None and len(config[field]) != channels:
+      raise ValueError(f"data_config.{field} needs one value per channel ({channels} in "
+                       f"{config.name!r}), got {config[field]!r}.")
+  augment = config.train_augment if train else "none"
+
+  def fit(image):
+    if size != stored_size:
+      return image_ops.resize(image, size)
+    return image
+
+  def central_crop(image):
+    shape = tf.shape(image)
+    side = tf.cast(tf.cast(tf.minimum(shape[0], shape[1]), tf.float32)
+                   * config.eval_crop_fraction, tf.int32)
+    return tf.image.crop_to_bounding_box(image, (shape[0] - side) // 2,
+                                         (shape[1] - side) // 2, side, side)
+
+  def preprocess(record, seed):
+    image = image_feature.decode_example(record[config.image_feature])
+    crop_seed, flip_seed, augment_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 3))
+    if augment in ("inception_crop_flip", "randaugment"):
+      image = image_ops.inception_crop(image, crop_seed, size)
+    elif not train and config.eval_crop_fraction is not None:
+      image = image_ops.resize(central_crop(image), size)
+    else:
+      image = fit(image)
+    if augment != "none":
+      image = image_ops.random_flip(image, flip_seed)
+    if augment == "randaugment":
+      image = tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+      image = image_ops.randaugment(image, augment_seed, config.randaugment_layers,
+                                    config.randaugment_magnitude)
+    return {"image": image_ops.normalize(image, config.mean, config.std),
+            "label": tf.cast(record[config.label_feature], tf.int32),
+            "mask": tf.constant(1.0)}
+
+  return preprocess
+
+
+def _ids(config):
+  """fn(record) -> int32 ids [n] of the record's text."""
+  return lambda record: text_ops.tokenize(record[config.text_feature])
+
+
+def _row(ids):
+  return {"ids": ids, "mask": tf.constant(1.0)}
+
+
+def _epochs(records, config, first_epoch: int, key):
+  """Records of epochs first_epoch, first_epoch + 1, ..., each in an order seeded by (key, e)."""
+  def shuffled(epoch):
+    epoch_key = tf.random.experimental.stateless_fold_in(key, epoch)
+    seed = tf.random.stateless_uniform([], epoch_key, minval=None, maxval=None, dtype=tf.int64)
+    return records.shuffle(config.shuffle_buffer, seed=seed)
+
+  return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(shuffled)
+
+
+def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start_step: int = 0,
+                        process_index=None, process_count=None) -> Iterator[Dict[str, np.ndarray]]:
+  """Infinite iterator of this process's train batches from `start_step` on (module doc)."""
+  config = data_config
+  process_index, process_count, batch_size = _process(global_batch_size, process_index,
+                                                      process_count)
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}.")
+  builder = _builder(config)
+  split = tfds.split_for_jax_process(config.train_split, process_index=process_index,
+                                     process_count=process_count)
+  records = _read(builder, config, split, shuffle_seed=seed)
+  epoch_length = _cardinality(records, f"split {config.train_split!r}")
+  if epoch_length == 0:
+    raise ValueError(f"Split {config.train_split!r} of {config.name!r} has no examples for "
+                     f"process {process_index} of {process_count}.")
+  shuffle_key, augment_key = tf.unstack(tf.random.experimental.stateless_split(
+      tf.constant([seed, process_index], tf.int64), 2))
+  first_example = start_step * batch_size
+
+  if config.task == "text_mlm" and config.pack:
+    docs = _epochs(records, config, 0, shuffle_key).map(_ids(config))
+    ds = text_ops.pack(docs, config.max_seq_len).skip(first_example).map(_row)
+  else:
+    first_epoch, offset = divmod(first_example, epoch_length)
+    ds = _epochs(records, config, first_epoch, shuffle_key).skip(offset)
+    if config.task == "text_mlm":
+      ds = ds.map(lambda record: _row(text_ops.pad_or_truncate(
+          _ids(config)(record), config.max_seq_len)), tf.data.AUTOTUNE)
+    else:
+      preprocess = _image_preprocess(builder, config, train=True)
+      ds = ds.enumerate(first_example).map(
+          lambda position, record: preprocess(
+              record, tf.random.experimental.stateless_fold_in(augment_key, position)),
+          tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size, drop_remainder=True).prefetch(config.prefetch)
+  return iter(tfds.as_numpy(ds.with_options(_options(config))))
+
+
+class EvalBatches:
+  """Re-iterable eval pass: `len()` batches, each a dict of numpy arrays with `mask`."""
+
+  def __init__(self, ds: tf.data.Dataset, num_batches: int):
+    self._ds = ds
+    self._num_batches = num_batches
+
+  def __len__(self) -> int:
+    return self._num_batches
+
+  def __iter__(self) -> Iterator[Dict[str, np.ndarray]]:
+    return iter(tfds.as_numpy(self._ds))
+
+
+def _eval_rows(builder, config, split) -> tf.data.Dataset:
+  """Unbatched eval rows of one process's split, in order, each with `mask` 1.0."""
+  records = _read(builder, config, split)
+  if config.task == "image_classification":
+    preprocess = _image_preprocess(builder, config, train=False)
+    return records.map(lambda record: preprocess(record, tf.zeros([2], tf.int64)),
+                       tf.data.AUTOTUNE)
+  docs = records.map(_ids(config))
+  if config.pack:
+    return text_ops.pack(docs, config.max_seq_len).map(_row)
+  return docs.map(lambda ids: _row(text_ops.pad_or_truncate(ids, config.max_seq_len)))
+
+
+def _num_rows(rows: tf.data.Dataset, config) -> int:
+  if config.task == "text_mlm" and config.pack:
+    return int(rows.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+  return _cardinality(rows, f"split {config.eval_split!r}")
+
+
+def make_eval_iterator(data_config, *, global_batch_size: int, process_index=None,
+                       process_count=None) -> Iterable[Dict[str, np.ndarray]]:
+  """One in-order pass over this process's eval split, padded (module doc); re-iterable."""
+  config = data_config
+  process_index, process_count, batch_size = _process(global_batch_size, process_index,
+                                                      process_count)
+  builder = _builder(config)
+  splits = [tfds.split_for_jax_process(config.eval_split, process_index=index,
+                                       process_count=process_count)
+            for index in range(process_count)]
+  num_rows = [_num_rows(_eval_rows(builder, config, split), config) for split in splits]
+  num_batches = -(-max(num_rows) // batch_size)
+  rows = _eval_rows(builder, config, splits[process_index])
+
+  def pad(batch):
+    missing = batch_size - tf.shape(batch["mask"])[0]
+    return {key: tf.pad(value, [[0, missing]] + [[0, 0]] * (value.shape.rank - 1))
+            for key, value in batch.items()}
+
+  batches = rows.batch(batch_size).map(pad)
+  padding = tf.data.Dataset.from_tensors(tf.nest.map_structure(
+      lambda spec: tf.zeros([batch_size] + spec.shape[1:], spec.dtype), batches.element_spec))
+  ds = batches.concatenate(padding.repeat()).take(num_batches).prefetch(config.prefetch)
+  return EvalBatches(ds.with_options(_options(config)), num_batches)

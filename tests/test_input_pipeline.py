@@ -1,0 +1,320 @@
+"""Input pipelines on the real digits builder (values, per-process splits, deterministic resume,
+padded eval), mocked TFDS image datasets (shapes, no downloads) and an in-memory text corpus."""
+
+import collections
+from unittest import mock
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from perceiver_jax import input_pipeline
+from perceiver_jax.datasets import digits
+from perceiver_jax.tokenizer import EOS, PAD, BytesTokenizer
+
+TOKENIZER = BytesTokenizer()
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+  """Digits in a fresh data_dir; the first use builds them (offline)."""
+  config = input_pipeline.default_config()
+  config.data_dir = str(tmp_path_factory.mktemp("tfds"))
+  config.num_threads = 1
+  config.shuffle_buffer = 64
+  config.prefetch = 1
+  assert input_pipeline.num_examples(config, "train") == 1437
+  return config
+
+
+def _with(config, **overrides):
+  config = config.copy_and_resolve_references()
+  config.update(overrides)
+  return config
+
+
+def _take(iterator, n):
+  return [next(iterator) for _ in range(n)]
+
+
+def _examples(batches):
+  """Counter of (uint8 pixels, label) of the real examples in float [0, 1] image batches."""
+  counter = collections.Counter()
+  for batch in batches:
+    pixels = np.round(batch["image"] * 255).astype(np.uint8)
+    for image, label, mask in zip(pixels, batch["label"], batch["mask"]):
+      if mask:
+        counter[(image.tobytes(), int(label))] += 1
+  return counter
+
+
+def _stored(config, split):
+  """Counter of (uint8 pixels, label) read straight from TFDS."""
+  builder = tfds.builder(config.name, data_dir=config.data_dir)
+  ds = builder.as_dataset(split=split, shuffle_files=False)
+  return collections.Counter((e["image"].tobytes(), int(e["label"])) for e in tfds.as_numpy(ds))
+
+
+def _assert_same(first, second):
+  assert first.keys() == second.keys()
+  for key in first:
+    np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
+def _forbid_downloads():
+  def fail(*args, **kwargs):
+    raise AssertionError("the input pipeline tried to download")
+  return mock.patch.multiple(tfds.download.DownloadManager, download=fail,
+                             download_and_extract=fail, extract=fail)
+
+
+# --- digits: real values -----------------------------------------------------------------------
+
+
+def test_offline_builder_is_built_on_first_use_and_counts_examples(config):
+  assert tfds.builder("sklearn_digits", data_dir=config.data_dir).is_prepared()
+  assert input_pipeline.num_examples(config, "test") == 360
+  assert input_pipeline.num_examples(config, "train[:10%]") == 144
+
+
+def test_train_epochs_cover_each_process_split_once_and_reshuffle(config):
+  config = _with(config, train_split="test")  # 360 digits: 180 per process, 45 batches of 4.
+  per_process = []
+  for index in range(2):
+    batches = _take(input_pipeline.make_train_iterator(
+        config, global_batch_size=8, seed=0, process_index=index, process_count=2), 90)
+    first = batches[0]
+    assert first["image"].shape == (4, 8, 8, 1) and first["image"].dtype == np.float32
+    assert first["label"].dtype == np.int32 and first["mask"].dtype == np.float32
+    np.testing.assert_array_equal(first["mask"], np.ones(4))
+    epoch0, epoch1 = _examples(batches[:45]), _examples(batches[45:])
+    assert sum(epoch0.values()) == 180 and epoch0 == epoch1
+    order0 = np.concatenate([b["label"] for b in batches[:45]])
+    order1 = np.concatenate([b["label"] for b in batches[45:]])
+    assert not np.array_equal(order0, order1)  # Reshuffled each epoch.
+    per_process.append(epoch0)
+  assert not per_process[0] & per_process[1]  # Disjoint ...
+  assert per_process[0] + per_process[1] == _stored(config, "test")  # ... and covering.
+
+
+def test_resume_reproduces_augmented_batches_across_an_epoch_boundary(config):
+  # 40 digits: 20 per process; batches of 3, so step 6 holds the last two examples of epoch 0
+  # and the first of epoch 1, and step 7 starts one example into epoch 1.
+  config = _with(config, train_split="test[:40]", train_augment="randaugment", image_size=(6, 6),
+                 mean=(0.5,), std=(0.25,), randaugment_layers=2, randaugment_magnitude=9.0)
+
+  def run(start_step, n, seed=3, index=0):
+    return _take(input_pipeline.make_train_iterator(
+        config, global_batch_size=6, seed=seed, start_step=start_step, process_index=index,
+        process_count=2), n)
+
+  batches = run(0, 9)
+  assert batches[0]["image"].shape == (3, 6, 6, 1)
+  for start_step, n in ((6, 3), (7, 2)):
+    for resumed, uninterrupted in zip(run(start_step, n), batches[start_step:]):
+      _assert_same(resumed, uninterrupted)
+  assert not np.array_equal(run(0, 1, seed=4)[0]["image"], batches[0]["image"])
+  assert not np.array_equal(run(0, 1, index=1)[0]["image"], batches[0]["image"])
+
+
+def test_flip_mirrors_about_half_of_the_images(config):
+  def first_batch(augment):
+    return next(input_pipeline.make_train_iterator(
+        _with(config, train_augment=augment), global_batch_size=64, seed=5, process_index=0,
+        process_count=1))
+
+  plain, flipped = first_batch("none"), first_batch("flip")
+  np.testing.assert_array_equal(plain["label"], flipped["label"])  # Same example order.
+  mirrored = [np.array_equal(f, p[:, ::-1]) and not np.array_equal(f, p)
+              for f, p in zip(flipped["image"], plain["image"])]
+  kept = [np.array_equal(f, p) for f, p in zip(flipped["image"], plain["image"])]
+  assert all(m or k for m, k in zip(mirrored, kept))
+  assert 10 < sum(mirrored) < 54
+
+
+def test_inception_crop_resizes_and_normalizes(config):
+  batch = next(input_pipeline.make_train_iterator(
+      _with(config, train_augment="inception_crop_flip", image_size=(4, 5), mean=(0.5,),
+            std=(0.5,)), global_batch_size=16, seed=0, process_index=0, process_count=1))
+  assert batch["image"].shape == (16, 4, 5, 1) and batch["image"].dtype == np.float32
+  assert batch["image"].min() >= -1.0 - 1e-6 and batch["image"].max() <= 1.0 + 1e-6
+  assert batch["image"].std() > 0.1
+
+
+def test_eval_counts_every_example_once_with_padding(config):
+  # 25 digits: process 0 gets 13 (4 + 4 + 4 + 1), process 1 gets 12 (4 + 4 + 4 + an all-padding
+  # batch), so both run 4 steps.
+  config = _with(config, eval_split="test[:25]")
+  seen = collections.Counter()
+  for index, real in ((0, 13), (1, 12)):
+    batches = input_pipeline.make_eval_iterator(config, global_batch_size=8,
+                                                process_index=index, process_count=2)
+    first_pass, second_pass = list(batches), list(batches)
+    assert len(batches) == len(first_pass) == 4
+    for first, second in zip(first_pass, second_pass):
+      _assert_same(first, second)
+    masks = np.concatenate([b["mask"] for b in first_pass])
+    np.testing.assert_array_equal(masks, np.arange(16) < real)
+    last = first_pass[-1]
+    assert last["image"].shape == (4, 8, 8, 1) and last["label"].dtype == np.int32
+    assert not last["image"][last["mask"] == 0].any()
+    seen += _examples(first_pass)
+  assert seen == _stored(config, "test[:25]")
+
+
+def test_eval_central_crop(config):
+  config = _with(config, eval_split="test[:8]", image_size=(4, 4), eval_crop_fraction=0.5)
+  batch, = input_pipeline.make_eval_iterator(config, global_batch_size=8, process_index=0,
+                                             process_count=1)
+  builder = tfds.builder("sklearn_digits", data_dir=config.data_dir)
+  stored = np.stack([e["image"] for e in tfds.as_numpy(
+      builder.as_dataset(split="test[:8]", shuffle_files=False))])
+  np.testing.assert_allclose(batch["image"], stored[:, 2:6, 2:6] / 255.0, atol=1e-5)
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def test_not_prepared_dataset_names_the_prepare_command_and_downloads_nothing(tmp_path):
+  config = _with(input_pipeline.default_config(), name="mnist", data_dir=str(tmp_path / "none"))
+  calls = [lambda: input_pipeline.make_train_iterator(config, global_batch_size=2, seed=0),
+           lambda: input_pipeline.make_eval_iterator(config, global_batch_size=2),
+           lambda: input_pipeline.num_examples(config, "train")]
+  with _forbid_downloads():
+    for call in calls:
+      with pytest.raises(input_pipeline.DatasetNotPreparedError) as error:
+        call()
+      message = str(error.value)
+      assert isinstance(error.value, ValueError) and "'mnist'" in message
+      assert f"tfds build mnist --data_dir={tmp_path / 'none'}" in message
+  assert not (tmp_path / "none").exists()
+
+
+def test_failed_offline_build_says_it_builds_offline(tmp_path):
+  config = _with(input_pipeline.default_config(), data_dir=str(tmp_path))
+
+  def broken(self, indices):
+    raise OSError("scikit-learn data missing")
+
+  with mock.patch.object(digits.SklearnDigits, "_generate_examples", broken):
+    with pytest.raises(input_pipeline.DatasetNotPreparedError,
+                       match="builds offline") as error:
+      input_pipeline.num_examples(config, "train")
+  assert "tfds build sklearn_digits --imports=perceiver_jax.datasets" in str(error.value)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("task", "segmentation"), ("train_augment", "mixup"), ("image_size", (0, 8)),
+    ("randaugment_layers", -1), ("randaugment_magnitude", 11.0), ("eval_crop_fraction", 1.5),
+    ("std", (0.0,)), ("max_seq_len", 0), ("shuffle_buffer", 0), ("prefetch", -1),
+    ("num_threads", 0)])
+def test_bad_config_values_name_the_field(config, field, value):
+  with pytest.raises(ValueError, match=f"data_config.{field} must be"):
+    input_pipeline.num_examples(_with(config, **{field: value}), "train")
+
+
+def test_bad_features_and_channel_counts_name_the_field(config):
+  with pytest.raises(ValueError, match="data_config.image_feature='img' is not a feature"):
+    input_pipeline.num_examples(_with(config, image_feature="img"), "train")
+  with pytest.raises(ValueError, match=r"data_config.mean needs one value per channel \(1"):
+    input_pipeline.make_eval_iterator(_with(config, mean=(0.5, 0.5, 0.5)), global_batch_size=2,
+                                      process_index=0, process_count=1)
+
+
+def test_bad_process_arguments(config):
+  make = input_pipeline.make_train_iterator
+  with pytest.raises(ValueError, match="global_batch_size must be a positive multiple of"):
+    make(config, global_batch_size=5, seed=0, process_index=0, process_count=2)
+  with pytest.raises(ValueError, match="process_index must be in"):
+    make(config, global_batch_size=4, seed=0, process_index=2, process_count=2)
+  with pytest.raises(ValueError, match="Pass both process_index and process_count"):
+    make(config, global_batch_size=4, seed=0, process_index=0)
+  with pytest.raises(ValueError, match="start_step must be >= 0"):
+    make(config, global_batch_size=4, seed=0, start_step=-1, process_index=0, process_count=1)
+
+
+# --- mocked TFDS image datasets: shapes, no downloads --------------------------------------------
+
+
+@pytest.mark.parametrize("name, augment, image_size, shape", [
+    ("cifar10", "inception_crop_flip", (16, 16), (16, 16, 3)),
+    ("mnist", "flip", None, (28, 28, 1))])
+def test_mocked_tfds_datasets_give_batches_of_the_right_shape(name, augment, image_size, shape):
+  channels = shape[-1]
+  config = _with(input_pipeline.default_config(), name=name, train_augment=augment,
+                 image_size=image_size, mean=(0.5,) * channels, std=(0.5,) * channels,
+                 num_threads=1, shuffle_buffer=8)
+  with tfds.testing.mock_data(num_examples=6), _forbid_downloads():
+    batch = next(input_pipeline.make_train_iterator(config, global_batch_size=4, seed=0))
+    assert batch["image"].shape == (4,) + shape and batch["image"].dtype == np.float32
+    assert batch["label"].shape == (4,) and batch["label"].dtype == np.int32
+    assert np.abs(batch["image"]).max() <= 1.0 + 1e-6
+    batches = list(input_pipeline.make_eval_iterator(config, global_batch_size=4))
+  assert [b["mask"].tolist() for b in batches] == [[1, 1, 1, 1], [1, 1, 0, 0]]
+  assert all(b["image"].shape == (4,) + shape for b in batches)
+
+
+# --- text_mlm on an in-memory corpus -----------------------------------------------------------
+
+
+DOCS = [f"document {i}: " + "é" * (i % 4) + "x" * (i % 7) for i in range(30)]
+
+
+@pytest.fixture
+def corpus():
+  def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **kwargs):
+    return tf.data.Dataset.from_tensor_slices({"text": DOCS, "label": np.arange(30) % 2})
+
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset), _forbid_downloads():
+    yield _with(input_pipeline.default_config(), name="imdb_reviews", task="text_mlm",
+                max_seq_len=16, num_threads=1, shuffle_buffer=8)
+
+
+def _documents_in(rows):
+  """The documents in packed rows, split at EOS."""
+  data = np.concatenate(rows).ravel()
+  ends = np.flatnonzero(data == EOS)
+  starts = np.concatenate([[0], ends[:-1] + 1])
+  return [TOKENIZER.decode(data[s:e]) for s, e in zip(starts, ends)]
+
+
+def test_text_eval_rows_equal_numpy_packing_and_padding(corpus):
+  tokens = np.concatenate([TOKENIZER.encode(d, add_eos=True) for d in DOCS])
+  expected = np.zeros(-(-len(tokens) // 16) * 16, np.int32)
+  expected[:len(tokens)] = tokens
+  expected = expected.reshape(-1, 16)
+  batches = list(input_pipeline.make_eval_iterator(corpus, global_batch_size=8))
+  ids = np.concatenate([b["ids"] for b in batches])
+  mask = np.concatenate([b["mask"] for b in batches])
+  assert ids.dtype == np.int32 and len(ids) % 8 == 0
+  np.testing.assert_array_equal(ids[mask == 1], expected)
+  assert not ids[mask == 0].any()
+  unpacked = input_pipeline.make_eval_iterator(_with(corpus, pack=False), global_batch_size=8)
+  ids = np.concatenate([b["ids"] for b in unpacked])[:30]
+  np.testing.assert_array_equal(ids, TOKENIZER.encode_batch(DOCS, 16))
+
+
+def test_text_train_packs_shuffled_epochs_and_resumes(corpus):
+  batches = _take(input_pipeline.make_train_iterator(corpus, global_batch_size=4, seed=1), 40)
+  assert batches[0]["ids"].shape == (4, 16) and batches[0]["ids"].dtype == np.int32
+  documents = _documents_in([b["ids"] for b in batches])
+  assert sorted(documents[:30]) == sorted(documents[30:60]) == sorted(DOCS)
+  assert documents[:30] != DOCS and documents[30:60] != documents[:30]
+  resumed = _take(input_pipeline.make_train_iterator(corpus, global_batch_size=4, seed=1,
+                                                     start_step=17), 3)
+  for first, second in zip(resumed, batches[17:]):
+    _assert_same(first, second)
+
+
+def test_text_train_unpacked_rows_are_documents_and_resume(corpus):
+  corpus = _with(corpus, pack=False)
+  batches = _take(input_pipeline.make_train_iterator(corpus, global_batch_size=4, seed=2), 10)
+  rows = np.concatenate([b["ids"] for b in batches])
+  expected = {tuple(row) for row in TOKENIZER.encode_batch(DOCS, 16)}
+  assert {tuple(row) for row in rows[:30]} == expected  # Epoch 0 is the corpus, once.
+  assert not (rows == PAD).all(axis=1).any()
+  resumed = _take(input_pipeline.make_train_iterator(corpus, global_batch_size=4, seed=2,
+                                                     start_step=7), 3)  # Step 7 spans epochs.
+  for first, second in zip(resumed, batches[7:]):
+    _assert_same(first, second)

@@ -1,0 +1,79 @@
+"""text_ops: tf.data tokenization equals BytesTokenizer; packing and padding equal numpy."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from perceiver_jax import text_ops
+from perceiver_jax.tokenizer import EOS, PAD, BytesTokenizer
+
+TOKENIZER = BytesTokenizer()
+CORPUS = ["hello world", "", "héllo wörld ✓", "日本語 🚀 text", "x",
+          "a somewhat longer document"]
+
+
+def _documents(corpus=CORPUS):
+  return tf.data.Dataset.from_tensor_slices(corpus).map(text_ops.tokenize)
+
+
+def _np_pack(corpus, max_seq_len):
+  """Reference: documents + EOS concatenated, cut into rows, the last padded with PAD."""
+  tokens = np.concatenate([TOKENIZER.encode(text, add_eos=True) for text in corpus])
+  num_rows = -(-len(tokens) // max_seq_len)
+  padded = np.full(num_rows * max_seq_len, PAD, np.int32)
+  padded[:len(tokens)] = tokens
+  return padded.reshape(num_rows, max_seq_len)
+
+
+def test_tokenize_matches_bytes_tokenizer_on_unicode():
+  for text in CORPUS + ["\x00\xff", "Ünïcödé ∑ 𝔘"]:
+    ids = text_ops.tokenize(tf.constant(text)).numpy()
+    assert ids.dtype == np.int32
+    np.testing.assert_array_equal(ids, TOKENIZER.encode(text))
+
+
+def test_tokenize_batch_gives_one_ragged_row_per_string():
+  ids = text_ops.tokenize(tf.constant(CORPUS))
+  assert isinstance(ids, tf.RaggedTensor) and ids.dtype == tf.int32
+  for row, text in zip(ids.to_list(), CORPUS):
+    np.testing.assert_array_equal(row, TOKENIZER.encode(text))
+
+
+def test_tokenize_rejects_a_matrix_of_strings():
+  with pytest.raises(ValueError, match="tokenize: text must be"):
+    text_ops.tokenize(tf.constant([["a", "b"]]))
+
+
+def test_pad_or_truncate_matches_numpy():
+  ids = TOKENIZER.encode("héllo")  # 6 ids.
+  for length in (1, 4, 6, 9):
+    expected = np.zeros(length, np.int32)
+    expected[:min(length, len(ids))] = ids[:length]
+    out = text_ops.pad_or_truncate(tf.constant(ids), length)
+    assert out.shape == (length,)
+    np.testing.assert_array_equal(out.numpy(), expected)
+  with pytest.raises(ValueError, match="max_seq_len must be >= 1"):
+    text_ops.pad_or_truncate(tf.constant(ids), 0)
+
+
+@pytest.mark.parametrize("max_seq_len", [1, 5, 16, 200])
+def test_pack_concatenates_documents_with_eos_and_pads_the_last_row(max_seq_len):
+  rows = np.stack(list(text_ops.pack(_documents(), max_seq_len).as_numpy_iterator()))
+  expected = _np_pack(CORPUS, max_seq_len)
+  assert rows.dtype == np.int32
+  np.testing.assert_array_equal(rows, expected)
+  # Every byte of every document is there once, and one EOS per document.
+  assert (rows == EOS).sum() == len(CORPUS)
+  assert (rows > PAD).sum() == sum(len(t.encode("utf-8")) + 1 for t in CORPUS)
+
+
+def test_pack_of_an_endless_stream_cuts_rows_across_repeats():
+  rows = np.stack(list(text_ops.pack(_documents().repeat(), 7).take(20).as_numpy_iterator()))
+  np.testing.assert_array_equal(rows, _np_pack(CORPUS * 10, 7)[:20])
+
+
+def test_pack_rejects_text_and_bad_lengths():
+  with pytest.raises(ValueError, match="map text_ops.tokenize"):
+    text_ops.pack(tf.data.Dataset.from_tensor_slices(CORPUS), 8)
+  with pytest.raises(ValueError, match="max_seq_len must be >= 1"):
+    text_ops.pack(_documents(), 0)
