@@ -8,14 +8,19 @@ CORE = [
     "jaxlib==0.10.2",
     "flax==0.12.8",
     "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
     "ml-collections==1.1.0",
-    "numpy>=1.26",
-]
-EXAMPLES = [
     "absl-py==2.5.1",
-    "scikit-learn==1.9.1",
+    "numpy>=1.26",
+    # Input pipelines and logging; TensorFlow is only used on the CPU.
+    "tensorflow-cpu==2.21.0",
+    "tensorflow-datasets==4.9.10",
+    "importlib-resources==7.1.0",  # TFDS needs it to build datasets.
+    "tensorboard==2.21.0",
+    "tqdm==4.70.1",
+    "scikit-learn==1.9.1",  # The offline digits dataset.
 ]
-TEST = EXAMPLES + [
+TEST = [
     "pytest==9.2.0",
     "pytest-xdist==3.8.0",
 ]
@@ -27,5 +32,5 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["perceiver_jax", "perceiver_jax.*"]),
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"examples": EXAMPLES, "test": TEST},
+    extras_require={"test": TEST},
 )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from perceiver_jax import MLP, CrossAttentionLayer, SelfAttentionBlock, SelfAttentionLayer
-from random_params import param_shapes as _shapes, random_data as _data, random_params as _params
+from random_params import random_data as _data, random_params as _params
 
 B, N, D, M, C = 2, 5, 8, 7, 6  # batch, latents, latent channels, inputs, input channels.
 

@@ -1,0 +1,24 @@
+"""Evaluate a checkpoint: python -m experiments.eval --config=... --workdir=DIR [--step=N].
+
+Prints the eval split's metrics and appends them to DIR/metrics.jsonl (split 'eval').
+"""
+
+import json
+
+from absl import app, flags
+
+from experiments.launch import FLAGS, setup_processes
+from perceiver_jax import trainer
+
+flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest).")
+
+
+def main(argv):
+  del argv
+  setup_processes()
+  metrics = trainer.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.step)
+  print(json.dumps(metrics))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,34 @@
+"""Flags and process setup shared by the launchers (train, eval).
+
+--config=configs/X.py[:variant] with --config.field=value overrides (ml_collections
+config_flags), --workdir, and the multi-process flags: on TPU pods and SLURM/Kubernetes GPU
+clusters `jax.distributed.initialize()` finds its peers itself (--distributed); elsewhere
+give --coordinator_address, --num_processes and --process_id.
+"""
+
+from absl import flags, logging
+import jax
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/X.py[:variant]).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and TensorBoard.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with auto-detection.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
+flags.DEFINE_integer("process_id", None, "This process's index (multi-process runs).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def setup_processes():
+  """Joins the other processes of a multi-process run (no-op for a single process)."""
+  if FLAGS.coordinator_address is not None:
+    # Cross-process collectives for CPU devices (GPUs and TPUs have their own).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  elif FLAGS.distributed:
+    jax.distributed.initialize()
+  logging.info("Process %d of %d; %d local / %d global devices (%s).", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(),
+               jax.default_backend())

@@ -1,0 +1,19 @@
+"""Train a config: python -m experiments.train --config=configs/X.py[:variant] --workdir=DIR.
+
+Resumes from DIR's newest checkpoint when there is one; see perceiver_jax/trainer.py.
+"""
+
+from absl import app
+
+from experiments.launch import FLAGS, setup_processes
+from perceiver_jax import trainer
+
+
+def main(argv):
+  del argv
+  setup_processes()
+  trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,68 @@
+"""Metrics to `metrics.jsonl`, TensorBoard event files and a console progress bar.
+
+`MetricWriter(workdir, num_train_steps, initial_step)`:
+  write(step, split, metrics)  # one JSON line {"step", "split", **metrics} and TB scalars
+  progress(step, metrics)      # tqdm bar with ETA and the latest train metrics
+  close()
+Only process 0 writes (the others' calls do nothing), so a multi-host run has one log.
+TensorBoard events go to `workdir/tensorboard/<split>` through tf.summary (TensorFlow is
+already the input pipeline's dependency; it runs on CPU only).
+"""
+
+import json
+import os
+from typing import Mapping
+
+import jax
+import tensorflow as tf
+import tqdm
+
+tf.config.set_visible_devices([], "GPU")
+
+
+class MetricWriter:
+  """See the module docstring."""
+
+  def __init__(self, workdir: str, num_train_steps: int, initial_step: int = 0):
+    self.enabled = jax.process_index() == 0
+    if not self.enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+    self._tensorboard_dir = os.path.join(workdir, "tensorboard")
+    self._writers = {}
+    self._bar = tqdm.tqdm(total=num_train_steps, initial=initial_step, unit="step",
+                          dynamic_ncols=True, mininterval=1.0)
+
+  def write(self, step: int, split: str, metrics: Mapping[str, float]):
+    if not self.enabled:
+      return
+    record = {"step": int(step), "split": split}
+    record.update({name: float(value) for name, value in metrics.items()})
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
+    if split not in self._writers:
+      self._writers[split] = tf.summary.create_file_writer(
+          os.path.join(self._tensorboard_dir, split))
+    with self._writers[split].as_default():
+      for name, value in metrics.items():
+        tf.summary.scalar(name, float(value), step=int(step))
+    self._writers[split].flush()
+    if split == "eval":
+      shown = ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
+      tqdm.tqdm.write(f"step {int(step)} eval: {shown}")
+
+  def progress(self, step: int, metrics: Mapping[str, float] = None):
+    if not self.enabled:
+      return
+    self._bar.update(int(step) - self._bar.n)
+    if metrics:
+      self._bar.set_postfix({k: f"{float(v):.4g}" for k, v in metrics.items()}, refresh=False)
+
+  def close(self):
+    if not self.enabled:
+      return
+    self._bar.close()
+    self._jsonl.close()
+    for writer in self._writers.values():
+      writer.close()

@@ -1,0 +1,258 @@
+"""The training system end to end on the real digits data (built offline) and TFDS mock data:
+sharding equivalences, gradient accumulation, resume after SIGKILL and a corrupt checkpoint,
+SIGTERM, a two-process jax.distributed run, the NaN guard and evaluation of a checkpoint."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import digits_perceiver
+from perceiver_jax import input_pipeline, trainer
+from perceiver_jax.sharding import global_batch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  """The digits dataset, built once (offline) for this module."""
+  path = str(tmp_path_factory.mktemp("tfds"))
+  config = _config(path)
+  input_pipeline.num_examples(config.data, "train")  # Builds it.
+  return path
+
+
+def _config(data_dir, **overrides):
+  config = digits_perceiver.get_config("tiny")
+  config.data.data_dir = data_dir
+  for key, value in overrides.items():
+    target = config
+    *path, last = key.split(".")
+    for part in path:
+      target = target[part]
+    target[last] = value
+  return config
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _final_params(config, workdir, step):
+  experiment = trainer.build_experiment(config, workdir)
+  state = experiment.checkpointer.restore(step, experiment.abstract_state)
+  experiment.checkpointer.close()
+  return jax.device_get(state["params"])
+
+
+def _assert_trees_close(a, b, rtol=1e-6, atol=1e-7):
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+def _launch(workdir, data_dir, *flags, env=None):
+  command = [sys.executable, "-m", "experiments.train",
+             "--config=configs/digits_perceiver.py:tiny", f"--workdir={workdir}",
+             f"--config.data.data_dir={data_dir}", *flags]
+  return subprocess.Popen(command, cwd=REPO, env=env or dict(os.environ),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _committed_steps(workdir):
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+# In-process: one training step and evaluation on TFDS mock data.
+
+def test_one_step_train_and_eval_under_mock_data(tmp_path):
+  config = _config(str(tmp_path / "tfds"), **{"data.name": "cifar10", "num_train_steps": 1,
+                                              "optimizer.warmup_steps": 0,
+                                              "eval_every_steps": 1, "eval_batch_size": 16})
+  config.model.input_shape = (32, 32, 3)
+  config.model.fourier.max_resolution = (32, 32)
+  with tfds.testing.mock_data(num_examples=24):
+    metrics = trainer.train_and_evaluate(config, str(tmp_path / "work"))
+  records = _records(str(tmp_path / "work"))
+  assert [(r["step"], r["split"]) for r in records] == [(1, "train"), (1, "eval")]
+  for key in ("loss", "accuracy", "top5", "grad_norm", "learning_rate", "examples_per_second",
+              "step_time"):
+    assert np.isfinite(records[0][key])
+  assert metrics == {k: v for k, v in records[1].items() if k not in ("step", "split")}
+  assert _committed_steps(str(tmp_path / "work")) == [1]
+  assert os.listdir(tmp_path / "work" / "tensorboard") != []
+
+
+# In-process: the same step on 1 device, 8 devices, FSDP, and with gradient accumulation.
+
+def _run_steps(config, workdir, devices, batches):
+  experiment = trainer.build_experiment(config, workdir, devices)
+  state = experiment.init()
+  losses = []
+  for batch in batches:
+    state, metrics = experiment.train_step(state, global_batch(batch, experiment.mesh))
+    losses.append(float(metrics["loss"]))
+  experiment.checkpointer.close()
+  return losses, state
+
+
+def _batches(config, count):
+  iterator = input_pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size,
+                                                seed=0)
+  return [next(iterator) for _ in range(count)]
+
+
+def test_one_device_eight_devices_and_fsdp_agree(data_dir, tmp_path):
+  config = _config(data_dir)
+  batches = _batches(config, 2)
+  one, state_one = _run_steps(config, str(tmp_path / "a"), jax.devices()[:1], batches)
+  eight, state_eight = _run_steps(config, str(tmp_path / "b"), jax.devices(), batches)
+  np.testing.assert_allclose(eight, one, rtol=1e-5)
+  _assert_trees_close(jax.device_get(state_eight["params"]), jax.device_get(state_one["params"]),
+                      rtol=1e-4, atol=1e-6)
+
+  fsdp_config = _config(data_dir, **{"mesh.data": 2, "mesh.fsdp": 4, "mesh.min_fsdp_size": 64})
+  fsdp, state_fsdp = _run_steps(fsdp_config, str(tmp_path / "c"), jax.devices(), batches)
+  np.testing.assert_allclose(fsdp, one, rtol=1e-5)
+  sharded = [x for x in jax.tree_util.tree_leaves(state_fsdp["params"])
+             if "fsdp" in str(x.sharding.spec)]
+  assert sharded, "no parameter is sharded over the fsdp axis"
+  for x in sharded:  # Each device holds a quarter of the array.
+    assert x.addressable_shards[0].data.size * 4 == x.size
+  moments = [x for x in jax.tree_util.tree_leaves(state_fsdp["opt_state"])
+             if hasattr(x, "sharding") and "fsdp" in str(x.sharding.spec)]
+  assert len(moments) >= 2 * len(sharded)  # Adam's two moments are sharded like the params.
+
+
+def test_gradient_accumulation_equals_the_big_batch(data_dir, tmp_path):
+  overrides = {"optimizer.name": "sgd", "optimizer.momentum": 0.0, "optimizer.weight_decay": 0.0,
+               "model.encoder.dropout_rate": 0.0}
+  config = _config(data_dir, **overrides)
+  batches = _batches(config, 1)
+  big, state_big = _run_steps(config, str(tmp_path / "a"), jax.devices(), batches)
+  accumulated = _config(data_dir, grad_accum_steps=2, **overrides)
+  small, state_small = _run_steps(accumulated, str(tmp_path / "b"), jax.devices(), batches)
+  np.testing.assert_allclose(small, big, rtol=1e-5)
+  _assert_trees_close(jax.device_get(state_small["params"]), jax.device_get(state_big["params"]),
+                      rtol=1e-5, atol=1e-7)
+
+
+# Subprocesses: SIGKILL and resume (also past a corrupt checkpoint), SIGTERM.
+
+def test_killed_run_resumes_past_a_corrupt_checkpoint_to_the_uninterrupted_result(
+    data_dir, tmp_path, caplog):
+  steps = {"num_train_steps": 12, "eval_every_steps": 12, "log_every_steps": 4}
+  config = _config(data_dir, checkpoint_every_steps=12, **steps)
+  trainer.train_and_evaluate(config, str(tmp_path / "straight"))
+  expected = _final_params(config, str(tmp_path / "straight"), 12)
+
+  killed = str(tmp_path / "killed")
+  process = _launch(killed, data_dir, *[f"--config.{k}={v}" for k, v in steps.items()],
+                    "--config.checkpoint_every_steps=1")
+  deadline = time.time() + 240
+  while len(_committed_steps(killed)) < 3 or max(_committed_steps(killed)) < 4:
+    assert process.poll() is None, process.stderr.read()[-3000:]
+    assert time.time() < deadline, "the run made no checkpoints in time"
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL
+  saved = _committed_steps(killed)
+  assert max(saved) < 12, "the run finished before it was killed"
+
+  newest = os.path.join(killed, "checkpoints", str(max(saved)))
+  for root, _, files in os.walk(newest):
+    for name in files:
+      open(os.path.join(root, name), "w").close()  # Truncate: unreadable.
+  config = _config(data_dir, checkpoint_every_steps=1, **steps)
+  trainer.train_and_evaluate(config, killed)
+  assert "cannot restore step" in caplog.text
+  _assert_trees_close(_final_params(config, killed, 12), expected)
+  train_steps = [r["step"] for r in _records(killed) if r["split"] == "train"]
+  assert train_steps[-1] == 12
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+  workdir = str(tmp_path / "work")
+  process = _launch(workdir, data_dir, "--config.num_train_steps=100000",
+                    "--config.checkpoint_every_steps=100000", "--config.eval_every_steps=100000",
+                    "--config.log_every_steps=2")
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 240
+  while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
+    assert process.poll() is None, process.stderr.read()[-3000:]
+    assert time.time() < deadline
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 0, stderr[-3000:]
+  saved = _committed_steps(workdir)
+  assert len(saved) == 1 and 2 <= saved[0] < 100000
+  assert "SIGTERM" in stderr
+
+
+# Two processes on localhost, four CPU devices each.
+
+def test_two_process_distributed_run_trains(data_dir, tmp_path):
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  workdir = str(tmp_path / "work")
+  processes = [_launch(workdir, data_dir, f"--coordinator_address=localhost:{port}",
+                       "--num_processes=2", f"--process_id={i}", "--config.num_train_steps=4",
+                       "--config.eval_every_steps=4", "--config.checkpoint_every_steps=4",
+                       env=env) for i in range(2)]
+  for process in processes:
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+  records = _records(workdir)
+  assert [(r["step"], r["split"]) for r in records][-1] == (4, "eval")
+  assert all(np.isfinite(r["loss"]) for r in records)
+  assert _committed_steps(workdir) == [4]
+
+
+# The NaN guard, evaluation of a checkpoint and config errors.
+
+def test_divergence_stops_with_a_clear_error_and_keeps_good_checkpoints(data_dir, tmp_path):
+  config = _config(data_dir, **{"optimizer.learning_rate": 1e30, "optimizer.clip_norm": None,
+                                "checkpoint_every_steps": 1, "num_train_steps": 6})
+  with pytest.raises(FloatingPointError, match="diverged at step"):
+    trainer.train_and_evaluate(config, str(tmp_path))
+  for step in _committed_steps(str(tmp_path)):
+    params = _final_params(config, str(tmp_path), step)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(params))
+
+
+def test_evaluate_checkpoint_matches_the_training_runs_eval(data_dir, tmp_path):
+  config = _config(data_dir)
+  final = trainer.train_and_evaluate(config, str(tmp_path))
+  again = trainer.evaluate_checkpoint(config, str(tmp_path))
+  assert again.keys() == final.keys()
+  for key in final:
+    np.testing.assert_allclose(again[key], final[key], rtol=1e-5)
+
+
+def test_config_errors_name_the_field(data_dir, tmp_path):
+  for overrides, match in [({"batch_size": 12}, "batch_size"),
+                           ({"grad_accum_steps": 3}, "grad_accum_steps"),
+                           ({"num_train_steps": 0}, "num_train_steps"),
+                           ({"mesh.fsdp": 3}, "config.mesh.fsdp")]:
+    with pytest.raises(ValueError, match=match):
+      trainer.build_experiment(_config(data_dir, **overrides), str(tmp_path))
+  config = _config(data_dir)
+  del config.eval_every_steps
+  with pytest.raises(ValueError, match="config.eval_every_steps is missing"):
+    trainer.build_experiment(config, str(tmp_path))
