@@ -34,6 +34,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.mesh = dict(data=-1, fsdp=1, min_fsdp_size=2 ** 10)
   c.checkpoint = dict(keep=2, best_metric="accuracy", best_mode="max", async_save=True)
   c.label_smoothing = 0.0
+  c.mixup = dict(mixup_alpha=0.0, cutmix_alpha=0.0, switch_prob=0.5)  # Alphas 0: off.
   c.grad_accum_steps = 1
   c.batch_size = 64
   c.eval_batch_size = 120

@@ -16,7 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import digits_perceiver
-from perceiver_jax import input_pipeline, trainer
+from perceiver_jax import input_pipeline, tasks, trainer
 from perceiver_jax.sharding import global_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,6 +93,25 @@ def test_one_step_train_and_eval_under_mock_data(tmp_path):
   assert metrics == {k: v for k, v in records[1].items() if k not in ("step", "split")}
   assert _committed_steps(str(tmp_path / "work")) == [1]
   assert os.listdir(tmp_path / "work" / "tensorboard") != []
+
+
+def test_masked_language_model_trains_in_bfloat16_on_mock_text(tmp_path):
+  config = _config(str(tmp_path / "tfds"), **{"num_train_steps": 2, "eval_every_steps": 2,
+                                              "optimizer.warmup_steps": 0, "batch_size": 8,
+                                              "eval_batch_size": 8})
+  config.model = tasks.tiny_config("masked_language_modeling")
+  config.model.dtype = "bfloat16"
+  config.data.update(name="lm1b", task="text_mlm", max_seq_len=config.model.max_seq_len)
+  config.mlm = {"mask_prob": 0.15}
+  with tfds.testing.mock_data(num_examples=16):
+    metrics = trainer.train_and_evaluate(config, str(tmp_path / "work"))
+  assert np.isfinite(metrics["loss"]) and 0 <= metrics["accuracy"] <= 1
+  experiment = trainer.build_experiment(config, str(tmp_path / "work"))
+  state = experiment.checkpointer.restore(2, experiment.abstract_state)
+  floats = [x.dtype for x in jax.tree_util.tree_leaves(state)
+            if jax.numpy.issubdtype(x.dtype, jax.numpy.floating)]
+  assert set(floats) == {jax.numpy.dtype("float32")}  # Params and Adam moments stay float32.
+  experiment.checkpointer.close()
 
 
 # In-process: the same step on 1 device, 8 devices, FSDP, and with gradient accumulation.
