@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from perceiver_jax.multi_head_attention import MultiHeadAttention
 from perceiver_jax.typing import DType, hyperparameters
-from perceiver_jax.validation import check_positive, check_rate
+from perceiver_jax.validation import check_choice, check_positive, check_rate
 
 LAYER_NORM_EPSILON = 1e-5  # As Haiku's and PyTorch's LayerNorm in the reference models.
 
@@ -26,23 +26,36 @@ def layer_norm(param_dtype: DType, name: Optional[str] = None) -> nn.LayerNorm:
                       name=name)
 
 
+ACTIVATIONS = {
+    "gelu": lambda x: nn.gelu(x, approximate=True),  # The official Perceiver (Haiku) MLP.
+    "gelu_exact": lambda x: nn.gelu(x, approximate=False),  # PyTorch / transformers.
+    "relu": nn.relu,
+    "squared_relu": lambda x: jnp.square(nn.relu(x)),  # Perceiver AR.
+}
+
+
 class MLP(nn.Module):
-  """Dense(widening_factor * C) -> gelu (tanh) -> Dense(C) -> dropout; [..., C] -> [..., C]."""
+  """Dense(widening_factor * C) -> activation -> Dense(C) -> dropout; [..., C] -> [..., C].
+
+  activation: 'gelu' (tanh approximation, the default), 'gelu_exact', 'relu', 'squared_relu'.
+  """
   widening_factor: int = 4
   dropout_rate: float = 0.0
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
+  activation: str = "gelu"
 
   def __post_init__(self):
     check_positive(self, "widening_factor")
     check_rate(self, "dropout_rate")
+    check_choice(self, "activation", tuple(ACTIVATIONS))
     super().__post_init__()
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
     channels = x.shape[-1]
     x = nn.Dense(self.widening_factor * channels, dtype=self.dtype, param_dtype=self.param_dtype)(x)
-    x = nn.gelu(x, approximate=True)
+    x = ACTIVATIONS[self.activation](x)
     x = nn.Dense(channels, dtype=self.dtype, param_dtype=self.param_dtype)(x)
     return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
 

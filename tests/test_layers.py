@@ -1,5 +1,7 @@
 """Pre-LN layers against float64 numpy references computed from their own (randomised) params."""
 
+import math
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -267,3 +269,20 @@ def test_bfloat16_compute_with_float32_params(kind):
   assert out.dtype == jnp.bfloat16
   full = make().apply(params, *args)
   np.testing.assert_allclose(np.asarray(out, np.float32), full, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("activation,reference", [
+    ("gelu", lambda h: 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h ** 3)))),
+    ("gelu_exact", lambda h: 0.5 * h * (1 + np.vectorize(math.erf)(h / np.sqrt(2)))),
+    ("relu", lambda h: np.maximum(h, 0)),
+    ("squared_relu", lambda h: np.maximum(h, 0) ** 2),
+])
+def test_mlp_activations(activation, reference):
+  x = _data(0, B, N, D)
+  mlp = MLP(widening_factor=2, activation=activation)
+  params = _params(mlp, x)
+  hidden = np.asarray(x, np.float64) @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]
+  expected = reference(hidden) @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]
+  np.testing.assert_allclose(mlp.apply({"params": params}, x), expected, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="MLP.activation"):
+    MLP(activation="swish")
