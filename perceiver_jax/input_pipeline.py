@@ -117,7 +117,7 @@ def _process(global_batch_size: int, process_index, process_count) -> Tuple[int,
 def _not_prepared(config) -> DatasetNotPreparedError:
   where = config.data_dir or "the TFDS default data_dir (~/tensorflow_datasets)"
   data_dir_flag = f" --data_dir={config.data_dir}" if config.data_dir else ""
-  if config.name in OFFLINE_BUILDERS:
+  if config.name.split("/")[0] in OFFLINE_BUILDERS:  # "name/config" names too.
     how = ("it builds offline from data that ships with a package, and the pipeline builds it "
            "on first use; this build failed (see the error above)")
     imports, import_flag = "import perceiver_jax.datasets; ", " --imports=perceiver_jax.datasets"
@@ -133,10 +133,10 @@ def _not_prepared(config) -> DatasetNotPreparedError:
 
 
 def _builder(config) -> tfds.core.DatasetBuilder:
-  """The TFDS builder; our offline builders are built on first use."""
+  """The TFDS builder; our offline builders (any config: "name/config") are built on first use."""
   _check_config(config)
   builder = tfds.builder(config.name, data_dir=config.data_dir)
-  if config.name in OFFLINE_BUILDERS and not builder.is_prepared():
+  if builder.name in OFFLINE_BUILDERS and not builder.is_prepared():
     try:
       builder.download_and_prepare()
     except Exception as error:

@@ -5,5 +5,6 @@ pipeline builds them on first use.
 """
 
 from perceiver_jax.datasets.digits import SklearnDigits
+from perceiver_jax.datasets.python_stdlib_text import PythonStdlibText
 
-OFFLINE_BUILDERS = frozenset({"sklearn_digits"})
+OFFLINE_BUILDERS = frozenset({"python_stdlib_text", "sklearn_digits"})
