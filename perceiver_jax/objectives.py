@@ -12,6 +12,10 @@ the step divides by the total weight. Losses are float32.
   label smoothing, optional mixup/CutMix in training; metrics `accuracy` (top-1), `top5`.
 - `masked_language_modeling`: BERT masking of `ids` on device (`masking.mask_tokens`), loss
   and `accuracy` only at the masked bytes; padding is masked out of the encoder.
+- `language_modeling` (Perceiver AR): rows of max_context + 1 ids; the model reads the first
+  max_context and predicts the next byte at each latent position (PAD targets excluded);
+  metrics `accuracy` and `bits_per_byte` (cross-entropy / ln 2); the loss adds
+  `config.z_loss * logsumexp(logits)^2` when set.
 """
 
 import dataclasses
@@ -42,8 +46,10 @@ def make_objective(config) -> Objective:
     return _classification(config, INPUT_KEYS[task])
   if task == "masked_language_modeling":
     return _masked_language_modeling(config)
+  if task == "language_modeling":
+    return _language_modeling(config)
   raise ValueError(f"config.model.task={task!r} has no training objective yet; trainable tasks: "
-                   f"{sorted(INPUT_KEYS) + ['masked_language_modeling']}.")
+                   f"{sorted(INPUT_KEYS) + ['language_modeling', 'masked_language_modeling']}.")
 
 
 def _classification(config, input_key: str) -> Objective:
@@ -92,5 +98,35 @@ def _masked_language_modeling(config) -> Objective:
     correct = (jnp.argmax(logits, -1) == targets["labels"]).astype(jnp.float32)
     return (jnp.sum(losses * weights), jnp.sum(weights),
             {"accuracy": jnp.sum(correct * weights)})
+
+  return Objective(prepare, score)
+
+
+def _language_modeling(config) -> Objective:
+  z_loss = config.get("z_loss", 0.0)
+  context = config.model.perceiver_ar.max_context
+
+  def prepare(batch, rng, train):
+    del rng, train  # Deterministic.
+    ids = batch["ids"]
+    if ids.shape[1] != context + 1:
+      raise ValueError(f"language modelling needs rows of max_context + 1 = {context + 1} ids; "
+                       f"got {ids.shape[1]}: set config.data.max_seq_len = {context + 1}.")
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    weights = (targets != PAD).astype(jnp.float32) * batch["mask"][:, None].astype(jnp.float32)
+    return inputs, {"pad_mask": inputs != PAD}, {"labels": targets, "weights": weights}
+
+  def score(logits, targets):
+    logits = logits.astype(jnp.float32)
+    latents = logits.shape[1]
+    labels, weights = targets["labels"][:, -latents:], targets["weights"][:, -latents:]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    cross_entropy = jnp.sum(losses * weights)
+    loss = cross_entropy
+    if z_loss:
+      loss = loss + z_loss * jnp.sum(jnp.square(jax.nn.logsumexp(logits, -1)) * weights)
+    return loss, jnp.sum(weights), {"accuracy": jnp.sum(correct * weights),
+                                   "bits_per_byte": cross_entropy / jnp.log(2.0)}
 
   return Objective(prepare, score)

@@ -53,6 +53,9 @@ def _loss(config, model, variables, inputs, rng):
   elif config.task == "multimodal_autoencoding":
     loss = tasks.multimodal_autoencoding.loss(
         config, out, dict(inputs, label=jnp.argmax(inputs["label"], -1)))
+  elif config.task == "language_modeling":
+    labels = jnp.asarray(targets.integers(0, out.shape[-1], out.shape[:2]))
+    loss = losses.softmax_cross_entropy(out, labels)
   elif config.task == "audio_classification":
     loss = losses.sigmoid_cross_entropy(out, targets.integers(0, 2, out.shape))
   else:
@@ -94,6 +97,8 @@ def test_tiny_task_model_forward_backward_and_param_count(name, variant):
 def _expected_output_shapes(c, b):
   if c.task == "masked_language_modeling":
     return (b, c.max_seq_len, c.vocab_size)
+  if c.task == "language_modeling":
+    return (b, c.perceiver_ar.num_latents, c.perceiver_ar.vocab_size)
   if c.task == "optical_flow":
     return (b,) + tuple(c.image_size) + (2,)
   if c.task == "multimodal_autoencoding":

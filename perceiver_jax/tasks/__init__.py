@@ -1,8 +1,10 @@
-"""Task models: one module per task of the Perceiver IO paper, plus the original Perceiver.
+"""Task models: one module per task of the Perceiver IO paper, the original Perceiver and
+Perceiver AR language modelling.
 
 Each task module has `default_config(variant=None)` (the paper's model, as an
 ml_collections.ConfigDict with `config.task`), `tiny_config(variant=None)` (the same structure
-at test size), `build(config)` (a PerceiverIO, or a Perceiver for 'perceiver_classification')
+at test size), `build(config)` (a PerceiverIO; a Perceiver for 'perceiver_classification', a
+PerceiverAR for 'language_modeling')
 and `example_inputs(config, batch_size)`.
 The functions here dispatch on the task name:
 
@@ -14,14 +16,14 @@ The functions here dispatch on the task name:
 from types import ModuleType
 
 from perceiver_jax.tasks import (audio_classification, image_classification,
-                                 masked_language_modeling, multimodal_autoencoding, optical_flow,
-                                 perceiver_classification, point_cloud_classification,
-                                 sequence_classification)
+                                 language_modeling, masked_language_modeling,
+                                 multimodal_autoencoding, optical_flow, perceiver_classification,
+                                 point_cloud_classification, sequence_classification)
 
 TASKS = {module.TASK: module for module in (
     perceiver_classification, image_classification, masked_language_modeling,
     sequence_classification, optical_flow, multimodal_autoencoding, point_cloud_classification,
-    audio_classification)}
+    audio_classification, language_modeling)}
 
 
 def get(task: str) -> ModuleType:
