@@ -13,7 +13,8 @@ $(STAMP): setup.py
 	touch $@
 
 demo: $(STAMP)
-	$(VENV)/bin/python -m examples.train_digits --workdir=workdirs/digits
+	$(VENV)/bin/python -m experiments.train --config=configs/digits_perceiver.py --workdir=workdirs/digits
+	$(VENV)/bin/python -m experiments.plot --config=configs/digits_perceiver.py --workdir=workdirs/digits
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -n 2 tests

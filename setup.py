@@ -18,6 +18,7 @@ CORE = [
     "importlib-resources==7.1.0",  # TFDS needs it to build datasets.
     "tensorboard==2.21.0",
     "tqdm==4.70.1",
+    "matplotlib==3.11.2",  # Plots of runs.
     "scikit-learn==1.9.1",  # The offline digits dataset.
 ]
 TEST = [

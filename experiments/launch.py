@@ -6,6 +6,8 @@ clusters `jax.distributed.initialize()` finds its peers itself (--distributed); 
 give --coordinator_address, --num_processes and --process_id.
 """
 
+import logging as python_logging
+
 from absl import flags, logging
 import jax
 from ml_collections import config_flags
@@ -21,8 +23,22 @@ flags.DEFINE_integer("process_id", None, "This process's index (multi-process ru
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries(python_logging.Filter):
+  """Drops the INFO chatter of Orbax and TFDS (one line per save / file) and Orbax's warning
+  for saves without metrics (by design: only evaluated steps compete for the best); other
+  warnings stay."""
+
+  def filter(self, record):
+    noisy = any(part in record.pathname for part in ("/orbax/", "/tensorflow_datasets/"))
+    if noisy and "did not provide metrics" in record.getMessage():
+      return False
+    return record.levelno >= python_logging.WARNING or not noisy
+
+
 def setup_processes():
-  """Joins the other processes of a multi-process run (no-op for a single process)."""
+  """Joins the other processes of a multi-process run (no-op for a single process) and keeps
+  library INFO logs off the console."""
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if FLAGS.coordinator_address is not None:
     # Cross-process collectives for CPU devices (GPUs and TPUs have their own).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -152,6 +152,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   """Trains (resuming if possible); returns the last evaluation's metrics."""
   experiment = build_experiment(config, workdir)
   state, start = experiment.restore_or_init()
+  if start >= config.num_train_steps:
+    logging.warning("%s already holds the final step %d; nothing to train (evaluate it with "
+                    "experiments.eval, or raise config.num_train_steps).", workdir, start)
   writer = MetricWriter(workdir, config.num_train_steps, start)
   batches = input_pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size,
                                                seed=config.seed, start_step=start)

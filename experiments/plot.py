@@ -1,0 +1,53 @@
+"""Plot a run: python -m experiments.plot --config=... --workdir=DIR [--num_images=8].
+
+Writes DIR/plots/learning_curves.png (from metrics.jsonl) and, for Perceiver image
+classifiers, DIR/plots/cross_attention.png: test images from the eval split with the
+cross-attention maps of the newest checkpoint's latents.
+"""
+
+import json
+import os
+
+from absl import app, flags
+import jax
+import numpy as np
+
+from experiments.launch import FLAGS, setup_processes
+from perceiver_jax import input_pipeline, plots, trainer
+
+flags.DEFINE_integer("num_images", 8, "Eval images in the attention grid.")
+
+
+def plot_run(config, workdir: str, num_images: int = 8) -> list:
+  """Writes the run's plots; returns their paths."""
+  directory = os.path.join(workdir, "plots")
+  os.makedirs(directory, exist_ok=True)
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    records = [json.loads(line) for line in f]
+  paths = [plots.plot_learning_curves(records, os.path.join(directory, "learning_curves.png"))]
+  if config.model.task != "perceiver_classification":
+    return paths
+  experiment = trainer.build_experiment(config, workdir)
+  state, _ = experiment.restore_or_init(experiment.checkpointer.latest_step())
+  experiment.checkpointer.close()
+  batch = next(iter(input_pipeline.make_eval_iterator(
+      config.data, global_batch_size=config.get("eval_batch_size", config.batch_size))))
+  images = batch["image"][:num_images]
+  variables = {"params": state["params"]}
+  predictions = np.argmax(jax.device_get(experiment.model.apply(variables, images)), axis=-1)
+  maps = plots.cross_attention_maps(experiment.model, variables, images)
+  paths.append(plots.plot_attention_grid(images, maps, batch["label"][:num_images],
+                                         predictions, os.path.join(directory,
+                                                                   "cross_attention.png")))
+  return paths
+
+
+def main(argv):
+  del argv
+  setup_processes()
+  for path in plot_run(FLAGS.config, FLAGS.workdir, FLAGS.num_images):
+    print(path)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,79 @@
+"""PNG plots of a run: learning curves and where the latents look.
+
+- `plot_learning_curves(records, path)`: loss and accuracy against step, train and eval,
+  from metrics.jsonl records.
+- `cross_attention_maps(model, variables, inputs) -> [b, num_latents, *index_dims]`: the
+  first cross-attention's weights of a `Perceiver` (softmax over the input positions,
+  averaged over heads), reshaped to the input grid.
+- `plot_attention_grid(images, maps, labels, predictions, path)`: one row per image: the
+  image, then the attention maps of the latents that attend most sharply, overlaid.
+Matplotlib renders off-screen (Agg).
+"""
+
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+
+def plot_learning_curves(records: Sequence[Mapping], path: str) -> str:
+  """Loss and accuracy curves (train and eval) from metrics.jsonl records; returns path."""
+  figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for split, style in (("train", "-"), ("eval", "o-")):
+    rows = [r for r in records if r["split"] == split]
+    steps = [r["step"] for r in rows]
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+      values = [r.get(metric) for r in rows]
+      if rows and all(v is not None for v in values):
+        axis.plot(steps, values, style, label=split)
+  for axis, metric in zip(axes, ("loss", "accuracy")):
+    axis.set_xlabel("step")
+    axis.set_ylabel(metric)
+    axis.grid(alpha=0.3)
+    axis.legend()
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+  return path
+
+
+def cross_attention_maps(model, variables, inputs) -> np.ndarray:
+  """First cross-attention weights of a Perceiver on inputs [b, *index_dims, c]."""
+  is_projection = lambda module, method: module.name in ("query", "key")
+  _, state = model.apply(variables, inputs, capture_intermediates=is_projection,
+                         mutable=["intermediates"])
+  attention = state["intermediates"]["encoder"]["cross_attention_first"]["attention"]
+  query = attention["query"]["__call__"][0].astype(jnp.float32)  # [b, latents, h, d]
+  key = attention["key"]["__call__"][0].astype(jnp.float32)  # [b, inputs, h, d]
+  logits = jnp.einsum("bqhd,bkhd->bhqk", query, key) / np.sqrt(query.shape[-1])
+  weights = jax.nn.softmax(logits, axis=-1).mean(axis=1)  # [b, latents, inputs]
+  return np.asarray(weights).reshape(weights.shape[:2] + inputs.shape[1:-1])
+
+
+def plot_attention_grid(images, maps, labels, predictions, path: str,
+                        latents_shown: int = 4) -> str:
+  """Images [n, H, W, c] with the sharpest `latents_shown` latents' maps [n, L, H, W]."""
+  images, maps = np.asarray(images), np.asarray(maps)
+  count = images.shape[0]
+  figure, axes = plt.subplots(count, latents_shown + 1,
+                              figsize=(1.6 * (latents_shown + 1), 1.6 * count), squeeze=False)
+  for row in range(count):
+    image = images[row, ..., 0] if images.shape[-1] == 1 else images[row]
+    axes[row, 0].imshow(image, cmap="gray")
+    axes[row, 0].set_title(f"label {labels[row]} / pred {predictions[row]}", fontsize=7)
+    sharpness = maps[row].reshape(maps.shape[1], -1).max(axis=-1)
+    for column, latent in enumerate(np.argsort(-sharpness)[:latents_shown], start=1):
+      axes[row, column].imshow(image, cmap="gray")
+      axes[row, column].imshow(maps[row, latent], cmap="magma", alpha=0.6)
+      axes[row, column].set_title(f"latent {latent}", fontsize=7)
+  for axis in axes.ravel():
+    axis.axis("off")
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+  return path

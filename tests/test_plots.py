@@ -1,0 +1,60 @@
+"""Plots: learning curves and cross-attention maps (real softmax weights) render to PNG."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import matplotlib.image
+import numpy as np
+
+from configs import digits_perceiver
+from experiments.plot import plot_run
+from perceiver_jax import plots, tasks, trainer
+from random_params import random_params
+
+
+def _model():
+  config = digits_perceiver.get_config("tiny")
+  return config, tasks.build(config.model)
+
+
+def test_cross_attention_maps_are_distributions_over_pixels():
+  _, model = _model()
+  images = jnp.asarray(np.random.default_rng(0).uniform(size=(3, 8, 8, 1)), jnp.float32)
+  params = random_params(model, images)
+  maps = plots.cross_attention_maps(model, {"params": params}, images)
+  latents = model.encoder.num_latents
+  assert maps.shape == (3, latents, 8, 8)
+  assert np.all(maps >= 0)
+  np.testing.assert_allclose(maps.sum(axis=(-2, -1)), 1.0, rtol=1e-5)
+  assert not np.allclose(maps[0], maps[1])  # They depend on the image.
+  # Without keys every pixel is equally likely: uniform maps.
+  attention = params["encoder"]["cross_attention_first"]["attention"]
+  zeroed = jax.tree_util.tree_map(jnp.zeros_like, attention["key"])
+  params["encoder"]["cross_attention_first"]["attention"] = dict(attention, key=zeroed)
+  uniform = plots.cross_attention_maps(model, {"params": params}, images)
+  np.testing.assert_allclose(uniform, 1 / 64, rtol=1e-5)
+
+
+def test_pngs_have_the_figure_size(tmp_path):
+  records = [{"step": s, "split": "train", "loss": 2.0 / s, "accuracy": 1 - 1.0 / s}
+             for s in range(1, 6)] + [{"step": 5, "split": "eval", "loss": 0.5, "accuracy": 0.8}]
+  path = plots.plot_learning_curves(records, str(tmp_path / "curves.png"))
+  assert matplotlib.image.imread(path).shape[:2] == (400, 1000)
+  images = np.random.default_rng(1).uniform(size=(2, 8, 8, 1))
+  maps = np.random.default_rng(2).uniform(size=(2, 6, 8, 8))
+  path = plots.plot_attention_grid(images, maps, [3, 4], [3, 1], str(tmp_path / "grid.png"),
+                                   latents_shown=3)
+  assert matplotlib.image.imread(path).shape[:2] == (320, 640)
+
+
+def test_plot_run_writes_both_plots_for_a_trained_digits_run(tmp_path):
+  config = digits_perceiver.get_config("tiny")
+  config.data.data_dir = str(tmp_path / "tfds")
+  trainer.train_and_evaluate(config, str(tmp_path / "work"))
+  paths = plot_run(config, str(tmp_path / "work"), num_images=3)
+  assert [os.path.basename(p) for p in paths] == ["learning_curves.png", "cross_attention.png"]
+  assert all(os.path.getsize(p) > 1000 for p in paths)
+  with open(tmp_path / "work" / "metrics.jsonl") as f:
+    assert any(json.loads(line)["split"] == "eval" for line in f)
