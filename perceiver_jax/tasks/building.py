@@ -5,12 +5,18 @@ names, e.g. `config.encoder.num_latents`, so any field can be overridden from th
 line (`--config.model.encoder.num_latents=128`). `make` builds a module from such a section
 and turns a misspelt or unknown key into a ValueError naming the config path and the valid
 fields; `config.dtype` / `config.param_dtype` ('float32', 'bfloat16', 'float16') reach every
-module that has those fields.
+module that has those fields. `imagenet_encoder` and `classification_model` are the encoder
+settings and the composition the classification tasks share.
 """
 
 from typing import Any, Mapping
 
 import jax.numpy as jnp
+
+from perceiver_jax.decoder import PerceiverDecoder, TrainableQuery
+from perceiver_jax.encoder import PerceiverEncoder
+from perceiver_jax.models import PerceiverIO
+from perceiver_jax.output_adapters import ClassificationOutput
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -50,3 +56,26 @@ def make(cls, section: Mapping[str, Any], path: str, config=None, **fixed):
     settings.update({k: v for k, v in dtypes(config).items() if k in fields})
   settings.update(fixed)
   return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+
+
+def imagenet_encoder(**schedule) -> dict:
+  """The ImageNet Perceiver (IO) encoder settings: 512 latents x 1024, cross-attention 1 head,
+  self-attention 8 heads, widening 1, query residual, no dropout; `schedule` sets the numbers
+  of cross-attends, blocks and layers per block."""
+  return dict(num_latents=512, num_latent_channels=1024, num_cross_attention_heads=1,
+              num_self_attention_heads=8, cross_attention_widening_factor=1,
+              self_attention_widening_factor=1, use_query_residual=True, dropout_rate=0.0,
+              attention_dropout_rate=0.0, **schedule)
+
+
+def classification_model(config, input_adapter_cls, **adapter_fixed) -> PerceiverIO:
+  """input_adapter -> PerceiverEncoder -> one TrainableQuery [1, config.query_channels] ->
+  PerceiverDecoder(output_channels=config.num_classes) -> logits [batch, num_classes]."""
+  return PerceiverIO(
+      encoder=make(PerceiverEncoder, config.encoder, "config.encoder", config),
+      output_query=TrainableQuery(1, config.query_channels, **dtypes(config)),
+      decoder=make(PerceiverDecoder, config.decoder, "config.decoder", config,
+                   output_channels=config.num_classes),
+      input_adapter=make(input_adapter_cls, config.input_adapter, "config.input_adapter", config,
+                         **adapter_fixed),
+      output_adapter=ClassificationOutput())

@@ -18,11 +18,8 @@ import ml_collections
 import jax.numpy as jnp
 
 from perceiver_jax.adapters import ImageAdapter
-from perceiver_jax.decoder import PerceiverDecoder, TrainableQuery
-from perceiver_jax.encoder import PerceiverEncoder
 from perceiver_jax.models import PerceiverIO
-from perceiver_jax.output_adapters import ClassificationOutput
-from perceiver_jax.tasks.building import dtypes, make
+from perceiver_jax.tasks.building import classification_model, imagenet_encoder
 
 TASK = "image_classification"
 VARIANTS = ("fourier", "learned", "conv")
@@ -53,12 +50,8 @@ def default_config(variant: str = None) -> ml_collections.ConfigDict:
   c.num_classes = 1000
   c.dtype, c.param_dtype = "float32", "float32"
   c.input_adapter = dict(_INPUT_ADAPTERS[variant])
-  c.encoder = dict(
-      num_latents=512, num_latent_channels=1024, num_cross_attention_layers=1,
-      num_self_attention_blocks=8, num_self_attention_layers_per_block=6,
-      num_cross_attention_heads=1, num_self_attention_heads=8,
-      cross_attention_widening_factor=1, self_attention_widening_factor=1,
-      use_query_residual=True, dropout_rate=0.0, attention_dropout_rate=0.0)
+  c.encoder = imagenet_encoder(num_cross_attention_layers=1, num_self_attention_blocks=8,
+                               num_self_attention_layers_per_block=6)
   c.query_channels = 1024
   c.decoder = dict(num_heads=1, widening_factor=1, use_query_residual=variant != "learned")
   return c
@@ -80,13 +73,7 @@ def tiny_config(variant: str = None) -> ml_collections.ConfigDict:
 
 def build(config) -> PerceiverIO:
   """The PerceiverIO model `config` describes."""
-  return PerceiverIO(
-      encoder=make(PerceiverEncoder, config.encoder, "config.encoder", config),
-      output_query=TrainableQuery(1, config.query_channels, **dtypes(config)),
-      decoder=make(PerceiverDecoder, config.decoder, "config.decoder", config,
-                   output_channels=config.num_classes),
-      input_adapter=make(ImageAdapter, config.input_adapter, "config.input_adapter", config),
-      output_adapter=ClassificationOutput())
+  return classification_model(config, ImageAdapter)
 
 
 def example_inputs(config, batch_size: int = 1):

@@ -13,11 +13,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from perceiver_jax.adapters import TextAdapter
-from perceiver_jax.decoder import PerceiverDecoder, TrainableQuery
-from perceiver_jax.encoder import PerceiverEncoder
 from perceiver_jax.models import PerceiverIO
-from perceiver_jax.output_adapters import ClassificationOutput
-from perceiver_jax.tasks.building import dtypes, make
+from perceiver_jax.tasks.building import classification_model
 from perceiver_jax.tasks.masked_language_modeling import (text_encoder_config,
                                                           tiny_text_encoder_config)
 from perceiver_jax.tokenizer import VOCAB_SIZE
@@ -54,14 +51,8 @@ def tiny_config(variant: str = None) -> ml_collections.ConfigDict:
 
 def build(config) -> PerceiverIO:
   """The PerceiverIO model `config` describes."""
-  return PerceiverIO(
-      encoder=make(PerceiverEncoder, config.encoder, "config.encoder", config),
-      output_query=TrainableQuery(1, config.query_channels, **dtypes(config)),
-      decoder=make(PerceiverDecoder, config.decoder, "config.decoder", config,
-                   output_channels=config.num_classes),
-      input_adapter=make(TextAdapter, config.input_adapter, "config.input_adapter", config,
-                         vocab_size=config.vocab_size, max_seq_len=config.max_seq_len),
-      output_adapter=ClassificationOutput())
+  return classification_model(config, TextAdapter, vocab_size=config.vocab_size,
+                              max_seq_len=config.max_seq_len)
 
 
 def example_inputs(config, batch_size: int = 1):
