@@ -24,6 +24,10 @@ CORE = [
 TEST = [
     "pytest==9.2.0",
     "pytest-xdist==3.8.0",
+    # Executing notebooks/quickstart.ipynb.
+    "nbclient==0.11.0",
+    "nbformat==5.11.1",
+    "ipykernel==7.4.0",
 ]
 
 setuptools.setup(

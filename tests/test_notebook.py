@@ -1,0 +1,22 @@
+"""notebooks/quickstart.ipynb runs top to bottom (so it never rots) and shows its plots."""
+
+import os
+
+import nbclient
+import nbformat
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_quickstart_notebook_executes(tmp_path, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # Digits build offline here.
+  notebook = nbformat.read(os.path.join(REPO, "notebooks", "quickstart.ipynb"), as_version=4)
+  nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                          resources={"metadata": {"path": os.path.join(REPO, "notebooks")}}
+                          ).execute()
+  outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+  assert not [o for o in outputs if o.output_type == "error"]
+  assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
+  text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                 for o in outputs)
+  assert "'accuracy'" in text and "M params" in text and "(1, 16)" in text
