@@ -1,7 +1,6 @@
 """Tests for perceiver_jax/benchmarking.py and the experiments/benchmark.py launcher."""
 
 import json
-import os
 
 from absl import flags
 import jax
