@@ -1,8 +1,10 @@
 """Tests for perceiver_jax/benchmarking.py and the experiments/benchmark.py launcher."""
 
 import json
+import os
+import subprocess
+import sys
 
-from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,10 +14,12 @@ from experiments import benchmark
 from perceiver_jax import benchmarking, tasks
 from perceiver_jax.model_stats import flops
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 @pytest.fixture(scope="module")
 def tiny_config():
-  return benchmark.load_config("configs/cifar10_perceiver.py:tiny")[1]
+  return benchmark.load_config("configs/digits_perceiver.py:tiny")[1]
 
 
 def test_time_fn_sane_numbers_and_carries_state():
@@ -90,17 +94,15 @@ def test_fit_exponent_exact_power_laws():
 
 @pytest.fixture(scope="module")
 def launcher_output(tmp_path_factory):
-  """One in-process launcher run: tiny config inference + an 'xla' sweep over N=64..256."""
+  """One launcher run (its own process, so its flags stay its own): tiny config inference and
+  an 'xla' sweep over N=64..256."""
   output = tmp_path_factory.mktemp("bench")
-  argv = ["benchmark", "--configs=configs/cifar10_perceiver.py:tiny", "--mode=inference",
-          "--batch_size=8", "--iters=2", "--warmup=1", "--sweep", "--sweep_min_length=64",
-          "--sweep_max_length=256", "--sweep_num_latents=4", "--sweep_channels=16",
-          "--sweep_implementations=xla", f"--output={output}"]
-  flags.FLAGS(argv)
-  try:
-    benchmark.main(["benchmark"])
-  finally:
-    flags.FLAGS.unparse_flags()
+  command = [sys.executable, "-m", "experiments.benchmark",
+             "--configs=configs/digits_perceiver.py:tiny", "--mode=inference",
+             "--batch_size=8", "--iters=2", "--warmup=1", "--sweep", "--sweep_min_length=64",
+             "--sweep_max_length=256", "--sweep_num_latents=4", "--sweep_channels=16",
+             "--sweep_implementations=xla", f"--output={output}"]
+  subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=600)
   return output
 
 
