@@ -32,7 +32,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   context = c.model.perceiver_ar.max_context
   c.data = input_pipeline.default_config()
   c.data.update(name="pg19" if variant == "" else "python_stdlib_text", task="text_mlm",
-                text_feature="text", max_seq_len=context + 1, pack=True,
+                text_feature="book_text" if variant == "" else "text",
+                max_seq_len=context + 1, pack=True,
                 eval_split="validation" if variant == "" else "test")
   if variant == "tiny":
     c.data.name = "python_stdlib_text/small"

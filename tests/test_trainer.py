@@ -288,3 +288,11 @@ def test_perceiver_ar_trains_on_offline_text_and_samples_from_its_checkpoint(tmp
   texts = sample_from_checkpoint(config, str(tmp_path / "work"), "def ", 5, num_samples=2,
                                  temperature=0.0)
   assert len(texts) == 2 and texts[0] == texts[1]  # Greedy: the same continuation.
+
+
+def test_perceiver_ar_configs_read_their_datasets_text_feature(tmp_path):
+  from configs import perceiver_ar_bytes
+  for variant in ("", "stdlib"):
+    data = perceiver_ar_bytes.get_config(variant).data
+    features = tfds.builder(data.name, data_dir=str(tmp_path)).info.features  # Offline.
+    assert data.text_feature in features, (variant, list(features))

@@ -10,7 +10,7 @@ Paper model (Perceiver IO, App. F.2 / Table 11; qk and head counts from the offi
 2048 bytes x 768 channels, 256 latents x 1280, one cross-attend (8 heads, qk 256, v 1280),
 26 self-attention layers (8 heads, qk 256, v 1280, MLP 1280), 2048 output queries x 768
 decoded with 8 heads (qk 256, v 768, MLP 768), no query residual: about 201M parameters.
-Pre-trained with LAMB (lr 1.25e-3, batch 2048, 500k steps) on C4 + Wikipedia; TPU pods.
+Pre-trained with LAMB (lr 1.25e-3, 500k steps; TF Model Garden's config uses batch 512) on C4 + Wikipedia; TPU pods.
 """
 
 import jax.numpy as jnp
