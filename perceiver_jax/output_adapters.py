@@ -25,6 +25,7 @@ import numpy as np
 
 from perceiver_jax.adapters.multimodal import split_modalities
 from perceiver_jax.model_stats import Stats, dense_stats, stats
+from perceiver_jax.subsampling import modality_points
 from perceiver_jax.typing import DType
 from perceiver_jax.validation import check_index_dims, check_positive
 
@@ -156,24 +157,13 @@ class MultimodalOutput(nn.Module):
     super().__post_init__()
 
   def __call__(self, decoded, deterministic: bool = True, subsampled_points=None):
-    points = _modality_points(subsampled_points, self.adapters, "MultimodalOutput")
+    points = modality_points(subsampled_points, self.adapters, "MultimodalOutput")
     sizes = {m: self.num_outputs[m] if points.get(m) is None else np.shape(points[m])[-1]
              for m in self.adapters}
     parts = split_modalities(decoded, sizes)
     return {m: self.adapters[m](parts[m], deterministic=deterministic,
                                 subsampled_points=points.get(m))
             for m in sorted(self.adapters)}
-
-
-def _modality_points(subsampled_points, modalities, owner: str) -> dict:
-  """subsampled_points as {modality: points or None}, checking the modality names."""
-  if subsampled_points is None:
-    return {}
-  if not isinstance(subsampled_points, Mapping) or not set(subsampled_points) <= set(modalities):
-    raise ValueError(
-        f"{owner} needs subsampled_points as a {{modality: indices}} mapping over "
-        f"{sorted(modalities)}, got {subsampled_points!r}.")
-  return dict(subsampled_points)
 
 
 def _projection(module, shape, features: Optional[int]) -> Stats:

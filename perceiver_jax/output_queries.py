@@ -24,7 +24,8 @@ import numpy as np
 from perceiver_jax.model_stats import Stats, stats
 from perceiver_jax.position_encoding import (TrainablePositionEncoding, batched_fourier_features,
                                              fourier_features_at, fourier_num_channels)
-from perceiver_jax.subsampling import check_points, subsample
+from perceiver_jax.adapters.multimodal import pad_to_common_channels
+from perceiver_jax.subsampling import check_points, modality_points, subsample
 from perceiver_jax.typing import DType
 from perceiver_jax.validation import check_index_dims, check_positive
 
@@ -119,22 +120,11 @@ class MultimodalQuery(nn.Module):
 
   @nn.compact
   def __call__(self, inputs, subsampled_points=None) -> jnp.ndarray:
-    if subsampled_points is not None and (not isinstance(subsampled_points, Mapping)
-                                          or not set(subsampled_points) <= set(self.queries)):
-      raise ValueError(
-          "MultimodalQuery needs subsampled_points as a {modality: indices} mapping over "
-          f"{sorted(self.queries)}, got {subsampled_points!r}.")
-    points = subsampled_points or {}
+    points = modality_points(subsampled_points, self.queries, "MultimodalQuery")
     queries = {name: self.queries[name](inputs, subsampled_points=points.get(name))
                for name in sorted(self.queries)}
-    channels = max(q.shape[-1] for q in queries.values()) + self.min_padding_size
-    padded = []
-    for name, q in queries.items():
-      padding = self.param(f"{name}_padding", nn.initializers.truncated_normal(self.init_scale),
-                           (channels - q.shape[-1],), self.param_dtype)
-      padding = jnp.broadcast_to(padding.astype(self.dtype), q.shape[:-1] + padding.shape)
-      padded.append(jnp.concatenate([q.astype(self.dtype), padding], axis=-1))
-    return jnp.concatenate(padded, axis=1)
+    padded = pad_to_common_channels(self, queries, self.min_padding_size)
+    return jnp.concatenate(list(padded.values()), axis=1)
 
 
 @stats.register

@@ -6,6 +6,8 @@ training and every point in evaluation. `subsample(queries [b, n, c], points) ->
 `random_points(rng, n, k, batch_size=None)` draws k distinct points for a training step.
 """
 
+from typing import Mapping
+
 import jax
 import jax.numpy as jnp
 
@@ -41,3 +43,15 @@ def random_points(rng, num_outputs: int, num_points: int, batch_size: int = None
     return jax.random.choice(rng, num_outputs, (num_points,), replace=False)
   return jax.vmap(lambda key: jax.random.choice(key, num_outputs, (num_points,), replace=False))(
       jax.random.split(rng, batch_size))
+
+
+def modality_points(subsampled_points, modalities, owner: str) -> dict:
+  """Multimodal subsampled_points as {modality: points}; ValueError unless a mapping over
+  (a subset of) `modalities`. None gives {} (every modality decoded in full)."""
+  if subsampled_points is None:
+    return {}
+  if not isinstance(subsampled_points, Mapping) or not set(subsampled_points) <= set(modalities):
+    raise ValueError(
+        f"{owner} needs subsampled_points as a {{modality: indices}} mapping over "
+        f"{sorted(modalities)}, got {subsampled_points!r}.")
+  return dict(subsampled_points)

@@ -24,6 +24,22 @@ from perceiver_jax.typing import DType
 from perceiver_jax.validation import check_positive
 
 
+def pad_to_common_channels(module: nn.Module, parts: Mapping[str, jnp.ndarray],
+                           min_padding_size: int) -> Dict[str, jnp.ndarray]:
+  """{name: [b, n, c_name]} -> {name: [b, n, C]}, C = max(c) + min_padding_size, each padded
+  with `module`'s learned vector '<name>_padding' [C - c_name] (truncated normal,
+  module.init_scale); in module.dtype. Call from `module`'s compact method."""
+  channels = max(x.shape[-1] for x in parts.values()) + min_padding_size
+  padded = {}
+  for name, x in parts.items():
+    padding = module.param(f"{name}_padding",
+                           nn.initializers.truncated_normal(module.init_scale),
+                           (channels - x.shape[-1],), module.param_dtype)
+    padding = jnp.broadcast_to(padding.astype(module.dtype), x.shape[:-1] + padding.shape)
+    padded[name] = jnp.concatenate([x.astype(module.dtype), padding], axis=-1)
+  return padded
+
+
 def split_modalities(x: jnp.ndarray, sizes: Mapping[str, int]) -> Dict[str, jnp.ndarray]:
   """[batch, sum(sizes), C] -> {modality: [batch, size, C]}, modalities in sorted order."""
   names = sorted(sizes)
@@ -65,17 +81,11 @@ class MultimodalAdapter(nn.Module):
           f"{sorted(self.adapters)}.")
     adapted = {name: self.adapters[name](inputs[name], deterministic=deterministic)
                for name in sorted(self.adapters)}
-    channels = max(x.shape[-1] for x in adapted.values()) + self.min_padding_size
-    padded = []
-    for name, x in adapted.items():
-      padding = self.param(f"{name}_padding", nn.initializers.truncated_normal(self.init_scale),
-                           (channels - x.shape[-1],), self.param_dtype)
-      padding = jnp.broadcast_to(padding.astype(self.dtype), x.shape[:-1] + padding.shape)
-      x = jnp.concatenate([x.astype(self.dtype), padding], axis=-1)
+    padded = pad_to_common_channels(self, adapted, self.min_padding_size)
+    for name in padded:
       if self.mask_probs is not None and name in self.mask_probs:
-        x = self._mask(name, x)
-      padded.append(x)
-    return jnp.concatenate(padded, axis=1)
+        padded[name] = self._mask(name, padded[name])
+    return jnp.concatenate(list(padded.values()), axis=1)
 
   def _mask(self, name: str, x: jnp.ndarray) -> jnp.ndarray:
     """Replaces each token of x [b, n, C] by the mask token with probability mask_probs[name]."""
