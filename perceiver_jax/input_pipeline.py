@@ -1,7 +1,10 @@
 """TFDS + tf.data input pipelines (CPU only) yielding per-process batches of numpy arrays.
 
 Batches: image_classification -> `image` float32 [b, h, w, c], `label` int32 [b], `mask`
-float32 [b]; text_mlm -> `ids` int32 [b, max_seq_len] (byte ids, PAD 0), `mask` float32 [b].
+float32 [b]; text_mlm -> `ids` int32 [b, max_seq_len] (byte ids, PAD 0), `mask` float32 [b];
+text_classification -> `ids` int32 [b, max_seq_len] (the `text_features` of one example as
+bytes with SEP between them, cut or PAD-padded to max_seq_len; never packed), `label` int32
+[b], `mask` float32 [b].
 b = global_batch_size // process_count; process p reads `tfds.split_for_jax_process(split)`.
 
 Train: infinite, reshuffled every epoch. Batch s of process p is a pure function of
@@ -29,12 +32,13 @@ import tensorflow_datasets as tfds
 
 from perceiver_jax import image_ops, text_ops
 from perceiver_jax.datasets import OFFLINE_BUILDERS
+from perceiver_jax.tokenizer import SEP
 
 for _kind in ("GPU", "TPU"):
   if tf.config.get_visible_devices(_kind):
     tf.config.set_visible_devices([], _kind)
 
-TASKS = ("image_classification", "text_mlm")
+TASKS = ("image_classification", "text_mlm", "text_classification")
 AUGMENTATIONS = ("none", "flip", "inception_crop_flip", "randaugment")
 
 
@@ -60,9 +64,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.eval_crop_fraction = placeholder(float)
   config.mean = placeholder(tuple)  # per-channel mean on the [0, 1] scale, or None
   config.std = placeholder(tuple)  # per-channel std on the [0, 1] scale, or None
-  config.text_feature = "text"
+  config.text_feature = "text"        # text_mlm
+  config.text_features = ("sentence",)  # text_classification: joined with SEP between them
   config.max_seq_len = 2048
-  config.pack = True                  # concatenate documents (EOS between) into full rows
+  config.pack = True                  # text_mlm: concatenate documents (EOS between) into rows
   config.shuffle_buffer = 10_000
   config.prefetch = 2                 # batches prepared ahead
   config.num_threads = placeholder(int)  # tf.data threads; None: one per CPU core
@@ -88,6 +93,9 @@ def _check_config(config):
     fail("eval_crop_fraction", "None or in (0, 1]")
   if config.std is not None and min(config.std) <= 0:
     fail("std", "None or per-channel values > 0")
+  if (isinstance(config.text_features, str) or not config.text_features
+      or not all(isinstance(name, str) for name in config.text_features)):
+    fail("text_features", "a non-empty tuple of feature names, e.g. ('sentence1', 'sentence2')")
   if config.max_seq_len < 1:
     fail("max_seq_len", ">= 1")
   if config.shuffle_buffer < 1:
@@ -156,17 +164,21 @@ def _options(config) -> tf.data.Options:
 def _read(builder, config, split, *, shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
   """Undecoded records of `split` (images stay encoded); files in a seeded order when
   `shuffle_seed` is given and the dataset is not ordered (TFDS `disable_shuffling`)."""
+  features = builder.info.features
+  fields = {"image_classification": [("image_feature", config.image_feature),
+                                     ("label_feature", config.label_feature)],
+            "text_mlm": [("text_feature", config.text_feature)],
+            "text_classification": [("text_features", name) for name in config.text_features]
+                                   + [("label_feature", config.label_feature)]}[config.task]
+  for field, name in fields:
+    if name not in features:
+      named = f"text_features entry {name!r}" if field == "text_features" else (
+          f"{field}={name!r}")
+      raise ValueError(f"data_config.{named} is not a feature of {config.name!r}; it has "
+                       f"{sorted(features.keys())}.")
   decoders = None
   if config.task == "image_classification":
-    features = builder.info.features
-    for field in ("image_feature", "label_feature"):
-      if config[field] not in features:
-        raise ValueError(f"data_config.{field}={config[field]!r} is not a feature of "
-                         f"{config.name!r}; it has {sorted(features.keys())}.")
     decoders = {config.image_feature: tfds.decode.SkipDecoding()}
-  elif config.text_feature not in builder.info.features:
-    raise ValueError(f"data_config.text_feature={config.text_feature!r} is not a feature of "
-                     f"{config.name!r}; it has {sorted(builder.info.features.keys())}.")
   read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, options=_options(config))
   shuffle_files = shuffle_seed is not None and not builder.info.disable_shuffling
   try:
@@ -257,6 +269,22 @@ def _row(ids):
   return {"ids": ids, "mask": tf.constant(1.0)}
 
 
+def _classification_row(config):
+  """fn(record) -> {'ids': int32 [max_seq_len], 'label': int32, 'mask': 1.0}: the record's
+  text_features as byte ids, SEP between them, cut or padded to max_seq_len."""
+  def row(record):
+    pieces = []
+    for name in config.text_features:
+      if pieces:
+        pieces.append(tf.constant([SEP], tf.int32))
+      pieces.append(text_ops.tokenize(record[name]))
+    ids = text_ops.pad_or_truncate(tf.concat(pieces, 0), config.max_seq_len)
+    return {"ids": ids, "label": tf.cast(record[config.label_feature], tf.int32),
+            "mask": tf.constant(1.0)}
+
+  return row
+
+
 def _epochs(records, config, first_epoch: int, key):
   """Records of epochs first_epoch, first_epoch + 1, ..., each in an order seeded by (key, e)."""
   def shuffled(epoch):
@@ -296,6 +324,8 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start
     if config.task == "text_mlm":
       ds = ds.map(lambda record: _row(text_ops.pad_or_truncate(
           _ids(config)(record), config.max_seq_len)), tf.data.AUTOTUNE)
+    elif config.task == "text_classification":
+      ds = ds.map(_classification_row(config), tf.data.AUTOTUNE)
     else:
       preprocess = _image_preprocess(builder, config, train=True)
       ds = ds.enumerate(first_example).map(
@@ -327,6 +357,8 @@ def _eval_rows(builder, config, split) -> tf.data.Dataset:
     preprocess = _image_preprocess(builder, config, train=False)
     return records.map(lambda record: preprocess(record, tf.zeros([2], tf.int64)),
                        tf.data.AUTOTUNE)
+  if config.task == "text_classification":
+    return records.map(_classification_row(config), tf.data.AUTOTUNE)
   docs = records.map(_ids(config))
   if config.pack:
     return text_ops.pack(docs, config.max_seq_len).map(_row)

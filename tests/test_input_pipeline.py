@@ -1,5 +1,6 @@
 """Input pipelines on the real digits builder (values, per-process splits, deterministic resume,
-padded eval), mocked TFDS image datasets (shapes, no downloads) and an in-memory text corpus."""
+padded eval), mocked TFDS image datasets (shapes, no downloads), an in-memory text corpus and
+in-memory sentence pairs (text_classification)."""
 
 import collections
 from unittest import mock
@@ -11,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from perceiver_jax import input_pipeline
 from perceiver_jax.datasets import digits
-from perceiver_jax.tokenizer import EOS, PAD, BytesTokenizer
+from perceiver_jax.tokenizer import EOS, PAD, SEP, BytesTokenizer
 
 TOKENIZER = BytesTokenizer()
 
@@ -318,3 +319,76 @@ def test_text_train_unpacked_rows_are_documents_and_resume(corpus):
                                                      start_step=7), 3)  # Step 7 spans epochs.
   for first, second in zip(resumed, batches[7:]):
     _assert_same(first, second)
+
+
+# --- text_classification on in-memory sentence pairs -------------------------------------------
+
+
+PAIRS = [(f"first {i} " + "é" * (i % 3), "second " + "y" * (i % 9)) for i in range(20)]
+PAIR_LABELS = [(3 * i) % 2 + (i % 5 == 0) for i in range(20)]  # 0, 1 and 2 occur.
+
+
+@pytest.fixture
+def pairs():
+  def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **kwargs):
+    first, second = zip(*PAIRS)
+    return tf.data.Dataset.from_tensor_slices({
+        "sentence1": list(first), "sentence2": list(second), "label": PAIR_LABELS,
+        "idx": np.arange(20)})
+
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset), _forbid_downloads():
+    yield _with(input_pipeline.default_config(), name="glue/mrpc", task="text_classification",
+                text_features=("sentence1", "sentence2"), eval_split="validation",
+                max_seq_len=24, num_threads=1, shuffle_buffer=8)
+
+
+def _pair_rows(length, features=(0, 1)):
+  """Expected ids [20, length]: the chosen sentences' bytes, SEP between, cut or PAD-padded."""
+  rows = np.full((len(PAIRS), length), PAD, np.int32)
+  for row, pair in zip(rows, PAIRS):
+    pieces = [TOKENIZER.encode(pair[i]) for i in features]
+    ids = np.concatenate([np.concatenate([[SEP], p]) if n else p for n, p in enumerate(pieces)])
+    row[:min(length, len(ids))] = ids[:length]
+  return rows
+
+
+def test_text_classification_eval_rows_join_pairs_with_sep(pairs):
+  expected = _pair_rows(24)
+  assert (expected != PAD).all(axis=1).sum() > 3  # Some pairs are cut ...
+  assert (expected == PAD).any(axis=1).sum() > 3  # ... and some padded.
+  batches = list(input_pipeline.make_eval_iterator(pairs, global_batch_size=8))
+  assert len(batches) == 3
+  ids = np.concatenate([b["ids"] for b in batches])
+  assert ids.dtype == np.int32 and batches[0]["label"].dtype == np.int32
+  np.testing.assert_array_equal(ids[:20], expected)
+  np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[:20], PAIR_LABELS)
+  np.testing.assert_array_equal(np.concatenate([b["mask"] for b in batches]),
+                                np.arange(24) < 20)
+  assert not ids[20:].any()
+  single = list(input_pipeline.make_eval_iterator(
+      _with(pairs, text_features=("sentence2",), max_seq_len=10), global_batch_size=4))
+  np.testing.assert_array_equal(np.concatenate([b["ids"] for b in single]),
+                                _pair_rows(10, features=(1,)))
+
+
+def test_text_classification_train_epochs_shuffle_and_resume(pairs):
+  batches = _take(input_pipeline.make_train_iterator(pairs, global_batch_size=4, seed=3), 12)
+  assert batches[0]["ids"].shape == (4, 24) and batches[0]["label"].shape == (4,)
+  examples = [(tuple(row), int(label)) for b in batches for row, label in zip(b["ids"], b["label"])]
+  expected = sorted(zip(map(tuple, _pair_rows(24)), PAIR_LABELS))
+  assert sorted(examples[:20]) == sorted(examples[20:40]) == expected  # Each epoch: all, once.
+  assert examples[:20] != examples[20:40]  # Reshuffled.
+  resumed = _take(input_pipeline.make_train_iterator(pairs, global_batch_size=4, seed=3,
+                                                     start_step=4), 3)  # Step 4 ends epoch 0.
+  for first, second in zip(resumed, batches[4:]):
+    _assert_same(first, second)
+
+
+def test_text_classification_bad_features_name_the_field(pairs):
+  with pytest.raises(ValueError, match="data_config.text_features must be a non-empty tuple"):
+    input_pipeline.num_examples(_with(pairs, text_features=()), "train")
+  with pytest.raises(ValueError, match="data_config.text_features entry 'premise' is not a "
+                                       "feature of 'glue/mrpc'; it has"):
+    input_pipeline.num_examples(_with(pairs, text_features=("sentence1", "premise")), "train")
+  with pytest.raises(ValueError, match="data_config.label_feature='gold' is not a feature"):
+    input_pipeline.make_eval_iterator(_with(pairs, label_feature="gold"), global_batch_size=4)
