@@ -13,13 +13,13 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from perceiver_jax.layers import MLP, layer_norm
+from perceiver_jax.layers import ACTIVATIONS, MLP, layer_norm
 from perceiver_jax.multi_head_attention import MultiHeadAttention
 from perceiver_jax.position_encoding import TrainablePositionEncoding
 from perceiver_jax.subsampling import subsample
 from perceiver_jax.attention import validate_implementation
 from perceiver_jax.typing import DType, hyperparameters
-from perceiver_jax.validation import check_positive, check_rate
+from perceiver_jax.validation import check_choice, check_positive, check_rate
 
 
 class PerceiverDecoder(nn.Module):
@@ -40,11 +40,13 @@ class PerceiverDecoder(nn.Module):
   attention_dropout_rate: float = 0.0
   attention_implementation: str = "xla"
   chunk_size: int = 1024
+  activation: str = "gelu"  # The MLP's nonlinearity: a key of layers.ACTIVATIONS.
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
   def __post_init__(self):
     check_positive(self, "num_heads", "widening_factor", "output_channels")
+    check_choice(self, "activation", tuple(ACTIVATIONS))
     check_rate(self, "dropout_rate", "attention_dropout_rate")
     validate_implementation(self.attention_implementation, self.dtype,
                             self.attention_dropout_rate, "attention_implementation")
@@ -65,7 +67,7 @@ class PerceiverDecoder(nn.Module):
       x = x + queries
     if self.use_mlp:
       x = x + MLP(self.widening_factor, self.dropout_rate, self.dtype, self.param_dtype,
-                  name="mlp")(norm(x, "mlp_norm"), deterministic)
+                  self.activation, name="mlp")(norm(x, "mlp_norm"), deterministic)
     if self.output_channels is not None:
       x = nn.Dense(self.output_channels, dtype=self.dtype, param_dtype=self.param_dtype,
                    name="output")(x)

@@ -19,11 +19,11 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from perceiver_jax.layers import CrossAttentionLayer, SelfAttentionBlock
+from perceiver_jax.layers import ACTIVATIONS, CrossAttentionLayer, SelfAttentionBlock
 from perceiver_jax.multi_head_attention import check_divisible
 from perceiver_jax.attention import validate_implementation
 from perceiver_jax.typing import DType
-from perceiver_jax.validation import check_positive, check_rate
+from perceiver_jax.validation import check_choice, check_positive, check_rate
 
 
 class PerceiverEncoder(nn.Module):
@@ -50,6 +50,7 @@ class PerceiverEncoder(nn.Module):
   attention_implementation: str = "xla"
   chunk_size: int = 1024
   remat: bool = False
+  activation: str = "gelu"  # The MLPs' nonlinearity: a key of layers.ACTIVATIONS.
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
@@ -59,6 +60,7 @@ class PerceiverEncoder(nn.Module):
                    "num_cross_attention_heads", "num_self_attention_heads",
                    "cross_attention_widening_factor", "self_attention_widening_factor")
     check_rate(self, "dropout_rate", "attention_dropout_rate")
+    check_choice(self, "activation", tuple(ACTIVATIONS))
     if self.num_cross_attention_layers > self.num_self_attention_blocks:
       raise ValueError(
           f"num_cross_attention_layers={self.num_cross_attention_layers} exceeds "
@@ -88,7 +90,7 @@ class PerceiverEncoder(nn.Module):
         use_query_residual=self.use_query_residual, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate,
         implementation=self.attention_implementation, chunk_size=self.chunk_size,
-        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        activation=self.activation, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
   def _self_attention_block(self, name):
     return SelfAttentionBlock(
@@ -98,7 +100,8 @@ class PerceiverEncoder(nn.Module):
         widening_factor=self.self_attention_widening_factor, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate,
         implementation=self.attention_implementation, chunk_size=self.chunk_size,
-        remat=self.remat, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        remat=self.remat, activation=self.activation, dtype=self.dtype,
+        param_dtype=self.param_dtype, name=name)
 
   @nn.compact
   def __call__(self, inputs, pad_mask=None, deterministic: bool = True):

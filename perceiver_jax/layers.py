@@ -71,12 +71,14 @@ class _AttentionLayer(nn.Module):
   causal: bool = False
   implementation: str = "xla"
   chunk_size: int = 1024
+  activation: str = "gelu"
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
   def __post_init__(self):
     check_positive(self, "num_heads", "widening_factor")
     check_rate(self, "dropout_rate", "attention_dropout_rate")
+    check_choice(self, "activation", tuple(ACTIVATIONS))
     super().__post_init__()
 
   def _norm(self, x, name):
@@ -92,7 +94,7 @@ class _AttentionLayer(nn.Module):
 
   def _mlp_residual(self, x, deterministic):
     return x + MLP(self.widening_factor, self.dropout_rate, self.dtype, self.param_dtype,
-                   name="mlp")(self._norm(x, "mlp_norm"), deterministic)
+                   self.activation, name="mlp")(self._norm(x, "mlp_norm"), deterministic)
 
 
 class CrossAttentionLayer(_AttentionLayer):

@@ -191,3 +191,14 @@ def test_projection_decoder_is_mean_then_zero_initialised_linear():
   # Any permutation of the latents gives the same logits (it is a mean).
   np.testing.assert_allclose(dec.apply({"params": params}, latents[:, ::-1]),
                              dec.apply({"params": params}, latents), rtol=1e-5, atol=1e-6)
+
+
+def test_decoder_activation_is_the_mlps():
+  queries, latents = _data(0, 2, 3, 6), _data(1, 2, 4, 8)
+  params = _params(PerceiverDecoder(), queries, latents)
+  outputs = {a: PerceiverDecoder(activation=a).apply({"params": params}, queries, latents)
+             for a in ("gelu", "gelu_exact", "relu")}
+  assert not np.allclose(outputs["gelu"], outputs["gelu_exact"], atol=1e-6)
+  assert not np.allclose(outputs["gelu"], outputs["relu"], atol=1e-6)
+  with pytest.raises(ValueError, match="PerceiverDecoder.activation"):
+    PerceiverDecoder(activation="swish")

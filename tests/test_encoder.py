@@ -355,3 +355,28 @@ def test_chunked_attention_matches_xla():
   params = {"params": _params(xla, x)}
   out, expected = jax.jit(lambda p: (chunked.apply(p, x, mask), xla.apply(p, x, mask)))(params)
   np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_activation_reaches_every_mlp():
+  """Every MLP of the tower uses the encoder's activation: swapping the MLPs' nonlinearity by
+  hand gives the same output as setting the field."""
+  x = _data(0, B, M, C)
+  settings = dict(num_cross_attention_layers=2, num_self_attention_blocks=2)
+  params = _params(_encoder(**settings), x)
+  exact = _encoder(**settings, activation="gelu_exact").apply({"params": params}, x)
+  approx = _encoder(**settings).apply({"params": params}, x)
+  assert not np.allclose(exact, approx, atol=1e-6)
+  with nn.intercept_methods(_exact_gelu_everywhere):
+    swapped = _encoder(**settings).apply({"params": params}, x)
+  np.testing.assert_allclose(swapped, exact, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="activation"):
+    _encoder(activation="swish")
+
+
+def _exact_gelu_everywhere(next_fun, args, kwargs, context):
+  from perceiver_jax.layers import MLP
+  if isinstance(context.module, MLP) and context.method_name == "__call__":
+    if context.module.activation == "gelu":
+      return context.module.clone(activation="gelu_exact", parent=None).apply(
+          {"params": context.module.variables["params"]}, *args, **kwargs)
+  return next_fun(*args, **kwargs)
