@@ -28,6 +28,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     raise ValueError(f"configs/cifar10_perceiver.py variants are '' and 'tiny', got {variant!r}.")
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.init_from = ml_collections.config_dict.placeholder(str)  # Pretrained model dir (fine-tune).
   c.model = tasks.default_config("perceiver_classification", "cifar10_study")
   c.data = input_pipeline.default_config()
   c.data.update(name="cifar10", image_size=(32, 32), train_augment="flip", mean=MEAN, std=STD)

@@ -19,6 +19,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     raise ValueError(f"configs/digits_perceiver.py variants are '' and 'tiny', got {variant!r}.")
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.init_from = ml_collections.config_dict.placeholder(str)  # Pretrained model dir (fine-tune).
   c.model = tasks.default_config("perceiver_classification", "cifar10_study")
   c.model.input_shape, c.model.num_classes = (8, 8, 1), 10
   c.model.fourier = dict(num_frequency_bands=8, max_resolution=(8, 8))

@@ -46,6 +46,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   text_features, num_classes, eval_split, train_examples = GLUE[glue_task]
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.init_from = ml_collections.config_dict.placeholder(str)  # Pretrained model dir (fine-tune).
   c.model = tasks.default_config("sequence_classification")
   c.model.dtype = "bfloat16"
   c.model.num_classes = num_classes

@@ -68,6 +68,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                      f"{variant!r}.")
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.init_from = ml_collections.config_dict.placeholder(str)  # Pretrained model dir (fine-tune).
   c.model = tasks.default_config("perceiver_classification", "imagenet")
   c.model.dtype = "bfloat16"
   c.data = imagenet_data(c.model.input_shape[:2])

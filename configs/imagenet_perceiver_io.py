@@ -39,6 +39,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   model_variant = {"": "fourier", "tiny": "conv"}.get(variant, variant)
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.init_from = ml_collections.config_dict.placeholder(str)  # Pretrained model dir (fine-tune).
   if tiny:
     c.model = tasks.tiny_config("image_classification", model_variant)
     c.model.num_classes = 1000  # ImageNet's labels.

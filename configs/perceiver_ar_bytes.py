@@ -25,6 +25,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                      f"{variant!r}.")
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.init_from = ml_collections.config_dict.placeholder(str)  # Pretrained model dir (fine-tune).
   c.model = tasks.tiny_config("language_modeling") if variant == "tiny" else (
       tasks.default_config("language_modeling"))
   if variant != "tiny":

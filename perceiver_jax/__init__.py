@@ -11,3 +11,4 @@ from perceiver_jax.position_encoding import (FourierPositionEncoding, RotaryPosi
 from perceiver_jax.output_adapters import (AudioOutput, ClassificationOutput, EmbeddingOutput,
                                            FlowOutput, GridOutput, MultimodalOutput)
 from perceiver_jax.output_queries import FourierQuery, InputQuery, MultimodalQuery, TrainableGridQuery
+from perceiver_jax.pretrained import load_pretrained

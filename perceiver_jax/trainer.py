@@ -14,10 +14,16 @@ sharded train step (train_step.py) on batches from the TFDS pipeline (input_pipe
 - stops with FloatingPointError when the loss or gradient norm turns NaN/Inf, keeping the
   last good checkpoint (a state is checked before it is saved).
 `evaluate_checkpoint(config, workdir, step=None)` evaluates a saved state.
+
+Fine-tuning: with `config.init_from` = a pretrained model directory (`perceiver_jax.pretrained`,
+e.g. written by `python -m perceiver_jax.convert`), the model takes the pretrained architecture
+(`pretrained.inherit_model_config`) and a fresh run starts from its weights (a resumed run
+from its own checkpoint); what was loaded is logged and written to workdir/init_from.json.
 """
 
 import dataclasses
 import functools
+import json
 import os
 import signal
 import time
@@ -27,7 +33,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from perceiver_jax import input_pipeline, optim, tasks
+from perceiver_jax import input_pipeline, optim, pretrained, tasks
 from perceiver_jax.checkpointing import Checkpointer
 from perceiver_jax.metric_writer import MetricWriter
 from perceiver_jax.objectives import make_objective
@@ -57,6 +63,8 @@ def validate_config(config, num_devices: int):
                      f"be divisible by the {devices} devices.")
   if config.get("eval_batch_size", config.batch_size) % devices:
     raise ValueError(f"config.eval_batch_size must be divisible by the {devices} devices.")
+  if config.get("init_from"):
+    pretrained.check_directory(config.init_from, "config.init_from")
 
 
 @dataclasses.dataclass
@@ -70,9 +78,12 @@ class Experiment:
   eval_step: object
   abstract_state: object
   checkpointer: Checkpointer
+  workdir: str
+  init_modules: Optional[tuple] = None  # Modules loaded from config.init_from; None: all.
 
   def restore_or_init(self, step: Optional[int] = None):
-    """(state, step): the given or newest readable checkpoint, else a fresh state at step 0."""
+    """(state, step): the given or newest readable checkpoint, else a fresh state at step 0
+    (with the weights of config.init_from when set)."""
     if step is not None:
       return self.checkpointer.restore(step, self.abstract_state), step
     restored = self.checkpointer.restore_latest(self.abstract_state)
@@ -80,7 +91,25 @@ class Experiment:
       step, state = restored
       logging.info("Resumed from the checkpoint at step %d.", step)
       return state, step
-    return self.init(), 0
+    state = self.init()
+    if self.config.get("init_from"):
+      state = self._load_pretrained(state)
+    return state, 0
+
+  def _load_pretrained(self, state):
+    source = self.config.init_from
+    fresh = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    variables, report = pretrained.overlay(fresh, pretrained.load_variables(source),
+                                           self.init_modules)
+    logging.info("Initialised %d arrays from %s; %d stay freshly initialised (%d of them "
+                 "because their shapes differ), %d pretrained arrays unused.",
+                 len(report["loaded"]), source, len(report["fresh"]) + len(report["mismatched"]),
+                 len(report["mismatched"]), len(report["unused"]))
+    if jax.process_index() == 0:
+      os.makedirs(self.workdir, exist_ok=True)
+      with open(os.path.join(self.workdir, "init_from.json"), "w") as f:
+        json.dump(dict(report, init_from=source), f, indent=1)
+    return dict(state, **variables)
 
 
 def build_experiment(config, workdir: str, devices=None) -> Experiment:
@@ -88,6 +117,11 @@ def build_experiment(config, workdir: str, devices=None) -> Experiment:
   (over `devices`, by default every device of every process)."""
   devices = jax.devices() if devices is None else devices
   validate_config(config, len(devices))
+  init_modules = None
+  if config.get("init_from"):
+    config = config.copy_and_resolve_references()
+    config.model, init_modules = pretrained.inherit_model_config(
+        config.model, pretrained.load_model_config(config.init_from))
   mesh = make_mesh(config.mesh.data, config.mesh.fsdp, devices)
   model = tasks.build(config.model)
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
@@ -107,7 +141,7 @@ def build_experiment(config, workdir: str, devices=None) -> Experiment:
                               best_mode=config.checkpoint.get("best_mode", "max"),
                               async_save=config.checkpoint.get("async_save", True))
   return Experiment(config, mesh, model, jax.jit(init, out_shardings=shardings), train_step,
-                    eval_step, abstract, checkpointer)
+                    eval_step, abstract, checkpointer, workdir, init_modules)
 
 
 def evaluate(experiment: Experiment, state) -> Dict[str, float]:
@@ -205,12 +239,14 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
 
 
 def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> Dict[str, float]:
-  """Evaluates the given (or newest) checkpoint; appends the result to metrics.jsonl."""
+  """Evaluates the given (or newest) checkpoint, or with none the config.init_from model
+  (as step 0); appends the result to metrics.jsonl."""
   experiment = build_experiment(config, workdir)
   if step is None:
     step = experiment.checkpointer.latest_step()
-    if step is None:
-      raise ValueError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')} to evaluate.")
+    if step is None and not config.get("init_from"):
+      raise ValueError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')} to evaluate "
+                       "(set config.init_from to evaluate a pretrained model).")
   state, step = experiment.restore_or_init(step)
   metrics = evaluate(experiment, state)
   writer = MetricWriter(workdir, config.num_train_steps, step)

@@ -16,7 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import digits_perceiver
-from perceiver_jax import input_pipeline, tasks, trainer
+from perceiver_jax import input_pipeline, pretrained, tasks, trainer
 from perceiver_jax.sharding import global_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -255,20 +255,35 @@ def test_divergence_stops_with_a_clear_error_and_keeps_good_checkpoints(data_dir
     assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(params))
 
 
-def test_evaluate_checkpoint_matches_the_training_runs_eval(data_dir, tmp_path):
+def test_evaluate_checkpoint_and_init_from_match_the_training_runs_eval(data_dir, tmp_path):
   config = _config(data_dir)
-  final = trainer.train_and_evaluate(config, str(tmp_path))
-  again = trainer.evaluate_checkpoint(config, str(tmp_path))
+  workdir = str(tmp_path / "run")
+  final = trainer.train_and_evaluate(config, workdir)
+  again = trainer.evaluate_checkpoint(config, workdir)
   assert again.keys() == final.keys()
   for key in final:
     np.testing.assert_allclose(again[key], final[key], rtol=1e-5)
+  # The trained weights as a pretrained model directory: a new run initialised from it
+  # evaluates exactly as the run that trained them, with every array loaded.
+  params = _final_params(config, workdir, config.num_train_steps)
+  pretrained.save_pretrained(str(tmp_path / "pretrained"), config.model, {"params": params})
+  fine_tune = _config(data_dir, init_from=str(tmp_path / "pretrained"))
+  fine_tune.model.encoder.dropout_rate = 0.1  # A run setting: kept, weights still load.
+  from_pretrained = trainer.evaluate_checkpoint(fine_tune, str(tmp_path / "fine_tune"))
+  for key in final:
+    np.testing.assert_allclose(from_pretrained[key], final[key], rtol=1e-5)
+  with open(tmp_path / "fine_tune" / "init_from.json") as f:
+    report = json.load(f)
+  assert len(report["loaded"]) == len(jax.tree_util.tree_leaves(params))
+  assert report["fresh"] == report["mismatched"] == report["unused"] == []
 
 
 def test_config_errors_name_the_field(data_dir, tmp_path):
   for overrides, match in [({"batch_size": 12}, "batch_size"),
                            ({"grad_accum_steps": 3}, "grad_accum_steps"),
                            ({"num_train_steps": 0}, "num_train_steps"),
-                           ({"mesh.fsdp": 3}, "config.mesh.fsdp")]:
+                           ({"mesh.fsdp": 3}, "config.mesh.fsdp"),
+                           ({"init_from": str(tmp_path)}, "config.init_from=.*holds no")]:
     with pytest.raises(ValueError, match=match):
       trainer.build_experiment(_config(data_dir, **overrides), str(tmp_path))
   config = _config(data_dir)
