@@ -20,6 +20,13 @@ CORE = [
     "tqdm==4.70.1",
     "matplotlib==3.11.2",  # Plots of runs.
     "scikit-learn==1.9.1",  # The offline digits dataset.
+    "safetensors==0.8.0",  # Reading transformers checkpoints (perceiver_jax.convert).
+]
+# The PyTorch models that conversions are checked against and benchmarks compare with.
+# torch 2.13.0 is the CPU build that pip finds on the project's CI machines.
+TORCH = [
+    "torch==2.13.0",
+    "transformers==5.23.0",
 ]
 TEST = [
     "pytest==9.2.0",
@@ -28,7 +35,7 @@ TEST = [
     "nbclient==0.11.0",
     "nbformat==5.11.1",
     "ipykernel==7.4.0",
-]
+] + TORCH
 
 setuptools.setup(
     name="perceiver_jax",

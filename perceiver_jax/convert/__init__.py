@@ -1,0 +1,68 @@
+"""Pretrained Perceiver checkpoints published for transformers -> perceiver_jax task models.
+
+  model, variables = convert.from_transformers("path/to/checkpoint_dir")
+  outputs = model.apply(variables, inputs, deterministic=True)
+
+A checkpoint directory is what transformers' `save_pretrained` writes (config.json +
+model.safetensors or pytorch_model.bin); nothing is downloaded. config.json's
+`architectures[0]` picks the converter: it builds the matching perceiver_jax task config
+(`perceiver_jax.tasks`), places every weight, and raises a ValueError naming any weight it
+could not place or any config field it cannot honour. Inputs are in JAX layout: images
+[batch, height, width, channels], token ids [batch, length], flow frame pairs
+[batch, 2, height, width, 3]; outputs are the transformers head's logits.
+
+`python -m perceiver_jax.convert --transformers DIR --output DIR` writes the converted model
+as a perceiver_jax checkpoint (`perceiver_jax.pretrained`).
+"""
+
+from typing import Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import traverse_util
+
+from perceiver_jax import tasks
+from perceiver_jax.convert import flow, image, multimodal, text
+from perceiver_jax.convert.transformers_checkpoint import read_checkpoint
+from perceiver_jax.convert.weights import WeightReader
+
+CONVERTERS = {**image.CONVERTERS, **text.CONVERTERS, **flow.CONVERTERS, **multimodal.CONVERTERS}
+
+
+def convert(path: str) -> Tuple[ml_collections.ConfigDict, dict]:
+  """(task model config, variables) of the transformers checkpoint directory `path`."""
+  hf_config, weights = read_checkpoint(path)
+  architectures = hf_config.get("architectures") or [None]
+  architecture = architectures[0]
+  if architecture not in CONVERTERS:
+    raise ValueError(f"{path}/config.json names architecture {architecture!r}; perceiver_jax "
+                     f"converts {sorted(CONVERTERS)}.")
+  reader = WeightReader(weights, f"{path} ({architecture})")
+  model_config, variables = CONVERTERS[architecture](hf_config, reader)
+  reader.check_all_used()
+  variables = jax.tree_util.tree_map(jnp.asarray, variables)
+  _check_variables(model_config, variables, path)
+  return model_config, variables
+
+
+def from_transformers(path: str):
+  """(model, variables) of the transformers checkpoint directory `path`; see the module doc."""
+  model_config, variables = convert(path)
+  return tasks.build(model_config), variables
+
+
+def _check_variables(model_config, variables, path):
+  """The converted variables have exactly the names and shapes the built model initialises."""
+  model = tasks.build(model_config)
+  expected = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                            tasks.example_inputs(model_config, 1))
+  want = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(expected, sep="/").items()}
+  got = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(variables, sep="/").items()}
+  problems = [f"missing {k} {s}" for k, s in sorted(want.items()) if k not in got]
+  problems += [f"unexpected {k} {s}" for k, s in sorted(got.items()) if k not in want]
+  problems += [f"{k} has shape {got[k]}, the model's is {s}" for k, s in sorted(want.items())
+               if k in got and got[k] != s]
+  if problems:
+    raise ValueError(f"converting {path} gave variables that do not fit the "
+                     f"{model_config.task} model: " + "; ".join(problems))

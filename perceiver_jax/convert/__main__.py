@@ -1,0 +1,33 @@
+"""Convert a transformers Perceiver checkpoint directory into a perceiver_jax pretrained model.
+
+  python -m perceiver_jax.convert --transformers DIR --output OUT
+
+OUT then holds the model config and an Orbax checkpoint of its variables
+(`perceiver_jax.pretrained`): `perceiver_jax.load_pretrained(OUT)` loads it, and
+`--config.init_from=OUT` fine-tunes or evaluates from it (experiments/train.py, eval.py).
+"""
+
+from absl import app, flags
+
+from perceiver_jax import pretrained
+from perceiver_jax.convert import convert
+from perceiver_jax.model_stats import count_params
+
+flags.DEFINE_string("transformers", None, "A transformers checkpoint directory (config.json + "
+                    "model.safetensors or pytorch_model.bin), e.g. a local copy of "
+                    "deepmind/vision-perceiver-conv.")
+flags.DEFINE_string("output", None, "Directory to write the perceiver_jax model to.")
+flags.mark_flags_as_required(["transformers", "output"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  model_config, variables = convert(FLAGS.transformers)
+  pretrained.save_pretrained(FLAGS.output, model_config, variables)
+  print(f"Wrote the {model_config.task} model ({count_params(variables['params']):,} "
+        f"parameters) converted from {FLAGS.transformers} to {FLAGS.output}.")
+
+
+if __name__ == "__main__":
+  app.run(main)

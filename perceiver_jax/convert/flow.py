@@ -1,0 +1,3 @@
+"""transformers flow heads: not converted yet."""
+
+CONVERTERS = {}

@@ -1,0 +1,3 @@
+"""transformers image heads: not converted yet."""
+
+CONVERTERS = {}

@@ -1,0 +1,3 @@
+"""transformers multimodal heads: not converted yet."""
+
+CONVERTERS = {}
