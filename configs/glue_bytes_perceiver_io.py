@@ -1,12 +1,15 @@
 """The Perceiver IO byte model fine-tuned on one GLUE task (TFDS 'glue/<task>').
 
 Targets the Perceiver IO paper's GLUE average of 81.0 (UTF-8 bytes), which comes from
-fine-tuning the pre-trained byte MLM (`configs/mlm_bytes_perceiver_io.py`). Loading those
-weights (`init_from`) is not available yet, so for now this trains the classifier from
-scratch and will land far below the paper. Model: `sequence_classification` 'bytes', 206.1M
-parameters (the MLM's encoder + one classification query). Each example's text features are
-joined as UTF-8 bytes with SEP between them (e.g. sentence1 SEP sentence2), cut or padded to
-2,048 ids (data task 'text_classification'). Recipe (TF Model Garden's Perceiver IO GLUE
+fine-tuning the pre-trained byte MLM (`configs/mlm_bytes_perceiver_io.py`). Start from it
+with `--config.init_from=DIR`, DIR a pretrained model directory: the transformers checkpoint
+deepmind/language-perceiver converted by `python -m perceiver_jax.convert`. The encoder and
+input adapter then take the pretrained architecture and weights; the classification query and
+decoder start fresh. Without init_from the classifier trains from scratch, far below the
+paper. Model: `sequence_classification` 'bytes', 206.1M parameters (the MLM's encoder + one
+classification query). Each example's text features are joined as UTF-8 bytes with SEP
+between them (e.g. sentence1 SEP sentence2), cut or padded to 2,048 ids (data task
+'text_classification'). Recipe (TF Model Garden's Perceiver IO GLUE
 configs, which follow the paper's Table 10): LAMB (eps 1e-6, weight decay 0.01 off biases
 and norm scales), peak 3e-5 after 200 warm-up steps, then cosine to 0 (Model Garden decays
 linearly), 10 epochs at batch 32; bf16.
