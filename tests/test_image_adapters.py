@@ -159,6 +159,42 @@ def test_conv_prep_handles_sizes_not_divisible_by_four():
   assert stats(model, (10, 7, 3)).output_shape == out.shape[1:]
 
 
+def _np_transformers_stem(x, kernel, scale, bias, mean, var, eps=1e-5):
+  """PyTorch's stem in numpy: conv zero-padded 3 each side, stride 2 -> eval BatchNorm -> ReLU
+  -> 3x3 stride-2 max-pool without padding, one output pixel at a time."""
+  padded = np.pad(x.astype(np.float64), ((0, 0), (3, 3), (3, 3), (0, 0)))
+  rows, cols = (padded.shape[1] - 7) // 2 + 1, (padded.shape[2] - 7) // 2 + 1
+  conv = np.zeros((x.shape[0], rows, cols, kernel.shape[-1]))
+  for i, j in itertools.product(range(rows), range(cols)):
+    window = padded[:, 2 * i:2 * i + 7, 2 * j:2 * j + 7]
+    conv[:, i, j] = np.einsum("bhwc,hwco->bo", window, kernel)
+  y = np.maximum((conv - mean) / np.sqrt(var + eps) * scale + bias, 0.0)
+  rows, cols = (rows - 3) // 2 + 1, (cols - 3) // 2 + 1
+  out = np.zeros((x.shape[0], rows, cols, y.shape[-1]))
+  for i, j in itertools.product(range(rows), range(cols)):
+    out[:, i, j] = y[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(1, 2))
+  return out
+
+
+def test_transformers_stem_padding_matches_numpy():
+  x = _random((2, 12, 9, 3))  # Even height: SAME would pad the conv (2, 3), PyTorch (3, 3).
+  model = ImageAdapter("conv", out_channels=4, position_encoding="none",
+                       stem_padding="transformers")
+  variables = model.init(KEY, x)
+  params = variables["params"]
+  params["batch_norm"] = {"scale": _random(4, 1), "bias": _random(4, 2)}
+  mean, var = _random(4, 3), 0.5 + np.abs(_random(4, 4))
+  variables = {"params": params, "batch_stats": {"batch_norm": {"mean": mean, "var": var}}}
+  out = model.apply(variables, x)
+  norm = params["batch_norm"]
+  expected = _np_transformers_stem(x, np.asarray(params["conv"]["kernel"]), norm["scale"],
+                                   norm["bias"], mean, var)
+  assert expected.shape == (2, 2, 2, 4)  # 12x9 -> conv 6x5 -> pool 2x2 (SAME: 3x3).
+  np.testing.assert_allclose(out, expected.reshape(2, 4, 4), rtol=1e-4, atol=1e-4)
+  same = ImageAdapter("conv", out_channels=4, position_encoding="none")
+  assert same.apply(variables, x).shape == (2, 9, 4)
+
+
 def test_trainable_concat_and_add():
   x = _random((2, 4, 4, 3))
   model = ImageAdapter(position_encoding="trainable", num_position_channels=5)
@@ -272,6 +308,8 @@ def test_flow_default_dense_to_64_channels():
     (lambda: ImageAdapter(position_encoding="none", project_pos_dim=4),
      "ImageAdapter.project_pos_dim"),
     (lambda: ImageAdapter(batch_norm_momentum=1.0), "ImageAdapter.batch_norm_momentum"),
+    (lambda: ImageAdapter("conv", stem_padding="valid"), "ImageAdapter.stem_padding"),
+    (lambda: ImageAdapter("pixels", stem_padding="transformers"), "ImageAdapter.stem_padding"),
     (lambda: VideoAdapter(temporal_downsample=0), "VideoAdapter.temporal_downsample"),
     (lambda: VideoAdapter(max_resolution=(4, 4)), "VideoAdapter.max_resolution"),
     (lambda: FlowAdapter(out_channels=0), "FlowAdapter.out_channels"),
@@ -289,6 +327,7 @@ def test_bad_fields_raise_at_construction(make, match):
     (ImageAdapter(position_encoding="trainable", num_position_channels=4, concat_or_add="add"),
      (1, 4, 4, 3), "concat_or_add='add'"),
     (ImageAdapter(), (1, 4, 4, 4, 3), r"\[batch, H, W, C\]"),
+    (ImageAdapter("conv", stem_padding="transformers"), (1, 4, 6, 3), "at least 5x5"),
     (VideoAdapter(), (1, 4, 4, 3), r"\[batch, T, H, W, C\]"),
     (FlowAdapter(), (1, 4, 4, 3), r"\[batch, 2, H, W, C\]"),
 ])
@@ -318,6 +357,8 @@ ADAPTERS = [
      (10, 8, 3)),
     (ImageAdapter("conv", out_channels=fourier_num_channels(2, 2), num_frequency_bands=2,
                   concat_or_add="add"), (9, 9, 2)),
+    (ImageAdapter("conv", out_channels=4, num_frequency_bands=2, stem_padding="transformers"),
+     (12, 9, 3)),
     (VideoAdapter(temporal_downsample=2, spatial_downsample=2, num_frequency_bands=2),
      (4, 4, 6, 3)),
     (FlowAdapter(num_frequency_bands=2), (2, 3, 4, 3)),

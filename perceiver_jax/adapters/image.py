@@ -8,8 +8,11 @@
 - 'patches': space_to_depth(x, s), then Dense(out_channels) if conv_after_patching
                                                              -> [b, H/s, W/s, s*s*C or out_channels]
 - 'conv1x1': 1x1 conv, stride s, with bias                  -> [b, ceil(H/s), ceil(W/s), out_channels]
-- 'conv':    7x7 stride-2 conv without bias -> BatchNorm -> ReLU -> 3x3 stride-2 max-pool, all
-             SAME padding (s must be 4)                     -> [b, ceil(H/4), ceil(W/4), out_channels]
+- 'conv':    7x7 stride-2 conv without bias -> BatchNorm -> ReLU -> 3x3 stride-2 max-pool
+             (s must be 4), padded as `stem_padding` says:
+             'same' (DeepMind): SAME conv and pool -> [b, ceil(H/4), ceil(W/4), out_channels];
+             'transformers': conv zero-padded by 3 on every side, pool unpadded (224 -> 112 -> 55)
+             -> [b, (ceil(H/2) - 1) // 2, (ceil(W/2) - 1) // 2, out_channels], H and W >= 5.
   BatchNorm normalises with batch statistics and updates the 'batch_stats' collection (mark it
   mutable) when deterministic=False, and uses the running averages when deterministic=True.
 Then a position encoding of the (h, w) grid: 'fourier' (fourier_features, max_resolution
@@ -32,6 +35,7 @@ from perceiver_jax.validation import check_choice, check_positive, check_rate
 
 PREP_TYPES = ("pixels", "patches", "conv1x1", "conv")
 POSITION_ENCODINGS = ("fourier", "trainable", "none")
+STEM_PADDINGS = ("same", "transformers")
 
 
 def space_to_depth(x, spatial_block: int, temporal_block: Optional[int] = None):
@@ -77,6 +81,7 @@ class ImageAdapter(nn.Module):
   project_pos_dim: Optional[int] = None  # Dense projection of the position encoding.
   batch_norm_momentum: float = 0.9
   batch_norm_epsilon: float = 1e-5
+  stem_padding: str = "same"  # 'conv' only: 'same' (DeepMind) or 'transformers' (PyTorch port).
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
@@ -84,6 +89,10 @@ class ImageAdapter(nn.Module):
     check_choice(self, "prep_type", PREP_TYPES)
     check_choice(self, "position_encoding", POSITION_ENCODINGS)
     check_choice(self, "concat_or_add", ("concat", "add"))
+    check_choice(self, "stem_padding", STEM_PADDINGS)
+    if self.stem_padding != "same" and self.prep_type != "conv":
+      raise ValueError(f"ImageAdapter.stem_padding={self.stem_padding!r} only applies to "
+                       f"prep_type='conv', got prep_type={self.prep_type!r}; leave it 'same'.")
     check_positive(self, "spatial_downsample", "out_channels", "num_frequency_bands",
                    "num_position_channels", "project_pos_dim")
     if self.project_pos_dim is not None and self.position_encoding == "none":
@@ -119,11 +128,13 @@ class ImageAdapter(nn.Module):
     elif self.prep_type == "conv1x1":
       x = nn.Conv(self.out_channels, (1, 1), strides=s, name="conv1x1", **dense)(x)
     else:
-      x = nn.Conv(self.out_channels, (7, 7), strides=2, padding="SAME", use_bias=False,
-                  name="conv", **dense)(x)
+      _conv_grid(self, x.shape[1:3])  # Checks the image is large enough before any work.
+      same = self.stem_padding == "same"
+      x = nn.Conv(self.out_channels, (7, 7), strides=2, padding="SAME" if same else 3,
+                  use_bias=False, name="conv", **dense)(x)
       x = nn.BatchNorm(use_running_average=deterministic, momentum=self.batch_norm_momentum,
                        epsilon=self.batch_norm_epsilon, name="batch_norm", **dense)(x)
-      x = nn.max_pool(nn.relu(x), (3, 3), strides=(2, 2), padding="SAME")
+      x = nn.max_pool(nn.relu(x), (3, 3), strides=(2, 2), padding="SAME" if same else "VALID")
     batch, grid, channels = x.shape[0], x.shape[1:3], x.shape[-1]
     _position_channels(self, channels)  # Checks 'add' before any work.
     x = x.reshape(batch, -1, channels)
@@ -166,6 +177,18 @@ def _ceil_div(n: int, k: int) -> int:
   return -(-n // k)
 
 
+def _conv_grid(module: ImageAdapter, image_dims: Sequence[int]) -> tuple:
+  """The (h, w) grid the 'conv' stem makes of an image (H, W); see the module docstring."""
+  if module.stem_padding == "same":
+    return tuple(_ceil_div(n, 4) for n in image_dims)
+  if min(image_dims) < 5:
+    raise ValueError(
+        f"ImageAdapter with stem_padding='transformers' needs images of at least 5x5 (its "
+        f"unpadded 3x3 max-pool needs a 3x3 conv output), got {tuple(image_dims)}; use larger "
+        f"images or stem_padding='same'.")
+  return tuple((_ceil_div(n, 2) - 1) // 2 for n in image_dims)
+
+
 @stats.register
 def _(module: ImageAdapter, input_shape) -> Stats:
   height, width, channels = input_shape
@@ -175,7 +198,7 @@ def _(module: ImageAdapter, input_shape) -> Stats:
   elif module.prep_type == "patches":
     grid = block_grid((height, width), (s, s))
   else:
-    grid = (_ceil_div(height, 4), _ceil_div(width, 4))
+    grid = _conv_grid(module, (height, width))
   tokens = int(np.prod(grid))
   features = Stats(0, 0, (tokens, channels))
   if module.prep_type == "patches":

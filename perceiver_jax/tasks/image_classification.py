@@ -12,6 +12,9 @@ with shared weights, 1 cross-attention head, 8 self-attention heads, widening 1;
 - 'conv': 7x7/2 conv (64) + BatchNorm + ReLU + 3x3/2 max-pool, then Fourier features of the
   56x56 grid (64 bands, max resolution 56): 82.1%.
 Hardware assumed for the paper figures: TPU pods, batch 1024, bf16-friendly.
+The transformers ports of these models (`perceiver_jax.convert`) differ in two settings: their
+conv stem pads as PyTorch does (input_adapter.stem_padding='transformers': 55x55 grid at 224)
+and their learned variant decodes with the query residual.
 """
 
 import ml_collections
