@@ -20,3 +20,6 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
   text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
                  for o in outputs)
   assert "'accuracy'" in text and "M params" in text and "(1, 16)" in text
+  assert "logits (1, 32, 262)" in text
+  error = float(text.split("relative error vs transformers: ")[1].split()[0])
+  assert error < 1e-4
