@@ -271,16 +271,23 @@ def _row(ids):
 
 def _classification_row(config):
   """fn(record) -> {'ids': int32 [max_seq_len], 'label': int32, 'mask': 1.0}: the record's
-  text_features as byte ids, SEP between them, cut or padded to max_seq_len."""
+  text_features as byte ids, SEP between them, cut or padded to max_seq_len. A negative label
+  (GLUE's test splits hide theirs as -1) stops the pipeline with an error naming the split."""
   def row(record):
+    label = tf.cast(record[config.label_feature], tf.int32)
+    check = tf.debugging.assert_non_negative(
+        label, message=f"{config.name} has examples with label -1 (hidden labels, as in the "
+                       "GLUE test splits); train and evaluate on splits with labels, e.g. "
+                       "data_config.eval_split=validation")
     pieces = []
     for name in config.text_features:
       if pieces:
         pieces.append(tf.constant([SEP], tf.int32))
       pieces.append(text_ops.tokenize(record[name]))
     ids = text_ops.pad_or_truncate(tf.concat(pieces, 0), config.max_seq_len)
-    return {"ids": ids, "label": tf.cast(record[config.label_feature], tf.int32),
-            "mask": tf.constant(1.0)}
+    with tf.control_dependencies([check]):
+      label = tf.identity(label)
+    return {"ids": ids, "label": label, "mask": tf.constant(1.0)}
 
   return row
 

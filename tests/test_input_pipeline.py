@@ -392,3 +392,15 @@ def test_text_classification_bad_features_name_the_field(pairs):
     input_pipeline.num_examples(_with(pairs, text_features=("sentence1", "premise")), "train")
   with pytest.raises(ValueError, match="data_config.label_feature='gold' is not a feature"):
     input_pipeline.make_eval_iterator(_with(pairs, label_feature="gold"), global_batch_size=4)
+
+
+def test_text_classification_hidden_labels_stop_with_a_clear_error():
+  def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **kwargs):
+    return tf.data.Dataset.from_tensor_slices({"sentence": ["a", "b"], "label": [-1, -1],
+                                               "idx": np.arange(2)})
+
+  config = _with(input_pipeline.default_config(), name="glue/sst2", task="text_classification",
+                 eval_split="test", max_seq_len=8, num_threads=1)
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset), _forbid_downloads():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label -1.*eval_split=validation"):
+      list(input_pipeline.make_eval_iterator(config, global_batch_size=2))
