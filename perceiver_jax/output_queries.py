@@ -5,7 +5,10 @@ Each query module maps `inputs` [batch, ...] (only the batch size is used, excep
 (see `subsampling.py`) only those queries are returned, [batch, k, channels]: Perceiver IO
 decodes a random subset of output points in training.
 
-- `FourierQuery`: Fourier features of the output grid (no parameters).
+- `FourierQuery`: Fourier features of the output grid (no parameters); grid point i of n
+  along a dim sits at -1 + 2 i / (n - 1) (`grid_positions='linspace'`, the encoder's grid) or
+  at -1 + 2 i / n ('cell_start', as the official and transformers decoders place subsampled
+  queries, which the released multimodal checkpoint was trained with).
 - `TrainableGridQuery`: learned queries, one per grid point.
 - `InputQuery`: the adapted inputs themselves (the official optical-flow decoder).
 - `MultimodalQuery`: one query module per modality, each padded to C = max_m(c_m) +
@@ -27,25 +30,27 @@ from perceiver_jax.position_encoding import (TrainablePositionEncoding, batched_
 from perceiver_jax.adapters.multimodal import pad_to_common_channels
 from perceiver_jax.subsampling import check_points, modality_points, subsample
 from perceiver_jax.typing import DType
-from perceiver_jax.validation import check_index_dims, check_positive
+from perceiver_jax.validation import check_choice, check_index_dims, check_positive
 
 
 class FourierQuery(nn.Module):
   """Fourier features of the output grid: [b, prod(output_index_dims), channels].
 
   Subsampled, only the k requested points' features are computed (a 16x224x224 video grid
-  is never materialised).
+  is never materialised). `grid_positions` places the points; see the module docstring.
   """
   output_index_dims: Sequence[int]
   num_frequency_bands: int = 64
   max_resolution: Optional[Sequence[int]] = None  # Defaults to output_index_dims.
   concat_pos: bool = True
   sine_only: bool = False
+  grid_positions: str = "linspace"  # Or 'cell_start'.
   dtype: DType = jnp.float32
 
   def __post_init__(self):
     check_index_dims(self, "output_index_dims")
     check_positive(self, "num_frequency_bands")
+    check_choice(self, "grid_positions", ("linspace", "cell_start"))
     if self.max_resolution is not None and len(self.max_resolution) != len(self.output_index_dims):
       raise ValueError(
           f"FourierQuery.max_resolution {tuple(self.max_resolution)} needs one entry per "
@@ -54,15 +59,19 @@ class FourierQuery(nn.Module):
 
   def __call__(self, inputs, subsampled_points=None) -> jnp.ndarray:
     batch = inputs.shape[0]
-    if subsampled_points is None:
-      return batched_fourier_features(self.output_index_dims, batch, self.num_frequency_bands,
+    dims = tuple(self.output_index_dims)
+    linspace = self.grid_positions == "linspace"
+    if subsampled_points is None and linspace:
+      return batched_fourier_features(dims, batch, self.num_frequency_bands,
                                       self.max_resolution, self.concat_pos, self.sine_only,
                                       self.dtype)
-    points = check_points(subsampled_points, batch)
-    dims = tuple(self.output_index_dims)
+    if subsampled_points is None:
+      points = jnp.arange(int(np.prod(dims)))
+    else:
+      points = check_points(subsampled_points, batch)
     coords = jnp.stack(jnp.unravel_index(points, dims), axis=-1).astype(jnp.float32)
-    spans = jnp.asarray([max(n - 1, 1) for n in dims], jnp.float32)
-    positions = 2.0 * coords / spans - 1.0  # The grid's linspace(-1, 1, n) at the points.
+    spans = jnp.asarray([max(n - 1, 1) if linspace else n for n in dims], jnp.float32)
+    positions = 2.0 * coords / spans - 1.0
     features = fourier_features_at(positions, self.num_frequency_bands,
                                    self.max_resolution or dims, self.concat_pos, self.sine_only)
     features = features.astype(self.dtype)

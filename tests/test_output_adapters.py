@@ -44,6 +44,24 @@ def test_fourier_query_is_fourier_features_of_the_grid_and_subsamples_rows():
   assert stats(query, (7, 1)).output_shape == full.shape[1:]
 
 
+def test_fourier_query_cell_start_positions_match_numpy():
+  # Grid point i of n at -1 + 2 i / n (the official subsampled decoder), full and subsampled.
+  query = FourierQuery((3, 4), num_frequency_bands=2, max_resolution=(5, 6),
+                       grid_positions="cell_start")
+  axes = [-1 + 2 * np.arange(n) / n for n in (3, 4)]
+  pos = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(12, 2)
+  freqs = np.stack([np.linspace(1, 5 / 2, 2), np.linspace(1, 6 / 2, 2)])
+  scaled = np.pi * (pos[:, :, None] * freqs).reshape(12, 4)
+  want = np.concatenate([pos, np.sin(scaled), np.cos(scaled)], axis=-1)
+  inputs = jnp.zeros((2, 7, 1))
+  np.testing.assert_allclose(query.apply({}, inputs), np.broadcast_to(want, (2, 12, 10)),
+                             rtol=0, atol=1e-5)
+  np.testing.assert_allclose(query.apply({}, inputs, subsampled_points=BATCH_POINTS),
+                             want[BATCH_POINTS], rtol=0, atol=1e-5)
+  with pytest.raises(ValueError, match="FourierQuery.grid_positions"):
+    FourierQuery((3,), grid_positions="centre")
+
+
 def test_trainable_grid_query_shape_and_subsampling():
   query = TrainableGridQuery((3, 4), num_channels=5)
   inputs = jnp.zeros((2, 7, 1))

@@ -18,8 +18,11 @@ Paper model (Perceiver IO App. I; sizes as the official code): 16 frames of 224x
 bands at max resolution (16, 56, 56), audio 192 bands at 30,720; encoder padding 4, decoder
 padding 2; 784 latents x 512, 8 self-attention layers (8 heads), one cross-attend (1 head);
 label query 1024 channels; decoder output 512 channels; loss weights video 0.03, audio 1,
-label 1e-4. The released model masks the label always (mask_probs label 1.0); the paper trains
-with it masked half of the time (set config.mask_probs.label = 0.5 and pass a 'masking' rng).
+label 1e-4. `image_max_resolution` (None: the patch grid) sets the video Fourier features'
+max_resolution; `query_grid_positions` is FourierQuery.grid_positions of the video and audio
+queries ('cell_start' reproduces the official decoder's subsampled query positions). The
+released model masks the label always (mask_probs label 1.0); the paper trains with it masked
+half of the time (set config.mask_probs.label = 0.5 and pass a 'masking' rng).
 """
 
 import jax.numpy as jnp
@@ -50,6 +53,8 @@ def default_config(variant: str = None) -> ml_collections.ConfigDict:
   c.num_classes = 700
   c.dtype, c.param_dtype = "float32", "float32"
   c.image_num_frequency_bands, c.audio_num_frequency_bands = 32, 192
+  c.image_max_resolution = None  # (T, H', W') of the Fourier features; None: the patch grid.
+  c.query_grid_positions = "linspace"
   c.input_min_padding_size, c.query_min_padding_size = 4, 2
   c.mask_probs = dict(image=0.0, audio=0.0, label=1.0)
   c.label_query_channels = 1024
@@ -95,6 +100,9 @@ def build(config) -> PerceiverIO:
   video_dims, samples, audio_patches = _sizes(config)
   kinds = dtypes(config)
   grid = (video_dims[0], video_dims[1] // config.patch_size, video_dims[2] // config.patch_size)
+  if config.image_max_resolution is not None:
+    grid = tuple(config.image_max_resolution)
+  positions = config.query_grid_positions
   bands_image, bands_audio = config.image_num_frequency_bands, config.audio_num_frequency_bands
   input_adapter = MultimodalAdapter(
       adapters={
@@ -107,8 +115,10 @@ def build(config) -> PerceiverIO:
       **kinds)
   output_query = MultimodalQuery(
       queries={
-          "image": FourierQuery(video_dims, bands_image, grid, dtype=kinds["dtype"]),
-          "audio": FourierQuery((audio_patches,), bands_audio, (samples,), dtype=kinds["dtype"]),
+          "image": FourierQuery(video_dims, bands_image, grid, grid_positions=positions,
+                                dtype=kinds["dtype"]),
+          "audio": FourierQuery((audio_patches,), bands_audio, (samples,),
+                                grid_positions=positions, dtype=kinds["dtype"]),
           "label": TrainableQuery(1, config.label_query_channels, **kinds)},
       min_padding_size=config.query_min_padding_size, **kinds)
   output_adapter = MultimodalOutput(
