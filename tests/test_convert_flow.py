@@ -1,16 +1,13 @@
 """transformers PerceiverForOpticalFlow -> perceiver_jax optical_flow: parity and errors."""
 
-import json
-import os
-import shutil
 
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file, save_file
 from transformers import PerceiverConfig, PerceiverForOpticalFlow
 
 import transformers_parity
+from transformers_parity import edited_copy
 from perceiver_jax import convert
 
 SMALL = dict(num_latents=4, d_latents=16, num_blocks=1, num_self_attends_per_block=2,
@@ -63,27 +60,11 @@ def saved(tmp_path_factory):
   return _checkpoint(tmp_path_factory.mktemp("flow"), 2, **SMALL)[1]
 
 
-def _copy(saved, tmp_path, config_update=None, weights_update=None):
-  path = shutil.copytree(saved, tmp_path / "copy")
-  if config_update:
-    with open(os.path.join(path, "config.json")) as f:
-      config = json.load(f)
-    config.update(config_update)
-    with open(os.path.join(path, "config.json"), "w") as f:
-      json.dump(config, f)
-  if weights_update:
-    file = os.path.join(path, "model.safetensors")
-    weights = load_file(file)
-    weights_update(weights)
-    save_file(weights, file)
-  return str(path)
-
-
 def test_extra_weight_is_named(saved, tmp_path):
   def add(weights):
     weights["perceiver.decoder.extra.weight"] = np.ones((2,), np.float32)
   with pytest.raises(ValueError, match=r"not placed.*perceiver\.decoder\.extra\.weight"):
-    convert.from_transformers(_copy(saved, tmp_path, weights_update=add))
+    convert.from_transformers(edited_copy(saved, tmp_path / "copy", edit_weights=add))
 
 
 def test_renamed_weight_is_named(saved, tmp_path):
@@ -91,7 +72,7 @@ def test_renamed_weight_is_named(saved, tmp_path):
   def rename(weights):
     weights["perceiver.decoder.decoder.final_projection.weight"] = weights.pop(old)
   with pytest.raises(ValueError, match=f"no weight '{old}'.*final_projection"):
-    convert.from_transformers(_copy(saved, tmp_path, weights_update=rename))
+    convert.from_transformers(edited_copy(saved, tmp_path / "copy", edit_weights=rename))
 
 
 @pytest.mark.parametrize("update, message", [
@@ -101,4 +82,5 @@ def test_renamed_weight_is_named(saved, tmp_path):
 ])
 def test_unsupported_config_is_rejected(saved, tmp_path, update, message):
   with pytest.raises(ValueError, match=message):
-    convert.from_transformers(_copy(saved, tmp_path, config_update=update))
+    convert.from_transformers(edited_copy(saved, tmp_path / "copy",
+                                          edit_config=lambda c: c.update(update)))

@@ -1,19 +1,16 @@
 """The three transformers ImageNet Perceiver heads convert to image_classification models whose
 logits match theirs on random images; bad checkpoints and config.json values raise."""
 
-import json
-import os
-import shutil
 
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file, save_file
 from transformers import (PerceiverConfig, PerceiverForImageClassificationConvProcessing,
                           PerceiverForImageClassificationFourier,
                           PerceiverForImageClassificationLearned)
 
 import transformers_parity
+from transformers_parity import edited_copy
 from perceiver_jax import convert
 
 # Small heads that differ in every setting the converter reads: heads, qk/v widths, widening
@@ -93,26 +90,10 @@ def test_converted_configs_follow_the_heads(saved):
       saved["conv"][0].perceiver.input_preprocessor.convnet.batchnorm.running_var.numpy())
 
 
-def _copy(saved, variant, tmp_path, edit_weights=None, edit_config=None):
-  """A copy of the saved checkpoint of `variant` with its weights / config.json edited."""
-  path = shutil.copytree(saved[variant][1], tmp_path / variant)
-  if edit_weights:
-    weights = load_file(os.path.join(path, "model.safetensors"))
-    edit_weights(weights)
-    save_file(weights, os.path.join(path, "model.safetensors"))
-  if edit_config:
-    with open(os.path.join(path, "config.json")) as f:
-      config = json.load(f)
-    edit_config(config)
-    with open(os.path.join(path, "config.json"), "w") as f:
-      json.dump(config, f)
-  return str(path)
-
-
 def test_an_extra_weight_is_named(saved, tmp_path):
   def add(weights):
     weights["perceiver.input_preprocessor.extra.weight"] = np.ones(3, np.float32)
-  path = _copy(saved, "conv", tmp_path, edit_weights=add)
+  path = edited_copy(saved["conv"][1], tmp_path / "conv", edit_weights=add)
   with pytest.raises(ValueError, match=r"not placed.*input_preprocessor\.extra\.weight"):
     convert.from_transformers(path)
 
@@ -121,18 +102,20 @@ def test_a_renamed_weight_is_named(saved, tmp_path):
   def rename(weights):
     name = "perceiver.input_preprocessor.convnet_1x1.bias"
     weights["perceiver.input_preprocessor.conv_1x1.bias"] = weights.pop(name)
-  path = _copy(saved, "learned", tmp_path, edit_weights=rename)
+  path = edited_copy(saved["learned"][1], tmp_path / "learned", edit_weights=rename)
   with pytest.raises(ValueError, match=r"no weight 'perceiver\.input_preprocessor\.convnet_1x1"):
     convert.from_transformers(path)
 
 
 def test_image_size_must_fit_the_learned_positions(saved, tmp_path):
-  path = _copy(saved, "learned", tmp_path, edit_config=lambda c: c.update(image_size=5))
+  path = edited_copy(saved["learned"][1], tmp_path / "learned",
+                     edit_config=lambda c: c.update(image_size=5))
   with pytest.raises(ValueError, match="image_size=5"):
     convert.from_transformers(path)
 
 
 def test_unsupported_activation_is_rejected(saved, tmp_path):
-  path = _copy(saved, "fourier", tmp_path, edit_config=lambda c: c.update(hidden_act="silu"))
+  path = edited_copy(saved["fourier"][1], tmp_path / "fourier",
+                     edit_config=lambda c: c.update(hidden_act="silu"))
   with pytest.raises(ValueError, match="hidden_act='silu'"):
     convert.from_transformers(path)

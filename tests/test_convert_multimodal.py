@@ -2,19 +2,16 @@
 parity of every modality (subsampled as transformers' example, and every point), errors."""
 
 import functools
-import json
-import os
-import shutil
 
 import jax
 
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file, save_file
 from transformers import PerceiverConfig, PerceiverForMultimodalAutoencoding
 
 import transformers_parity
+from transformers_parity import edited_copy
 from perceiver_jax import convert
 
 # 2 frames of 8x8 (a 2x2 patch grid, but image_size=3 sets the Fourier max_resolution), 16
@@ -100,27 +97,11 @@ def test_full_decoding_matches_transformers_at_every_point(converted, inputs):
   _assert_modalities_match(ours, _theirs(hf_model, inputs, points), points)
 
 
-def _copy(saved, tmp_path, config_update=None, weights_update=None):
-  path = shutil.copytree(saved, tmp_path / "copy")
-  if config_update:
-    with open(os.path.join(path, "config.json")) as f:
-      config = json.load(f)
-    config.update(config_update)
-    with open(os.path.join(path, "config.json"), "w") as f:
-      json.dump(config, f)
-  if weights_update:
-    file = os.path.join(path, "model.safetensors")
-    weights = load_file(file)
-    weights_update(weights)
-    save_file(weights, file)
-  return str(path)
-
-
 def test_extra_weight_is_named(converted, tmp_path):
   def add(weights):
     weights["perceiver.decoder.padding.depth"] = np.ones((1, 2), np.float32)
   with pytest.raises(ValueError, match=r"not placed.*perceiver\.decoder\.padding\.depth"):
-    convert.from_transformers(_copy(converted[1], tmp_path, weights_update=add))
+    convert.from_transformers(edited_copy(converted[1], tmp_path / "copy", edit_weights=add))
 
 
 def test_renamed_weight_is_named(converted, tmp_path):
@@ -128,7 +109,7 @@ def test_renamed_weight_is_named(converted, tmp_path):
   def rename(weights):
     weights["perceiver.input_preprocessor.masks.label"] = weights.pop(old)
   with pytest.raises(ValueError, match=f"no weight '{old}'.*masks.label"):
-    convert.from_transformers(_copy(converted[1], tmp_path, weights_update=rename))
+    convert.from_transformers(edited_copy(converted[1], tmp_path / "copy", edit_weights=rename))
 
 
 @pytest.mark.parametrize("update, message", [
@@ -141,4 +122,5 @@ def test_renamed_weight_is_named(converted, tmp_path):
 ])
 def test_unsupported_config_is_rejected(converted, tmp_path, update, message):
   with pytest.raises(ValueError, match=message):
-    convert.from_transformers(_copy(converted[1], tmp_path, config_update=update))
+    convert.from_transformers(edited_copy(converted[1], tmp_path / "copy",
+                                          edit_config=lambda c: c.update(update)))

@@ -5,18 +5,15 @@ saved as checkpoints, converted, and run on the same ids and attention masks on 
 """
 
 import functools
-import json
-import os
-import shutil
 
 import jax
 import numpy as np
 import pytest
 import torch
 import transformers
-from safetensors.numpy import load_file, save_file
 
 import transformers_parity
+from transformers_parity import edited_copy
 from perceiver_jax import convert
 
 MAX_POSITIONS = 12
@@ -108,7 +105,7 @@ def test_masked_lm_config_follows_the_checkpoint(mlm):
   assert (config.encoder.self_attention_qk_channels, config.encoder.cross_attention_qk_channels,
           config.encoder.self_attention_widening_factor) == (16, 16, 3)
   assert dict(config.decoder) == dict(num_heads=8, qk_channels=256, v_channels=24,
-                                      widening_factor=1, attention_dropout_rate=0.0,
+                                      widening_factor=1, dropout_rate=0.0, attention_dropout_rate=0.0,
                                       activation="gelu_exact", use_query_residual=False)
   assert (model.decoder.num_heads, model.output_query.num_queries) == (8, MAX_POSITIONS)
   embedding = hf.perceiver.input_preprocessor.embeddings.weight.detach().numpy()
@@ -132,27 +129,11 @@ def test_sequence_classification_matches_transformers_with_padding(classifier):
   np.testing.assert_allclose(_ours(model, variables, junk, mask), ours, rtol=1e-5, atol=1e-6)
 
 
-def _edited_copy(source, tmp_path, weights=None, config=None):
-  """A copy of checkpoint `source` with its weights / config.json dict passed through edits."""
-  target = str(tmp_path / "edited")
-  shutil.copytree(source, target)
-  file = os.path.join(target, "model.safetensors")
-  if weights is not None:
-    save_file(weights(load_file(file)), file, metadata={"format": "pt"})
-  if config is not None:
-    config_file = os.path.join(target, "config.json")
-    with open(config_file) as f:
-      edited = config(json.load(f))
-    with open(config_file, "w") as f:
-      json.dump(edited, f)
-  return target
-
-
 def test_extra_weight_is_named_in_the_error(mlm, tmp_path):
   def add(weights):
     return dict(weights, **{"perceiver.extra.weight": np.ones((2,), np.float32)})
   with pytest.raises(ValueError, match=r"not placed.*perceiver\.extra\.weight"):
-    convert.from_transformers(_edited_copy(mlm[1], tmp_path, weights=add))
+    convert.from_transformers(edited_copy(mlm[1], tmp_path / "edited", edit_weights=add))
 
 
 def test_renamed_weight_is_named_in_the_error(mlm, tmp_path):
@@ -160,11 +141,12 @@ def test_renamed_weight_is_named_in_the_error(mlm, tmp_path):
     weights["embedding_decoder.logit_bias"] = weights.pop("embedding_decoder.bias")
     return weights
   with pytest.raises(ValueError, match=r"no weight 'embedding_decoder\.bias'"):
-    convert.from_transformers(_edited_copy(mlm[1], tmp_path, weights=rename))
+    convert.from_transformers(edited_copy(mlm[1], tmp_path / "edited", edit_weights=rename))
 
 
 def test_unsupported_hidden_act_is_rejected(classifier, tmp_path):
-  path = _edited_copy(classifier[1], tmp_path, config=lambda c: dict(c, hidden_act="silu"))
+  path = edited_copy(classifier[1], tmp_path / "edited",
+                     edit_config=lambda c: dict(c, hidden_act="silu"))
   with pytest.raises(ValueError, match="hidden_act='silu'"):
     convert.from_transformers(path)
 
@@ -172,13 +154,14 @@ def test_unsupported_hidden_act_is_rejected(classifier, tmp_path):
 def test_num_labels_disagreeing_with_the_classifier_is_rejected(classifier, tmp_path):
   def two_labels(config):
     return dict(config, id2label={"0": "no", "1": "yes"}, label2id={"no": 0, "yes": 1})
-  path = _edited_copy(classifier[1], tmp_path, config=two_labels)
+  path = edited_copy(classifier[1], tmp_path / "edited", edit_config=two_labels)
   with pytest.raises(ValueError, match="id2label / num_labels name 2 labels.*3 outputs"):
     convert.from_transformers(path)
 
 
 def test_max_position_embeddings_disagreeing_with_the_weights_is_rejected(mlm, tmp_path):
-  path = _edited_copy(mlm[1], tmp_path, config=lambda c: dict(c, max_position_embeddings=16))
+  path = edited_copy(mlm[1], tmp_path / "edited",
+                     edit_config=lambda c: dict(c, max_position_embeddings=16))
   with pytest.raises(ValueError, match=r"position_embeddings\.weight' has shape \(12, 24\), "
                                        r"expected \(16, 24\)"):
     convert.from_transformers(path)

@@ -10,7 +10,7 @@ unchanged and the model's outputs are transformers' logits.
 """
 
 from perceiver_jax import tasks
-from perceiver_jax.convert.weights import WeightReader, activation, encoder_settings
+from perceiver_jax.convert.weights import WeightReader, decoder_settings, encoder_settings
 
 # Hard-coded in transformers' PerceiverForOpticalFlow.__init__.
 NUM_FREQUENCY_BANDS = 64
@@ -37,20 +37,12 @@ def convert_optical_flow(config: dict, weights: WeightReader):
     raise ValueError(f"{PREPROCESSOR}.conv_after_patches takes {patches['kernel'].shape[0]} "
                      f"features; optical flow needs {NUM_PATCH_FEATURES} (2 frames x 3x3x3).")
   query = f"{DECODER}.decoding_cross_attention"
-  query_channels = weights.shape(f"{query}.attention.self.layernorm1.weight")[0]
   cfg = tasks.default_config("optical_flow")
   cfg.image_size = size
   cfg.input_adapter = dict(out_channels=patches["kernel"].shape[1],
                            num_frequency_bands=NUM_FREQUENCY_BANDS, max_resolution=size)
   cfg.encoder = encoder_settings(config, weights)
-  cfg.decoder = dict(
-      num_heads=1,
-      qk_channels=weights.shape(f"{query}.attention.self.query.bias")[0],
-      v_channels=weights.shape(f"{query}.attention.self.value.bias")[0],
-      widening_factor=weights.shape(f"{query}.mlp.dense1.bias")[0] // query_channels,
-      use_query_residual=False, dropout_rate=0.0,
-      attention_dropout_rate=config.get("attention_probs_dropout_prob", 0.0),
-      activation=activation(config))
+  cfg.decoder = decoder_settings(config, weights, query, num_heads=1, use_query_residual=False)
   params = {"input_adapter": {"patches_linear": patches},
             "encoder": weights.encoder(config),
             "decoder": weights.decoder(query, 1, f"{DECODER}.final_layer")}

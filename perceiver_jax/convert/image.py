@@ -15,7 +15,7 @@ What the heads hard-code in their `__init__` rather than config.json:
 """
 
 from perceiver_jax import tasks
-from perceiver_jax.convert.weights import WeightReader, activation, encoder_settings
+from perceiver_jax.convert.weights import WeightReader, decoder_settings, encoder_settings
 from perceiver_jax.position_encoding import fourier_num_channels
 
 _PREPROCESSOR = "perceiver.input_preprocessor"
@@ -78,20 +78,6 @@ def _conv_adapter(hf_config, reader):
 _ADAPTERS = {"fourier": _fourier_adapter, "learned": _learned_adapter, "conv": _conv_adapter}
 
 
-def _decoder_settings(hf_config, reader) -> dict:
-  """PerceiverDecoder fields of the heads' PerceiverClassificationDecoder (widths read off)."""
-  layer = f"{_DECODER}.decoding_cross_attention"
-  hidden, width = reader.shape(f"{layer}.mlp.dense1.weight")
-  if hidden % width:
-    raise ValueError(f"{layer}.mlp.dense1 maps {width} to {hidden} channels, not a whole "
-                     "widening factor; the checkpoint is not a transformers Perceiver head.")
-  return dict(num_heads=1, qk_channels=reader.shape(f"{layer}.attention.self.query.bias")[0],
-              v_channels=reader.shape(f"{layer}.attention.self.value.bias")[0],
-              widening_factor=hidden // width, use_query_residual=True,
-              attention_dropout_rate=hf_config.get("attention_probs_dropout_prob", 0.0),
-              activation=activation(hf_config))
-
-
 def _converter(variant: str):
   """The converter of the transformers head of `variant`; see the module docstring."""
 
@@ -102,7 +88,8 @@ def _converter(variant: str):
     config.image_shape = (size, size, int(channels))
     config.input_adapter = settings
     config.encoder = encoder_settings(hf_config, reader)
-    config.decoder = _decoder_settings(hf_config, reader)
+    config.decoder = decoder_settings(hf_config, reader, f"{_DECODER}.decoding_cross_attention",
+                                      num_heads=1, use_query_residual=True)
     query = reader.take(f"{_DECODER}.output_position_encodings.position_embeddings")
     config.query_channels = query.shape[1]
     decoder = reader.decoder(f"{_DECODER}.decoding_cross_attention", 1,

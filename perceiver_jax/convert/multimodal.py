@@ -14,7 +14,7 @@ so our queries use grid_positions='cell_start'. Its image logits are [b, points,
 """
 
 from perceiver_jax import tasks
-from perceiver_jax.convert.weights import WeightReader, activation, encoder_settings
+from perceiver_jax.convert.weights import WeightReader, decoder_settings, encoder_settings
 
 # Hard-coded in transformers' PerceiverForMultimodalAutoencoding.__init__.
 PATCH_SIZE = 4
@@ -63,7 +63,6 @@ def convert_multimodal_autoencoding(config: dict, weights: WeightReader):
                      f"{samples_per_patch}: transformers would drop the remainder.")
   size = _video_size(config, num_frames)
   query = f"{DECODER}.decoder.decoding_cross_attention"
-  query_channels = weights.shape(f"{query}.attention.self.layernorm1.weight")[0]
   cfg = tasks.default_config("multimodal_autoencoding")
   cfg.num_frames, cfg.image_size, cfg.patch_size = num_frames, size, PATCH_SIZE
   cfg.audio_samples_per_frame, cfg.samples_per_patch = samples_per_frame, samples_per_patch
@@ -77,14 +76,7 @@ def convert_multimodal_autoencoding(config: dict, weights: WeightReader):
   cfg.label_query_channels = weights.shape(f"{label_query}.position_embeddings")[-1]
   cfg.output_num_channels = weights.shape(f"{DECODER}.decoder.final_layer.bias")[0]
   cfg.encoder = encoder_settings(config, weights)
-  cfg.decoder = dict(
-      num_heads=1,
-      qk_channels=weights.shape(f"{query}.attention.self.query.bias")[0],
-      v_channels=weights.shape(f"{query}.attention.self.value.bias")[0],
-      widening_factor=weights.shape(f"{query}.mlp.dense1.bias")[0] // query_channels,
-      use_query_residual=False, dropout_rate=0.0,
-      attention_dropout_rate=config.get("attention_probs_dropout_prob", 0.0),
-      activation=activation(config))
+  cfg.decoder = decoder_settings(config, weights, query, num_heads=1, use_query_residual=False)
   input_adapter = {}
   for m in MODALITIES:
     input_adapter[f"{m}_padding"] = weights.take(f"{PREPROCESSOR}.padding.{m}")[0]

@@ -21,7 +21,7 @@ from typing import Tuple
 import ml_collections
 
 from perceiver_jax import tasks
-from perceiver_jax.convert.weights import WeightReader, activation, encoder_settings
+from perceiver_jax.convert.weights import WeightReader, decoder_settings, encoder_settings
 
 # Head counts of the decoders, hard-coded in the transformers heads' `__init__`.
 MLM_DECODER_HEADS = 8
@@ -46,26 +46,12 @@ def _text_model(task: str, config: dict, weights: WeightReader):
   return cfg, params
 
 
-def _decoder_settings(config: dict, weights: WeightReader, prefix: str, num_heads: int) -> dict:
-  """PerceiverDecoder fields of the transformers decoding cross-attention `prefix`."""
-  def width(name):
-    return weights.shape(f"{prefix}.attention.self.{name}.bias")[0]
-  hidden, channels = weights.shape(f"{prefix}.mlp.dense1.weight")
-  if hidden % channels:
-    raise ValueError(f"{prefix}.mlp.dense1 maps {channels} to {hidden} channels, not a whole "
-                     "widening factor; this checkpoint's decoder MLP cannot be expressed.")
-  return dict(num_heads=num_heads, qk_channels=width("query"), v_channels=width("value"),
-              widening_factor=hidden // channels,
-              attention_dropout_rate=config.get("attention_probs_dropout_prob", 0.0),
-              activation=activation(config))
-
-
 def masked_lm(config: dict, weights: WeightReader) -> Tuple[ml_collections.ConfigDict, dict]:
   """PerceiverForMaskedLM -> (masked_language_modeling config, variables)."""
   cfg, params = _text_model("masked_language_modeling", config, weights)
   decoder = "perceiver.decoder.decoding_cross_attention"
-  cfg.decoder = dict(_decoder_settings(config, weights, decoder, MLM_DECODER_HEADS),
-                     use_query_residual=False)
+  cfg.decoder = decoder_settings(config, weights, decoder, MLM_DECODER_HEADS,
+                                 use_query_residual=False)
   queries = weights.take("perceiver.decoder.output_position_encodings.position_embeddings",
                          (cfg.max_seq_len, config["d_model"]))
   params.update(
@@ -88,8 +74,8 @@ def sequence_classification(config: dict,
                      f"checkpoint's classifier {prefix}.final_layer has {num_labels} outputs; "
                      "fix config.json to match the weights.")
   cfg.num_classes, cfg.query_channels = num_labels, config["d_latents"]
-  cfg.decoder = dict(_decoder_settings(config, weights, decoder, CLASSIFICATION_DECODER_HEADS),
-                     use_query_residual=True)
+  cfg.decoder = decoder_settings(config, weights, decoder, CLASSIFICATION_DECODER_HEADS,
+                                 use_query_residual=True)
   query = weights.take(f"{prefix}.output_position_encodings.position_embeddings",
                        (1, config["d_latents"]))
   params.update(

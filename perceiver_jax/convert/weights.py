@@ -143,3 +143,21 @@ def encoder_settings(config: dict, weights: WeightReader, prefix: str = "perceiv
       use_query_residual=config["use_query_residual"],
       dropout_rate=0.0, attention_dropout_rate=config.get("attention_probs_dropout_prob", 0.0),
       activation=activation(config))
+
+
+def decoder_settings(config: dict, weights: WeightReader, prefix: str, num_heads: int,
+                     use_query_residual: bool) -> dict:
+  """PerceiverDecoder fields of transformers' decoding cross-attention `prefix` (a
+  PerceiverLayer): widths read off the weights; the head count and query residual, which the
+  transformers heads fix in code, given."""
+  def width(name):
+    return weights.shape(f"{prefix}.attention.self.{name}.bias")[0]
+  hidden, channels = weights.shape(f"{prefix}.mlp.dense1.weight")
+  if hidden % channels:
+    raise ValueError(f"{prefix}.mlp.dense1 maps {channels} to {hidden} channels, not a whole "
+                     "widening factor; the checkpoint is not a transformers Perceiver head.")
+  return dict(num_heads=num_heads, qk_channels=width("query"), v_channels=width("value"),
+              widening_factor=hidden // channels, use_query_residual=use_query_residual,
+              dropout_rate=0.0,
+              attention_dropout_rate=config.get("attention_probs_dropout_prob", 0.0),
+              activation=activation(config))
