@@ -27,6 +27,8 @@ CORE = [
 TORCH = [
     "torch==2.13.0",
     "transformers==5.23.0",
+    "perceiver-pytorch==0.11.0",  # lucidrains' Perceiver (experiments/benchmark.py --peers).
+    "einops==0.8.2",  # perceiver-pytorch needs it.
 ]
 TEST = [
     "pytest==9.2.0",
@@ -44,5 +46,5 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["perceiver_jax", "perceiver_jax.*"]),
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"test": TEST},
+    extras_require={"test": TEST, "peers": TORCH},
 )

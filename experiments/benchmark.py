@@ -7,6 +7,17 @@ up to sweep_max_length; inputs [sweep_batch_size, N, 64]) for the attention back
 --sweep_implementations (default 'xla' and 'chunked'), with the fitted log-log exponents,
 and plots time and memory against N to OUTPUT/scaling.png. Runs unchanged on CPU, GPU, TPU.
 
+--peers=transformers,lucidrains times the same model shape in PyTorch (perceiver_jax/
+torch_peers.py: same batch, same step, torch threads = the CPUs JAX uses) right after ours,
+--repeats times interleaved (ours, peers, ours, peers, ...); each row reports the median of
+the repeats' medians, and each peer row the ratio ours / peer step time and its parameter
+count against ours. A config a peer cannot express is reported and skipped. With --sweep
+the peers run the sweep's encoder shape too (torch memory: the allocator's peak bytes in a
+step). --sweep_memory_limit_gb marks as OOM the lengths whose compiled (XLA) or measured
+(torch) step memory exceeds it: how a CPU run shows where a device of that size runs out.
+
+  python -m experiments.benchmark --configs=cifar10_study --mode=train \
+      --peers=transformers,lucidrains --repeats=3 --output=/tmp/bench
   python -m experiments.benchmark --configs=cifar10_study,perceiver_ar_8k --output=/tmp/bench
   python -m experiments.benchmark --configs=configs/cifar10_perceiver.py:tiny --mode=train \
       --iters=5 --sweep --sweep_min_length=256 --sweep_max_length=1024 --output=/tmp/bench
@@ -49,6 +60,12 @@ flags.DEFINE_integer("sweep_channels", 256, "Latent channels of the sweep's enco
 flags.DEFINE_integer("sweep_batch_size", 1, "Batch size of the sweep.")
 flags.DEFINE_list("sweep_implementations", list(benchmarking.IMPLEMENTATIONS),
                   "Attention backends of the sweep.")
+flags.DEFINE_float("sweep_memory_limit_gb", None, "Mark sweep lengths whose step needs more "
+                   "memory than this (GiB) as OOM instead of running them.")
+flags.DEFINE_list("peers", [], "PyTorch peers to time beside ours: any of transformers, "
+                  "lucidrains (perceiver_jax/torch_peers.py; needs torch and the peer package).")
+flags.DEFINE_integer("repeats", 1, "Interleaved repetitions of ours and the peers per config "
+                     "and mode; rows report the median over repetitions.")
 flags.DEFINE_string("output", None, "Directory for results.json (and scaling.png).")
 flags.mark_flag_as_required("output")
 
@@ -83,45 +100,79 @@ def sweep_lengths(min_length: int, max_length: int) -> list:
   return lengths
 
 
-def _memory(row):
-  """Device peak bytes where the backend reports them, else XLA's temp bytes."""
-  return row["peak_memory_bytes"] or row["temp_bytes"]
+def _memory(row, total=False):
+  """Device peak bytes where the backend reports them, else XLA's temp bytes (with `total`:
+  temp + argument + output bytes); a torch peer's peak step bytes."""
+  if "peak_step_bytes" in row:
+    return row["peak_step_bytes"]
+  if total:
+    return sum(row.get(k, 0) for k in ("temp_bytes", "argument_bytes", "output_bytes"))
+  return row.get("peak_memory_bytes") or row.get("temp_bytes")
+
+
+def _plot_rows(axes, label, rows, style):
+  """Time and memory against N of a sweep's finished rows on the two axes."""
+  done = [row for row in rows if not row["oom"]]
+  xs = [row["length"] for row in done]
+  axes[0].loglog(xs, [row["step_s"] for row in done], style, label=label)
+  axes[1].loglog(xs, [_memory(row) / 2 ** 20 for row in done], style, label=label)
+
+
+def _print_sweep_rows(label, rows):
+  for row in rows:
+    status = "OOM" if row["oom"] else f"{row['step_s'] * 1e3:9.2f} ms  " \
+        f"{_memory(row) / 2 ** 20:9.1f} MiB"
+    if row["oom"] and _memory(row):
+      status += f" (needs {_memory(row, total=True) / 2 ** 20:.1f} MiB)"
+    print(f"sweep {label:12s} N={row['length']:7d}  {status}")
+
+
+def _exponents(rows):
+  done = [row for row in rows if not row["oom"]]
+  if len(done) < 2:
+    return None
+  xs = [row["length"] for row in done]
+  return {"time": benchmarking.fit_exponent(xs, [row["step_s"] for row in done]),
+          "memory": benchmarking.fit_exponent(xs, [_memory(row) for row in done])}
 
 
 def run_sweep(output: str) -> dict:
-  """Both backends' sweep rows, fitted exponents, and the plot written to output."""
+  """Every backend's and peer's sweep rows, fitted exponents, and the plot in output."""
   lengths = sweep_lengths(FLAGS.sweep_min_length, FLAGS.sweep_max_length)
+  limit = None if FLAGS.sweep_memory_limit_gb is None else int(
+      FLAGS.sweep_memory_limit_gb * 2 ** 30)
   result, exponents = {}, {}
-  figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(10, 4))
+  figure, axes = plt.subplots(1, 2, figsize=(10, 4))
   for implementation in FLAGS.sweep_implementations:
-    rows = benchmarking.scaling_sweep(
+    result[implementation] = benchmarking.scaling_sweep(
         lengths, FLAGS.sweep_num_latents, FLAGS.sweep_channels, implementation,
-        batch_size=FLAGS.sweep_batch_size, iters=FLAGS.iters, warmup=FLAGS.warmup)
-    result[implementation] = rows
-    done = [row for row in rows if not row["oom"]]
-    xs = [row["length"] for row in done]
-    if len(done) >= 2:
-      exponents[implementation] = {
-          "time": benchmarking.fit_exponent(xs, [row["step_s"] for row in done]),
-          "memory": benchmarking.fit_exponent(xs, [_memory(row) for row in done])}
-    time_axis.loglog(xs, [row["step_s"] for row in done], "o-", label=implementation)
-    memory_axis.loglog(xs, [_memory(row) / 2 ** 20 for row in done], "o-", label=implementation)
-    for row in rows:
-      status = "OOM" if row["oom"] else f"{row['step_s'] * 1e3:9.2f} ms  " \
-          f"{_memory(row) / 2 ** 20:9.1f} MiB"
-      print(f"sweep {implementation:8s} N={row['length']:7d}  {status}")
-  memory_kind = "peak device" if done and done[0]["peak_memory_bytes"] else "XLA temp"
-  time_axis.set(xlabel="input length N", ylabel="train step (s)", title="step time")
-  memory_axis.set(xlabel="input length N", ylabel=f"{memory_kind} memory (MiB)", title="memory")
-  for axis in (time_axis, memory_axis):
+        batch_size=FLAGS.sweep_batch_size, iters=FLAGS.iters, warmup=FLAGS.warmup,
+        memory_limit_bytes=limit)
+  if FLAGS.peers:
+    from perceiver_jax import torch_peers  # pylint: disable=import-outside-toplevel
+    encoder = benchmarking.sweep_encoder(FLAGS.sweep_num_latents, FLAGS.sweep_channels)
+    for peer in FLAGS.peers:
+      result[peer] = torch_peers.encoder_sweep(
+          peer, lengths, encoder, FLAGS.sweep_batch_size, iters=FLAGS.iters,
+          warmup=FLAGS.warmup, memory_limit_bytes=limit)
+  for label, rows in result.items():
+    _plot_rows(axes, label, rows, "s--" if label in FLAGS.peers else "o-")
+    _print_sweep_rows(label, rows)
+    fitted = _exponents(rows)
+    if fitted:
+      exponents[label] = fitted
+  memory_kind = ("peak device" if result[FLAGS.sweep_implementations[0]][0].get(
+      "peak_memory_bytes") else "XLA temp / torch peak step")
+  axes[0].set(xlabel="input length N", ylabel="train step (s)", title="step time")
+  axes[1].set(xlabel="input length N", ylabel=f"{memory_kind} memory (MiB)", title="memory")
+  for axis in axes:
     axis.legend()
   figure.tight_layout()
   figure.savefig(os.path.join(output, "scaling.png"), dpi=100)
   plt.close(figure)
-  for implementation, fitted in exponents.items():
-    print(f"sweep {implementation}: time ~ N^{fitted['time']:.2f}, "
-          f"memory ~ N^{fitted['memory']:.2f}")
-  return {"rows": result, "exponents": exponents}
+  for label, fitted in exponents.items():
+    print(f"sweep {label}: time ~ N^{fitted['time']:.2f}, memory ~ N^{fitted['memory']:.2f}")
+  return {"rows": result, "exponents": exponents, "memory_limit_bytes": limit}
 
 
 def _row(run) -> str:
@@ -134,15 +185,79 @@ def _row(run) -> str:
           f"{memory:>9s}")
 
 
+def _peer_row(peer: dict) -> str:
+  """A peer's line under ours: step, examples/s, first step (as compile), torch peak step
+  memory, the ratio ours / peer step time and the parameter count against ours."""
+  label = f"  vs {peer['peer']}"
+  if "unsupported" in peer:
+    return f"{label:36s} {peer['unsupported']}"
+  return (f"{label[:36]:36s} {peer['mode']:9s} {peer['batch_size']:6d} "
+          f"{peer['step_s'] * 1e3:10.2f} {peer['examples_per_s']:10.1f} "
+          f"{peer['first_step_s']:8.1f} {'-':>10s} {'-':>8s} {'-':>6s} "
+          f"{peer['peak_step_bytes'] / 2 ** 20:9.1f}  ours/peer {peer['ratio']:.3f}  "
+          f"params {peer['params']:,} ({100 * peer['params_rel_diff']:+.2f}% vs ours)")
+
+
+def _median(records: list) -> dict:
+  """The record with the median step time (the lower one for an even count), with every
+  repeat's step time under repeat_step_s."""
+  ordered = sorted(records, key=lambda record: record["step_s"])
+  return dict(ordered[(len(ordered) - 1) // 2],
+              repeat_step_s=[record["step_s"] for record in records])
+
+
+def measure(name: str, config, batch_size, mode: str) -> dict:
+  """Ours (and each --peers peer) --repeats times interleaved; the median records, with the
+  peers' under run['peers'][peer] (ratio = ours / peer median step time)."""
+  peers = {}
+  if FLAGS.peers:
+    from perceiver_jax import torch_peers  # pylint: disable=import-outside-toplevel
+    for peer in FLAGS.peers:
+      try:
+        torch_peers.build_peer(peer, config.model)
+        peers[peer] = []
+      except ValueError as error:
+        peers[peer] = str(error)
+  ours = []
+  for _ in range(FLAGS.repeats):
+    ours.append(benchmarking.benchmark_model(config, batch_size, mode, FLAGS.iters,
+                                             FLAGS.warmup))
+    for peer, records in peers.items():
+      if isinstance(records, list):
+        records.append(torch_peers.benchmark_peer(peer, config, ours[-1]["batch_size"], mode,
+                                                  FLAGS.iters, FLAGS.warmup))
+  run = dict(_median(ours), name=name)
+  if peers:
+    run["peers"] = {}
+    ours_params = torch_peers.our_param_count(config.model)
+    for peer, records in peers.items():
+      if isinstance(records, str):
+        run["peers"][peer] = {"peer": peer, "unsupported": records}
+        continue
+      record = _median(records)
+      run["peers"][peer] = dict(record, ratio=run["step_s"] / record["step_s"],
+                                params_ours=ours_params,
+                                params_rel_diff=record["params"] / ours_params - 1)
+  return run
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}.")
   for mode in FLAGS.mode:
     if mode not in benchmarking.MODES:
       raise ValueError(f"--mode entries must be in {benchmarking.MODES}, got {mode!r}.")
+  if FLAGS.repeats < 1:
+    raise ValueError(f"--repeats must be >= 1, got {FLAGS.repeats}.")
   logging.set_verbosity(logging.WARNING)  # Keeps Orbax's per-experiment INFO off the table.
   os.makedirs(FLAGS.output, exist_ok=True)
   environment = benchmarking.versions()
+  if FLAGS.peers:
+    from perceiver_jax import torch_peers  # pylint: disable=import-outside-toplevel
+    for peer in FLAGS.peers:
+      if peer not in torch_peers.PEERS:
+        raise ValueError(f"--peers entries must be in {torch_peers.PEERS}, got {peer!r}.")
+    environment.update(torch_peers.versions())
   print(f"{environment['device_kind']} x{environment['num_devices']} ({environment['backend']}), "
         f"jax {environment['jax']}, flax {environment['flax']}, {environment['date']}")
   print(f"{'config':36s} {'mode':9s} {'batch':>6s} {'step ms':>10s} {'ex/s':>10s} "
@@ -152,9 +267,10 @@ def main(argv):
     name, config, batch_size = load_config(spec)
     batch_size = FLAGS.batch_size or batch_size
     for mode in FLAGS.mode:
-      run = dict(benchmarking.benchmark_model(config, batch_size, mode, FLAGS.iters,
-                                              FLAGS.warmup), name=name)
+      run = measure(name, config, batch_size, mode)
       print(_row(run))
+      for peer in run.get("peers", {}).values():
+        print(_peer_row(peer))
       runs.append(run)
   results = {"environment": environment, "runs": runs}
   if FLAGS.sweep:

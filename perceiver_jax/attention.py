@@ -100,6 +100,13 @@ def _any_valid(mask):
   return jnp.any(mask, axis=-1).transpose(0, 2, 1)[..., None]
 
 
+def rows_with_keys(mask, batch: int, heads: int, q_len: int, kv_len: int):
+  """None without a mask, else bool [batch|1, q_len|1, heads|1, 1]: whether a query has a key
+  to attend (masks as `dot_product_attention` takes them)."""
+  mask = _normalize_mask(mask, batch, heads, q_len, kv_len)
+  return None if mask is None else _any_valid(mask)
+
+
 def _einsum_attention(query, key, value, mask, dropout_rate, dropout_rng, scale):
   """Explicit softmax attention (float32 logits and softmax), with probability dropout."""
   logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32) * scale
@@ -147,8 +154,10 @@ def dot_product_attention(
     dropout_rng: Optional[jax.Array] = None,
     deterministic: bool = True,
     chunk_size: int = 1024,
+    scale: Optional[float] = None,
 ) -> jax.Array:
-  """Multi-head scaled dot-product attention; see the module docstring for shapes."""
+  """Multi-head scaled dot-product attention; see the module docstring for shapes. `scale`
+  multiplies the logits (default 1 / sqrt(qk_dim))."""
   _check_shapes(query, key, value)
   validate_implementation(implementation, query.dtype, 0.0 if deterministic else dropout_rate)
   batch, q_len, heads, qk_dim = query.shape
@@ -159,7 +168,7 @@ def dot_product_attention(
   active_dropout = dropout_rate if not deterministic else 0.0
   if active_dropout > 0 and dropout_rng is None:
     raise ValueError("attention dropout is active (deterministic=False) but no dropout_rng was given.")
-  scale = 1.0 / np.sqrt(qk_dim)
+  scale = 1.0 / np.sqrt(qk_dim) if scale is None else scale
 
   if implementation == "chunked":
     return chunked_attention.chunked_attention(

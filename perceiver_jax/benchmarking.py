@@ -7,9 +7,9 @@
   forward, on random inputs of the config's shapes ([batch, ...] as `tasks.example_inputs`)
   placed on device first; a host transfer inside a timed step raises (transfer guard).
   FLOPs per step are analytic (`model_stats.flops` per example x batch, x3 for training).
-- `scaling_sweep(lengths, ...)`: a PerceiverEncoder training step on inputs [batch, N, C]
-  for each N: time and memory against input length, out-of-memory recorded;
-  `fit_exponent` is the slope of a log-log least-squares fit.
+- `scaling_sweep(lengths, ...)`: a `sweep_encoder` training step on inputs [batch, N, C]
+  for each N: time and memory against input length, out-of-memory (or over an optional
+  memory limit) recorded; `fit_exponent` is the slope of a log-log least-squares fit.
 """
 
 import datetime
@@ -84,10 +84,11 @@ def time_fn(fn: Callable, *args, warmup: int = 2, iters: int = 10,
   """Times `fn(*args)`: {median_s, p10_s, p90_s, compile_s, memory}.
 
   A jitted `fn` is compiled with `.lower(*args).compile()` (compile_s; memory = XLA's
-  temp/argument/output bytes) and the executable is run; otherwise compile_s is the first
-  call and memory None. Then `warmup` untimed and `iters` timed runs, each waited for with
-  `jax.block_until_ready`, under `jax.transfer_guard('disallow')`: an implicit host<->device
-  transfer in a run (numpy inputs, `np.asarray` of a result) raises. `carry_first` feeds the
+  temp/argument/output bytes) and the executable is run; an already compiled `fn` is run as
+  it is (compile_s ~0); otherwise compile_s is the first call and memory None. Then
+  `warmup` untimed and `iters` timed runs, each waited for with `jax.block_until_ready`,
+  under `jax.transfer_guard('disallow')`: an implicit host<->device transfer in a run
+  (numpy inputs, `np.asarray` of a result) raises. `carry_first` feeds the
   first output back as the first argument (steps that donate their state).
   """
   if warmup < 0 or iters < 1:
@@ -96,6 +97,7 @@ def time_fn(fn: Callable, *args, warmup: int = 2, iters: int = 10,
   start = time.perf_counter()
   if hasattr(fn, "lower"):
     fn = fn.lower(*args).compile()
+  if hasattr(fn, "memory_analysis"):  # Compiled (here or by the caller): no first call.
     memory = _compiled_bytes(fn)
   else:
     out = jax.block_until_ready(fn(*args))
@@ -215,21 +217,33 @@ def _is_oom(error: Exception) -> bool:
   return "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower()
 
 
-def scaling_sweep(lengths: Sequence[int], num_latents: int = 256, channels: int = 256,
-                  implementation: str = "xla", batch_size: int = 1, input_channels: int = 64,
-                  chunk_size: int = 1024, iters: int = 3, warmup: int = 1) -> list:
-  """For each N in `lengths`: a one-cross-attention, one-self-attention PerceiverEncoder
-  training step on inputs [batch_size, N, input_channels] with `implementation`'s attention.
-  Each row: length, step_s, compile_s, XLA's temp/argument/output bytes, the device's
-  peak_memory_bytes so far (None on CPU), oom. The sweep stops after the first OOM row."""
+def sweep_encoder(num_latents: int = 256, channels: int = 256, implementation: str = "xla",
+                  chunk_size: int = 1024) -> PerceiverEncoder:
+  """The sweep's encoder: one cross-attention (1 head) and one self-attention layer (1 head)
+  over num_latents x channels latents, with `implementation`'s attention."""
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}.")
-  if not lengths or any(not isinstance(n, int) or n < 1 for n in lengths):
-    raise ValueError(f"lengths must be a non-empty list of ints >= 1, got {lengths!r}.")
-  encoder = PerceiverEncoder(
+  return PerceiverEncoder(
       num_latents=num_latents, num_latent_channels=channels, num_self_attention_blocks=1,
       num_self_attention_layers_per_block=1, num_self_attention_heads=1,
       attention_implementation=implementation, chunk_size=chunk_size)
+
+
+def scaling_sweep(lengths: Sequence[int], num_latents: int = 256, channels: int = 256,
+                  implementation: str = "xla", batch_size: int = 1, input_channels: int = 64,
+                  chunk_size: int = 1024, iters: int = 3, warmup: int = 1,
+                  memory_limit_bytes: Optional[int] = None) -> list:
+  """For each N in `lengths`: a `sweep_encoder` training step on inputs
+  [batch_size, N, input_channels]. Each row: length, step_s, compile_s, XLA's
+  temp/argument/output bytes, the device's peak_memory_bytes so far (None on CPU), oom.
+  A row is oom when the device runs out of memory, or, with `memory_limit_bytes`, when XLA's
+  compiled temp + argument + output bytes exceed it (checked after compiling, before
+  running: a CPU has no device memory to exhaust). The sweep stops after the first OOM row."""
+  if not lengths or any(not isinstance(n, int) or n < 1 for n in lengths):
+    raise ValueError(f"lengths must be a non-empty list of ints >= 1, got {lengths!r}.")
+  if memory_limit_bytes is not None and memory_limit_bytes < 1:
+    raise ValueError(f"memory_limit_bytes must be >= 1 or None, got {memory_limit_bytes}.")
+  encoder = sweep_encoder(num_latents, channels, implementation, chunk_size)
   step = _encoder_step(encoder)
   init = jax.jit(encoder.init)  # Parameters do not depend on N: one compile for the sweep.
   init_inputs = jnp.zeros((batch_size, 1, input_channels))
@@ -241,9 +255,15 @@ def scaling_sweep(lengths: Sequence[int], num_latents: int = 256, channels: int 
       inputs = jax.device_put(np.random.default_rng(length).standard_normal(
           (batch_size, length, input_channels), np.float32))
       params = init(jax.random.PRNGKey(0), init_inputs)["params"]  # Fresh: the step donates.
-      timing = time_fn(step, params, inputs, warmup=warmup, iters=iters, carry_first=True)
-      row.update(step_s=timing["median_s"], compile_s=timing["compile_s"],
-                 peak_memory_bytes=peak_memory_bytes(), **(timing["memory"] or {}))
+      start = time.perf_counter()
+      compiled = step.lower(params, inputs).compile()
+      row.update(compile_s=time.perf_counter() - start, **(_compiled_bytes(compiled) or {}))
+      total = sum(row.get(k, 0) for k in ("temp_bytes", "argument_bytes", "output_bytes"))
+      if memory_limit_bytes is not None and total > memory_limit_bytes:
+        row["oom"] = True
+      else:
+        timing = time_fn(compiled, params, inputs, warmup=warmup, iters=iters, carry_first=True)
+        row.update(step_s=timing["median_s"], peak_memory_bytes=peak_memory_bytes())
     except jax.errors.JaxRuntimeError as error:
       if not _is_oom(error):
         raise

@@ -5,16 +5,35 @@ inputs_q [batch, q_len, q_channels], inputs_kv [batch, kv_len, kv_channels]
 
 qk_channels defaults to kv_channels (for self-attention that is the latent width),
 v_channels to qk_channels and output_channels to q_channels. Both must divide by num_heads.
+
+Folded key/value projections: with one head, a softmax over keys K = X Wk + bk and values
+V = X Wv + bv of the kv inputs X [b, s, c] equals attending with queries q Wk^T [b, t, c] to X
+itself (q . bk is the same for every key: softmax ignores it), then (P X) Wv + bv for the
+rows that have a key. When t << s (a Perceiver cross-attention: latents or decoder queries
+reading many inputs) this skips both [s, c] x [c, d] projections, forward and backward,
+with the same parameters and the same result up to float rounding (the key bias, which a
+softmax ignores, then gets an exactly zero gradient). `fold_kv_projections` (on by default)
+folds where it saves FLOPs (`fold_saves_flops`): one head, 'xla' backend, no rotary, not
+causal, no active dropout; `model_stats` counts the folded FLOPs.
 """
 
 from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from perceiver_jax import attention
 from perceiver_jax.position_encoding import RotaryPositionEmbedding
 from perceiver_jax.typing import DType
+
+
+def fold_saves_flops(q_len: int, kv_len: int, kv_channels: int, qk_channels: int,
+                     v_channels: int) -> bool:
+  """Whether folded key/value projections (module docstring) take fewer multiply-adds."""
+  unfolded = (kv_len * kv_channels + q_len * kv_len) * (qk_channels + v_channels)
+  folded = q_len * kv_channels * (qk_channels + v_channels) + 2 * q_len * kv_len * kv_channels
+  return folded < unfolded
 
 
 def check_divisible(channels: int, num_heads: int, field: str, heads_field: str):
@@ -39,6 +58,7 @@ class MultiHeadAttention(nn.Module):
   rotary_fraction: float = 0.0
   implementation: str = "xla"
   chunk_size: int = 1024
+  fold_kv_projections: bool = True
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
@@ -70,19 +90,46 @@ class MultiHeadAttention(nn.Module):
                              param_dtype=self.param_dtype, name=name)(x)
 
     query = project(inputs_q, qk_channels, "query")
-    key = project(inputs_kv, qk_channels, "key")
-    value = project(inputs_kv, v_channels, "value")
-    if self.rotary_fraction > 0:
-      if q_positions is None or kv_positions is None:
-        raise ValueError("rotary_fraction > 0 needs q_positions and kv_positions.")
-      rotary = RotaryPositionEmbedding(self.rotary_fraction)
-      query, key = rotary(query, q_positions), rotary(key, kv_positions)
     dropout_rng = None
     if self.dropout_rate > 0 and not deterministic:
       dropout_rng = self.make_rng("dropout")
-    out = attention.dot_product_attention(
-        query, key, value, mask, causal=self.causal, implementation=self.implementation,
-        dropout_rate=self.dropout_rate, dropout_rng=dropout_rng, deterministic=deterministic,
-        chunk_size=self.chunk_size)
+    fold = (self.fold_kv_projections and self.num_heads == 1 and self.rotary_fraction == 0
+            and self.implementation == "xla" and not self.causal and dropout_rng is None
+            and fold_saves_flops(inputs_q.shape[1], inputs_kv.shape[1], inputs_kv.shape[-1],
+                                 qk_channels, v_channels))
+    if fold:
+      out = self._folded_attention(query, inputs_kv, mask, project, qk_channels, v_channels)
+    else:
+      key = project(inputs_kv, qk_channels, "key")
+      value = project(inputs_kv, v_channels, "value")
+      if self.rotary_fraction > 0:
+        if q_positions is None or kv_positions is None:
+          raise ValueError("rotary_fraction > 0 needs q_positions and kv_positions.")
+        rotary = RotaryPositionEmbedding(self.rotary_fraction)
+        query, key = rotary(query, q_positions), rotary(key, kv_positions)
+      out = attention.dot_product_attention(
+          query, key, value, mask, causal=self.causal, implementation=self.implementation,
+          dropout_rate=self.dropout_rate, dropout_rng=dropout_rng, deterministic=deterministic,
+          chunk_size=self.chunk_size)
     return nn.DenseGeneral(output_channels, axis=(-2, -1), dtype=self.dtype,
                            param_dtype=self.param_dtype, name="out")(out)
+
+  def _folded_attention(self, query, inputs_kv, mask, project, qk_channels, v_channels):
+    """One-head attention with folded key/value projections (module docstring):
+    query [b, t, 1, qk] and inputs [b, s, c] -> [b, t, 1, v]."""
+    empty = inputs_kv[:, :0]  # Zero rows: creates / binds the projections' params, no FLOPs.
+    project(empty, qk_channels, "key")
+    project(empty, v_channels, "value")
+    params = self.variables["params"]
+    key_kernel = params["key"]["kernel"].astype(self.dtype)  # [c, 1, qk]
+    value = params["value"]
+    inputs = inputs_kv.astype(self.dtype)[:, :, None]  # [b, s, 1, c]
+    folded_query = jnp.einsum("btnd,cnd->btnc", query, key_kernel)
+    attended = attention.dot_product_attention(
+        folded_query, inputs, inputs, mask, implementation="xla",
+        scale=1.0 / np.sqrt(qk_channels))  # P X: [b, t, 1, c].
+    out = jnp.einsum("btnc,cnd->btnd", attended, value["kernel"].astype(self.dtype))
+    bias = value["bias"].astype(self.dtype)
+    has_keys = attention.rows_with_keys(mask, inputs_kv.shape[0], 1, query.shape[1],
+                                        inputs_kv.shape[1])
+    return out + (bias if has_keys is None else jnp.where(has_keys, bias, 0).astype(out.dtype))

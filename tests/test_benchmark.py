@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import benchmark
-from perceiver_jax import benchmarking, tasks
+from perceiver_jax import benchmarking, tasks, torch_peers
 from perceiver_jax.model_stats import flops
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,26 +94,28 @@ def test_fit_exponent_exact_power_laws():
 
 @pytest.fixture(scope="module")
 def launcher_output(tmp_path_factory):
-  """One launcher run (its own process, so its flags stay its own): tiny config inference and
-  an 'xla' sweep over N=64..256."""
+  """One launcher run (its own process, so its flags stay its own): inference of two tiny
+  configs beside both PyTorch peers (the digits one has residual dropout, which neither peer
+  has), and an 'xla' sweep over N=64..256 with the peers."""
   output = tmp_path_factory.mktemp("bench")
   command = [sys.executable, "-m", "experiments.benchmark",
-             "--configs=configs/digits_perceiver.py:tiny", "--mode=inference",
-             "--batch_size=8", "--iters=2", "--warmup=1", "--sweep", "--sweep_min_length=64",
-             "--sweep_max_length=256", "--sweep_num_latents=4", "--sweep_channels=16",
-             "--sweep_implementations=xla", f"--output={output}"]
+             "--configs=configs/digits_perceiver.py:tiny,configs/cifar10_perceiver.py:tiny",
+             "--mode=inference", "--batch_size=8", "--iters=2", "--warmup=1", "--sweep",
+             "--sweep_min_length=64", "--sweep_max_length=256", "--sweep_num_latents=4",
+             "--sweep_channels=16", "--sweep_implementations=xla",
+             "--peers=transformers,lucidrains", f"--output={output}"]
   subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=600)
   return output
 
 
 def test_launcher_end_to_end(launcher_output, tiny_config):
   results = json.loads((launcher_output / "results.json").read_text())
-  (run,) = results["runs"]
+  run, cifar = results["runs"]
   assert run["mode"] == "inference" and run["batch_size"] == 8 and run["step_s"] > 0
   assert run["flops_per_step"] == _model_flops(tiny_config) * 8  # Forward only.
   assert np.isfinite(run["examples_per_s"]) and run["mfu"] is None
   assert results["environment"]["device_kind"] == "cpu"
-  assert list(results["sweep"]["rows"]) == ["xla"]
+  assert list(results["sweep"]["rows"]) == ["xla", "transformers", "lucidrains"]
   assert (launcher_output / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   with pytest.raises(ValueError, match="preset"):
     benchmark.load_config("no_such_preset")
@@ -126,6 +128,12 @@ def test_scaling_sweep_memory_grows_with_length(launcher_output):
   lengths = [64, 128, 256]
   sweep = json.loads((launcher_output / "results.json").read_text())["sweep"]
   rows = sweep["rows"]["xla"]
+  for peer in torch_peers.PEERS:  # Same lengths; the torch step's peak memory grows with N.
+    peer_rows = sweep["rows"][peer]
+    assert [row["length"] for row in peer_rows] == lengths
+    assert all(row["step_s"] > 0 and not row["oom"] for row in peer_rows)
+    peaks = [row["peak_step_bytes"] for row in peer_rows]
+    assert peaks == sorted(peaks) and peaks[-1] > peaks[0]
   assert [row["length"] for row in rows] == lengths and not any(row["oom"] for row in rows)
   temp = [row["temp_bytes"] for row in rows]
   assert temp == sorted(temp) and temp[-1] > temp[0]
@@ -139,3 +147,86 @@ def test_scaling_sweep_memory_grows_with_length(launcher_output):
   assert 0 < exponent <= 1.0
   with pytest.raises(ValueError, match="implementation"):
     benchmarking.scaling_sweep(lengths, implementation="flash")
+
+
+def test_launcher_reports_peers_with_ratios(launcher_output):
+  results = json.loads((launcher_output / "results.json").read_text())
+  digits, cifar = results["runs"]
+  for peer in torch_peers.PEERS:  # Residual dropout: reported, not run.
+    assert "dropout_rate" in digits["peers"][peer]["unsupported"]
+    record = cifar["peers"][peer]
+    assert record["mode"] == "inference" and record["batch_size"] == 8
+    assert record["step_s"] > 0 and record["peak_step_bytes"] > 0
+    assert record["ratio"] == pytest.approx(cifar["step_s"] / record["step_s"])
+    assert record["params_ours"] == _model_params("configs/cifar10_perceiver.py:tiny")
+    assert abs(record["params_rel_diff"]) < 0.02
+  assert results["environment"]["torch_threads"] == len(os.sched_getaffinity(0))
+
+
+def _model_params(spec):
+  config = benchmark.load_config(spec)[1]
+  model = tasks.build(config.model)
+  variables = model.init(jax.random.PRNGKey(0), tasks.example_inputs(config.model, 1))
+  return sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(variables["params"]))
+
+
+def test_peer_parameter_counts_match_ours():
+  """transformers has our exact parameters; lucidrains lacks the q/k/v biases (3 x the qk
+  width per attention) and adds a LayerNorm (2 x latent channels) before its logits."""
+  config = benchmark.load_config("configs/cifar10_perceiver.py:tiny")[1].model
+  ours = _model_params("configs/cifar10_perceiver.py:tiny")
+  assert torch_peers.our_param_count(config) == ours
+  assert torch_peers.count_params(torch_peers.build_peer("transformers", config)) == ours
+  cross_qk = 3 + 2 * (2 * 2 + 1)  # RGB + 2-D Fourier features with 2 bands.
+  latent = config.encoder.num_latent_channels
+  layers = config.encoder.num_self_attention_layers_per_block
+  expected = ours - 3 * cross_qk - 3 * latent * layers + 2 * latent
+  assert torch_peers.count_params(torch_peers.build_peer("lucidrains", config)) == expected
+  io = benchmark.load_config("configs/cifar10_perceiver_io.py:tiny")[1].model  # Perceiver IO.
+  assert torch_peers.count_params(torch_peers.build_peer("transformers", io)) == \
+      torch_peers.our_param_count(io)
+
+
+def test_peers_compute_logits_of_our_shape():
+  import torch  # pylint: disable=import-outside-toplevel
+  config = benchmark.load_config("configs/cifar10_perceiver.py:tiny")[1].model
+  images = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 8, 8, 3), np.float32))
+  for peer in torch_peers.PEERS:
+    logits = torch_peers.build_peer(peer, config)(images)
+    assert tuple(logits.shape) == (2, 10) and bool(torch.isfinite(logits).all())
+  encoder = benchmarking.sweep_encoder(num_latents=4, channels=16)
+  for peer in torch_peers.PEERS:
+    module = torch_peers.build_encoder_peer(peer, encoder, input_channels=6)
+    assert tuple(module(torch.zeros(2, 5, 6)).shape) == (2, 4, 16)
+
+
+def test_inexpressible_shapes_raise():
+  imagenet = tasks.tiny_config("perceiver_classification", "imagenet")  # 2 cross-attends.
+  with pytest.raises(ValueError, match="num_cross_attention_layers=2"):
+    torch_peers.build_peer("transformers", imagenet)
+  with pytest.raises(ValueError, match="first_self_attention_block_shared=False"):
+    torch_peers.build_peer("lucidrains", imagenet)  # Its first block is shared: not in lucidrains.
+  io = benchmark.load_config("configs/cifar10_perceiver_io.py:tiny")[1].model
+  with pytest.raises(ValueError, match="query decoder"):
+    torch_peers.build_peer("lucidrains", io)
+  digits = benchmark.load_config("configs/digits_perceiver.py:tiny")[1].model
+  with pytest.raises(ValueError, match="dropout_rate=0.1"):
+    torch_peers.build_peer("transformers", digits)
+  with pytest.raises(ValueError, match="peer must be one of"):
+    torch_peers.build_peer("timm", digits)
+
+
+def test_sweep_memory_limit_marks_oom(launcher_output):
+  """A limit between N=64's and N=128's compiled bytes: 64 runs, 128 is OOM, the sweep stops."""
+  rows = json.loads((launcher_output / "results.json").read_text())["sweep"]["rows"]["xla"]
+  total = lambda row: row["temp_bytes"] + row["argument_bytes"] + row["output_bytes"]
+  limit = (total(rows[0]) + total(rows[1])) // 2
+  limited = benchmarking.scaling_sweep([64, 128, 256], num_latents=4, channels=16, iters=1,
+                                       memory_limit_bytes=limit)
+  assert [row["oom"] for row in limited] == [False, True]
+  assert total(limited[1]) == total(rows[1]) > limit
+  encoder = benchmarking.sweep_encoder(num_latents=4, channels=16)
+  peer_rows = torch_peers.encoder_sweep("transformers", [64, 4096], encoder, iters=1,
+                                        memory_limit_bytes=2 ** 20)
+  assert [row["oom"] for row in peer_rows] == [False, True]
+  assert peer_rows[0]["peak_step_bytes"] < 2 ** 20 < peer_rows[1]["peak_step_bytes"]
