@@ -43,13 +43,17 @@ def plot_learning_curves(records: Sequence[Mapping], path: str) -> str:
 
 
 def cross_attention_maps(model, variables, inputs) -> np.ndarray:
-  """First cross-attention weights of a Perceiver on inputs [b, *index_dims, c]."""
-  is_projection = lambda module, method: module.name in ("query", "key")
-  _, state = model.apply(variables, inputs, capture_intermediates=is_projection,
+  """First cross-attention weights of a Perceiver on inputs [b, *index_dims, c]. The keys are
+  projected here from the normalised inputs (a one-head attention may fold its key
+  projection away, see multi_head_attention.py)."""
+  captured = lambda module, method: module.name in ("query", "input_norm")
+  _, state = model.apply(variables, inputs, capture_intermediates=captured,
                          mutable=["intermediates"])
-  attention = state["intermediates"]["encoder"]["cross_attention_first"]["attention"]
-  query = attention["query"]["__call__"][0].astype(jnp.float32)  # [b, latents, h, d]
-  key = attention["key"]["__call__"][0].astype(jnp.float32)  # [b, inputs, h, d]
+  layer = state["intermediates"]["encoder"]["cross_attention_first"]
+  query = layer["attention"]["query"]["__call__"][0].astype(jnp.float32)  # [b, latents, h, d]
+  normed = layer["input_norm"]["__call__"][0].astype(jnp.float32)  # [b, inputs, c]
+  projection = variables["params"]["encoder"]["cross_attention_first"]["attention"]["key"]
+  key = jnp.einsum("bkc,chd->bkhd", normed, projection["kernel"]) + projection["bias"]
   logits = jnp.einsum("bqhd,bkhd->bhqk", query, key) / np.sqrt(query.shape[-1])
   weights = jax.nn.softmax(logits, axis=-1).mean(axis=1)  # [b, latents, inputs]
   return np.asarray(weights).reshape(weights.shape[:2] + inputs.shape[1:-1])

@@ -1,11 +1,11 @@
 """Every experiment config and variant: it passes the trainer's checks, its model builds and
 initialises (abstractly) at the data's shapes, its dataset's TFDS features fit the model, and
 the paper configs reproduce the papers' parameter counts, run lengths and learning-rate
-schedules. Each test-size variant trains 2 steps and evaluates on TFDS mock data."""
+schedules. Training itself runs in tests/test_trainer.py (digits, MLM in bf16 on mock text)
+and tests/test_fine_tuning.py (glue_bytes_perceiver_io:tiny from a converted checkpoint)."""
 
 import glob
 import importlib
-import json
 import os
 
 import jax
@@ -30,16 +30,9 @@ VARIANTS = {
                                 "rte"),
 }
 ALL = [(name, variant) for name, variants in VARIANTS.items() for variant in variants]
-# Trained for two steps: one per data task and recipe family (ImageNet: RandAugment, mixup,
-# LAMB, BatchNorm; byte MLM). glue_bytes_perceiver_io:tiny trains in tests/test_fine_tuning.py
-# (from a converted checkpoint); the other tiny variants differ from these or from the digits
-# runs of tests/test_trainer.py only in model settings, checked abstractly here.
-TINY_RUNS = [("imagenet_perceiver_io", "tiny"), ("mlm_bytes_perceiver_io", "tiny")]
-# No abstract init for models that another variant's repeats (up to the number of classes) or
-# that TINY_RUNS initialise for real.
+# No abstract init for models that another variant's repeats (up to the number of classes).
 NO_ABSTRACT_INIT = {("glue_bytes_perceiver_io", v) for v in VARIANTS["glue_bytes_perceiver_io"][2:]}
 NO_ABSTRACT_INIT |= {("imagenet_perceiver_io", "fourier"), ("perceiver_ar_bytes", "stdlib")}
-NO_ABSTRACT_INIT |= set(TINY_RUNS)
 DATA_TASKS = {"perceiver_classification": "image_classification",
               "image_classification": "image_classification",
               "masked_language_modeling": "text_mlm", "language_modeling": "text_mlm",
@@ -158,20 +151,3 @@ def test_byte_mlm_warm_up_then_cosine():
   np.testing.assert_allclose(rates, [0.0, 6.25e-4, 1.25e-3, 0.0], rtol=1e-5, atol=1e-9)
   assert (config.num_train_steps, config.mlm.mask_prob, config.model.dtype) == (
       500_000, 0.15, "bfloat16")
-
-
-@pytest.mark.parametrize("name, variant", TINY_RUNS)
-def test_tiny_variant_trains_two_steps_and_evaluates(name, variant, tmp_path):
-  config = _config(name, variant)
-  config.data.data_dir = str(tmp_path / "tfds")
-  workdir = str(tmp_path / "work")
-  with tfds.testing.mock_data(num_examples=16):
-    metrics = trainer.train_and_evaluate(config, workdir)
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    records = [json.loads(line) for line in f]
-  assert [(r["step"], r["split"]) for r in records] == [(1, "train"), (2, "train"), (2, "eval")]
-  assert all(np.isfinite(r["loss"]) and 0 <= r["accuracy"] <= 1 for r in records)
-  assert metrics == {k: v for k, v in records[-1].items() if k not in ("step", "split")}
-  if config.data.task != "text_mlm":  # 16 eval examples, each counted once.
-    assert metrics["accuracy"] * 16 == pytest.approx(round(metrics["accuracy"] * 16), abs=1e-4)
-  assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))

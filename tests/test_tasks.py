@@ -86,12 +86,24 @@ def test_tiny_task_model_forward_backward_and_param_count(name, variant):
   assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
   # Every parameter array takes part (a non-zero gradient entry), except in the multimodal
   # input: the label is always masked (its padding is overwritten by the mask token) and
-  # the image/audio mask tokens are never used (mask probability 0), as in the official model.
+  # the image/audio mask tokens are never used (mask probability 0), as in the official model;
+  # and the key biases of one-head attentions, which a softmax ignores (exactly zero with the
+  # folded key/value projections of multi_head_attention.py).
   unused = {"['input_adapter']['label_padding']", "['input_adapter']['image_mask_token']",
             "['input_adapter']['audio_mask_token']"} if name == "multimodal_autoencoding" else set()
   dead = {jax.tree_util.keystr(path) for path, g in jax.tree_util.tree_leaves_with_path(grads)
           if not np.any(np.asarray(g))}
-  assert dead == unused
+  key_biases = {p for p in dead if p.endswith("['attention']['key']['bias']")}
+  assert dead - key_biases == unused
+  assert all(_one_head_attention(params, p) for p in key_biases)
+
+
+def _one_head_attention(params, key_bias_path: str) -> bool:
+  """Whether the attention owning the key bias at `key_bias_path` has one head."""
+  node = params
+  for name in key_bias_path.strip("[]'").split("']['"):
+    node = node[name]
+  return node.shape[0] == 1  # A key bias is [heads, head_channels].
 
 
 def _expected_output_shapes(c, b):
