@@ -27,7 +27,7 @@ from perceiver_jax.decoder import (ClassificationDecoder, PerceiverDecoder, Proj
                                    TrainableQuery)
 from perceiver_jax.encoder import PerceiverEncoder
 from perceiver_jax.models import Perceiver, PerceiverIO
-from perceiver_jax.multi_head_attention import fold_saves_flops
+from perceiver_jax.multi_head_attention import folds_kv_projections
 from perceiver_jax.position_encoding import fourier_num_channels
 from perceiver_jax.typing import hyperparameters
 
@@ -65,7 +65,7 @@ def _attention(q_shape, kv_shape, qk: Optional[int], v: Optional[int], out: Opti
   projections = [dense_stats(c_q, qk, t), dense_stats(c_kv, qk, s), dense_stats(c_kv, v, s),
                  dense_stats(v, out, t)]
   total = functools.reduce(Stats.__add__, projections)
-  if num_heads == 1 and implementation == "xla" and fold_saves_flops(t, s, c_kv, qk, v):
+  if folds_kv_projections(num_heads, implementation, t, s, c_kv, qk, v):
     flops = 2 * (t * c_q * qk + t * qk * c_kv + 2 * t * s * c_kv + t * c_kv * v + t * v * out)
     return Stats(total.params, flops, (t, out))
   return Stats(total.params, total.flops + 2 * t * s * (qk + v), (t, out))

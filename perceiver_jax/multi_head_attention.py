@@ -13,7 +13,7 @@ rows that have a key. When t << s (a Perceiver cross-attention: latents or decod
 reading many inputs) this skips both [s, c] x [c, d] projections, forward and backward,
 with the same parameters and the same result up to float rounding (the key bias, which a
 softmax ignores, then gets an exactly zero gradient). `fold_kv_projections` (on by default)
-folds where it saves FLOPs (`fold_saves_flops`): one head, 'xla' backend, no rotary, not
+folds where it saves FLOPs (`folds_kv_projections`): one head, 'xla' backend, no rotary, not
 causal, no active dropout; `model_stats` counts the folded FLOPs.
 """
 
@@ -28,9 +28,12 @@ from perceiver_jax.position_encoding import RotaryPositionEmbedding
 from perceiver_jax.typing import DType
 
 
-def fold_saves_flops(q_len: int, kv_len: int, kv_channels: int, qk_channels: int,
-                     v_channels: int) -> bool:
-  """Whether folded key/value projections (module docstring) take fewer multiply-adds."""
+def folds_kv_projections(num_heads: int, implementation: str, q_len: int, kv_len: int,
+                         kv_channels: int, qk_channels: int, v_channels: int) -> bool:
+  """Whether an attention of these sizes folds its key/value projections (module docstring):
+  one head, the 'xla' backend, and fewer multiply-adds folded than literal."""
+  if num_heads != 1 or implementation != "xla":
+    return False
   unfolded = (kv_len * kv_channels + q_len * kv_len) * (qk_channels + v_channels)
   folded = q_len * kv_channels * (qk_channels + v_channels) + 2 * q_len * kv_len * kv_channels
   return folded < unfolded
@@ -93,10 +96,11 @@ class MultiHeadAttention(nn.Module):
     dropout_rng = None
     if self.dropout_rate > 0 and not deterministic:
       dropout_rng = self.make_rng("dropout")
-    fold = (self.fold_kv_projections and self.num_heads == 1 and self.rotary_fraction == 0
-            and self.implementation == "xla" and not self.causal and dropout_rng is None
-            and fold_saves_flops(inputs_q.shape[1], inputs_kv.shape[1], inputs_kv.shape[-1],
-                                 qk_channels, v_channels))
+    fold = (self.fold_kv_projections and self.rotary_fraction == 0 and not self.causal
+            and dropout_rng is None
+            and folds_kv_projections(self.num_heads, self.implementation, inputs_q.shape[1],
+                                     inputs_kv.shape[1], inputs_kv.shape[-1], qk_channels,
+                                     v_channels))
     if fold:
       out = self._folded_attention(query, inputs_kv, mask, project, qk_channels, v_channels)
     else:
