@@ -3,6 +3,7 @@
 import json
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import matplotlib.image
@@ -35,6 +36,32 @@ def test_cross_attention_maps_are_distributions_over_pixels():
   params["encoder"]["cross_attention_first"]["attention"] = dict(attention, key=zeroed)
   uniform = plots.cross_attention_maps(model, {"params": params}, images)
   np.testing.assert_allclose(uniform, 1 / 64, rtol=1e-5)
+
+
+def test_cross_attention_maps_are_the_weights_the_model_applies():
+  """The maps weight the values exactly as the model's first cross-attention does: the
+  attention output (the input of its 'out' projection) equals maps @ (LN(inputs) Wv + bv)."""
+  _, model = _model()
+  images = jnp.asarray(np.random.default_rng(3).uniform(size=(2, 8, 8, 1)), jnp.float32)
+  params = random_params(model, images)
+  maps = plots.cross_attention_maps(model, {"params": params}, images)
+  seen = {}
+
+  def record(next_fun, args, kwargs, context):
+    path = context.module.path
+    if path[-3:] == ("cross_attention_first", "attention", "out"):
+      seen["attended"] = args[0]  # [b, latents, 1 head, v]
+    if path[-2:] == ("cross_attention_first", "input_norm"):
+      seen["normed"] = next_fun(*args, **kwargs)
+      return seen["normed"]
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    model.apply({"params": params}, images)
+  value = params["encoder"]["cross_attention_first"]["attention"]["value"]
+  values = jnp.einsum("bkc,chd->bkhd", seen["normed"], value["kernel"]) + value["bias"]
+  expected = jnp.einsum("bqk,bkhd->bqhd", maps.reshape(maps.shape[:2] + (-1,)), values)
+  np.testing.assert_allclose(seen["attended"], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_pngs_have_the_figure_size(tmp_path):
