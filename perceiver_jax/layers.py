@@ -26,6 +26,22 @@ def layer_norm(param_dtype: DType, name: Optional[str] = None) -> nn.LayerNorm:
                       name=name)
 
 
+class LayerNormParts(nn.Module):
+  """nn.LayerNorm with its affine map left unapplied: x [..., c] -> (float32 normalised x
+  [..., c], scale [c], bias [c]); the same parameters as `layer_norm`. The cross-attention
+  hands scale and bias to MultiHeadAttention, which folds them into its projections."""
+  param_dtype: DType = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    channels = x.shape[-1:]
+    scale = self.param("scale", nn.initializers.ones, channels, self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, channels, self.param_dtype)
+    normed = nn.LayerNorm(epsilon=LAYER_NORM_EPSILON, use_bias=False, use_scale=False,
+                          dtype=jnp.float32, name="normalize")(x)
+    return normed, scale, bias
+
+
 ACTIVATIONS = {
     "gelu": lambda x: nn.gelu(x, approximate=True),  # The official Perceiver (Haiku) MLP.
     "gelu_exact": lambda x: nn.gelu(x, approximate=False),  # PyTorch / transformers.
@@ -84,12 +100,13 @@ class _AttentionLayer(nn.Module):
   def _norm(self, x, name):
     return layer_norm(self.param_dtype, name)(x).astype(self.dtype)
 
-  def _attend(self, q, kv, mask, deterministic):
+  def _attend(self, q, kv, mask, deterministic, kv_scale=None, kv_bias=None):
     attended = MultiHeadAttention(
         num_heads=self.num_heads, qk_channels=self.qk_channels, v_channels=self.v_channels,
         dropout_rate=self.attention_dropout_rate, causal=self.causal,
         implementation=self.implementation, chunk_size=self.chunk_size, dtype=self.dtype,
-        param_dtype=self.param_dtype, name="attention")(q, kv, mask, deterministic=deterministic)
+        param_dtype=self.param_dtype, name="attention")(
+            q, kv, mask, deterministic=deterministic, kv_scale=kv_scale, kv_bias=kv_bias)
     return nn.Dropout(self.dropout_rate)(attended, deterministic=deterministic)
 
   def _mlp_residual(self, x, deterministic):
@@ -105,8 +122,9 @@ class CrossAttentionLayer(_AttentionLayer):
   @nn.compact
   def __call__(self, x, inputs, mask=None, deterministic: bool = True):
     x = x.astype(self.dtype)
-    attended = self._attend(self._norm(x, "query_norm"), self._norm(inputs, "input_norm"), mask,
-                            deterministic)
+    normed_inputs, scale, bias = LayerNormParts(self.param_dtype, name="input_norm")(inputs)
+    attended = self._attend(self._norm(x, "query_norm"), normed_inputs, mask, deterministic,
+                            scale, bias)
     x = x + attended if self.use_query_residual else attended
     return self._mlp_residual(x, deterministic)
 

@@ -15,6 +15,12 @@ with the same parameters and the same result up to float rounding (the key bias,
 softmax ignores, then gets an exactly zero gradient). `fold_kv_projections` (on by default)
 folds where it saves FLOPs (`folds_kv_projections`): one head, 'xla' backend, no rotary, not
 causal, no active dropout; `model_stats` counts the folded FLOPs.
+
+A LayerNorm's affine map on the kv inputs (`kv_scale`, `kv_bias` [kv_channels]: the attention
+reads X * kv_scale + kv_bias) folds as well: the scale into both kernels, the bias into the
+value bias (bias @ Wv). Attention then reads the normalised inputs themselves, so when those
+depend on no parameter (pixels and Fourier features) the backward pass never forms their
+[b, s, c] gradient.
 """
 
 from typing import Optional
@@ -81,7 +87,7 @@ class MultiHeadAttention(nn.Module):
 
   @nn.compact
   def __call__(self, inputs_q, inputs_kv, mask=None, *, deterministic: bool = True,
-               q_positions=None, kv_positions=None):
+               q_positions=None, kv_positions=None, kv_scale=None, kv_bias=None):
     qk_channels = self.qk_channels or inputs_kv.shape[-1]
     v_channels = self.v_channels or qk_channels
     output_channels = self.output_channels or inputs_q.shape[-1]
@@ -101,9 +107,18 @@ class MultiHeadAttention(nn.Module):
             and folds_kv_projections(self.num_heads, self.implementation, inputs_q.shape[1],
                                      inputs_kv.shape[1], inputs_kv.shape[-1], qk_channels,
                                      v_channels))
+    if (kv_scale is None) != (kv_bias is None):
+      raise ValueError("kv_scale and kv_bias go together (a LayerNorm's affine map); pass both "
+                       "or neither.")
+    if kv_scale is not None and not kv_scale.shape == kv_bias.shape == inputs_kv.shape[-1:]:
+      raise ValueError(f"kv_scale {kv_scale.shape} and kv_bias {kv_bias.shape} must both have "
+                       f"shape [kv_channels] = {inputs_kv.shape[-1:]}.")
     if fold:
-      out = self._folded_attention(query, inputs_kv, mask, project, qk_channels, v_channels)
+      out = self._folded_attention(query, inputs_kv, mask, project, qk_channels, v_channels,
+                                   kv_scale, kv_bias)
     else:
+      if kv_scale is not None:
+        inputs_kv = (inputs_kv * kv_scale + kv_bias).astype(self.dtype)
       key = project(inputs_kv, qk_channels, "key")
       value = project(inputs_kv, v_channels, "value")
       if self.rotary_fraction > 0:
@@ -118,22 +133,27 @@ class MultiHeadAttention(nn.Module):
     return nn.DenseGeneral(output_channels, axis=(-2, -1), dtype=self.dtype,
                            param_dtype=self.param_dtype, name="out")(out)
 
-  def _folded_attention(self, query, inputs_kv, mask, project, qk_channels, v_channels):
-    """One-head attention with folded key/value projections (module docstring):
-    query [b, t, 1, qk] and inputs [b, s, c] -> [b, t, 1, v]."""
+  def _folded_attention(self, query, inputs_kv, mask, project, qk_channels, v_channels,
+                        kv_scale, kv_bias):
+    """One-head attention with folded key/value projections and kv affine map (module
+    docstring): query [b, t, 1, qk] and inputs [b, s, c] -> [b, t, 1, v]."""
     empty = inputs_kv[:, :0]  # Zero rows: creates / binds the projections' params, no FLOPs.
     project(empty, qk_channels, "key")
     project(empty, v_channels, "value")
     params = self.variables["params"]
-    key_kernel = params["key"]["kernel"].astype(self.dtype)  # [c, 1, qk]
-    value = params["value"]
+    key_kernel = params["key"]["kernel"]  # [c, 1, qk]
+    value_kernel, value_bias = params["value"]["kernel"], params["value"]["bias"]  # [c, 1, v]
+    if kv_scale is not None:
+      value_bias = value_bias + jnp.einsum("c,cnd->nd", kv_bias, value_kernel)
+      key_kernel = key_kernel * kv_scale[:, None, None]
+      value_kernel = value_kernel * kv_scale[:, None, None]
     inputs = inputs_kv.astype(self.dtype)[:, :, None]  # [b, s, 1, c]
-    folded_query = jnp.einsum("btnd,cnd->btnc", query, key_kernel)
+    folded_query = jnp.einsum("btnd,cnd->btnc", query, key_kernel.astype(self.dtype))
     attended = attention.dot_product_attention(
         folded_query, inputs, inputs, mask, implementation="xla",
         scale=1.0 / np.sqrt(qk_channels))  # P X: [b, t, 1, c].
-    out = jnp.einsum("btnc,cnd->btnd", attended, value["kernel"].astype(self.dtype))
-    bias = value["bias"].astype(self.dtype)
+    out = jnp.einsum("btnc,cnd->btnd", attended, value_kernel.astype(self.dtype))
+    bias = value_bias.astype(self.dtype)
     has_keys = attention.rows_with_keys(mask, inputs_kv.shape[0], 1, query.shape[1],
                                         inputs_kv.shape[1])
     return out + (bias if has_keys is None else jnp.where(has_keys, bias, 0).astype(out.dtype))

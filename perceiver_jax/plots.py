@@ -51,7 +51,8 @@ def cross_attention_maps(model, variables, inputs) -> np.ndarray:
                          mutable=["intermediates"])
   layer = state["intermediates"]["encoder"]["cross_attention_first"]
   query = layer["attention"]["query"]["__call__"][0].astype(jnp.float32)  # [b, latents, h, d]
-  normed = layer["input_norm"]["__call__"][0].astype(jnp.float32)  # [b, inputs, c]
+  normalized, scale, bias = layer["input_norm"]["__call__"][0]  # LayerNormParts.
+  normed = (normalized * scale + bias).astype(jnp.float32)  # [b, inputs, c]
   projection = variables["params"]["encoder"]["cross_attention_first"]["attention"]["key"]
   key = jnp.einsum("bkc,chd->bkhd", normed, projection["kernel"]) + projection["bias"]
   logits = jnp.einsum("bqhd,bkhd->bhqk", query, key) / np.sqrt(query.shape[-1])

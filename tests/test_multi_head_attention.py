@@ -269,3 +269,44 @@ def test_folded_kv_projections_same_result_fewer_flops():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   flops = [loss(m).lower(params).compile().cost_analysis()["flops"] for m in modules]
   assert flops[0] < flops[1]
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_kv_affine_map_equals_applying_it_first(fold):
+  """kv_scale / kv_bias (a LayerNorm's affine map, folded into the projections when the
+  attention folds): the same outputs and gradients (parameters, scale and bias) as attending
+  to inputs * scale + bias; folded, the backward pass needs fewer FLOPs (no [b, s, c]
+  gradient of the inputs)."""
+  rng = np.random.default_rng(1)
+  q = jnp.asarray(rng.standard_normal((2, 3, 8)), jnp.float32)
+  kv = jnp.asarray(rng.standard_normal((2, 40, 6)), jnp.float32)
+  mask = jnp.asarray(np.arange(40)[None] < np.array([[25], [0]]))  # Row 2 sees no key.
+  affine = {"scale": jnp.asarray(1 + 0.5 * rng.standard_normal(6), jnp.float32),
+            "bias": jnp.asarray(0.5 * rng.standard_normal(6), jnp.float32)}
+  module = MultiHeadAttention(num_heads=1, fold_kv_projections=fold)
+  params = module.init(jax.random.PRNGKey(0), q, kv, mask)["params"]
+  params = jax.tree_util.tree_map(
+      lambda p: p + 0.3 * jnp.asarray(rng.standard_normal(p.shape), p.dtype), params)
+  passed = lambda p, a: module.apply({"params": p}, q, kv, mask, kv_scale=a["scale"],
+                                     kv_bias=a["bias"])
+  applied = lambda p, a: module.apply({"params": p}, q, kv * a["scale"] + a["bias"], mask)
+  losses = [jax.jit(jax.value_and_grad(lambda p, a, f=f: jnp.sum(jnp.sin(f(p, a))),
+                                       argnums=(0, 1))) for f in (passed, applied)]
+  (out, grads), (expected, expected_grads) = [loss(params, affine) for loss in losses]
+  np.testing.assert_allclose(passed(params, affine), applied(params, affine), rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+  leaves = jax.tree_util.tree_leaves
+  for a, b in zip(leaves(grads), leaves(expected_grads), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  flops = [loss.lower(params, affine).compile().cost_analysis()["flops"] for loss in losses]
+  assert flops[0] < flops[1] if fold else flops[0] == pytest.approx(flops[1], rel=0.05)
+
+
+def test_kv_affine_map_errors():
+  module = MultiHeadAttention(num_heads=1)
+  q, kv = jnp.ones((1, 2, 4)), jnp.ones((1, 5, 3))
+  with pytest.raises(ValueError, match="kv_scale and kv_bias go together"):
+    module.init(jax.random.PRNGKey(0), q, kv, kv_scale=jnp.ones(3))
+  with pytest.raises(ValueError, match=r"shape \[kv_channels\]"):
+    module.init(jax.random.PRNGKey(0), q, kv, kv_scale=jnp.ones(4), kv_bias=jnp.ones(4))

@@ -52,14 +52,15 @@ def test_cross_attention_maps_are_the_weights_the_model_applies():
     if path[-3:] == ("cross_attention_first", "attention", "out"):
       seen["attended"] = args[0]  # [b, latents, 1 head, v]
     if path[-2:] == ("cross_attention_first", "input_norm"):
-      seen["normed"] = next_fun(*args, **kwargs)
-      return seen["normed"]
+      seen["inputs"] = args[0]  # [b, inputs, c]
     return next_fun(*args, **kwargs)
 
   with nn.intercept_methods(record):
     model.apply({"params": params}, images)
-  value = params["encoder"]["cross_attention_first"]["attention"]["value"]
-  values = jnp.einsum("bkc,chd->bkhd", seen["normed"], value["kernel"]) + value["bias"]
+  layer = params["encoder"]["cross_attention_first"]
+  normed = nn.LayerNorm(epsilon=1e-5).apply({"params": layer["input_norm"]}, seen["inputs"])
+  value = layer["attention"]["value"]
+  values = jnp.einsum("bkc,chd->bkhd", normed, value["kernel"]) + value["bias"]
   expected = jnp.einsum("bqk,bkhd->bqhd", maps.reshape(maps.shape[:2] + (-1,)), values)
   np.testing.assert_allclose(seen["attended"], expected, rtol=1e-4, atol=1e-5)
 
