@@ -107,9 +107,10 @@ def rows_with_keys(mask, batch: int, heads: int, q_len: int, kv_len: int):
   return None if mask is None else _any_valid(mask)
 
 
-def _einsum_attention(query, key, value, mask, dropout_rate, dropout_rng, scale):
-  """Explicit softmax attention (float32 logits and softmax), with probability dropout."""
-  logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32) * scale
+def _einsum_attention(query, key, value, mask, dropout_rate, dropout_rng):
+  """Explicit softmax attention (float32 logits and softmax) of pre-scaled queries, with
+  probability dropout."""
+  logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32)
   if mask is not None:
     logits = jnp.where(mask, logits, MASK_VALUE)
   probs = jax.nn.softmax(logits, axis=-1)
@@ -180,10 +181,18 @@ def dot_product_attention(
     mask = cmask if mask is None else jnp.logical_and(mask, cmask)
   if implementation == "cudnn":
     out = _cudnn_attention(query, key, value, mask, scale)
-  elif active_dropout > 0 or value.shape[-1] != qk_dim:
-    return _einsum_attention(query, key, value, mask, active_dropout, dropout_rng, scale)
-  else:
-    out = jax.nn.dot_product_attention(query, key, value, mask=mask, scale=scale, implementation="xla")
-  if mask is not None:  # jax.nn averages all values for a fully masked row; we output zeros.
-    out = jnp.where(_any_valid(mask), out, 0).astype(out.dtype)
-  return out
+    return _zero_rows_without_keys(out, mask)
+  # Scaling the queries [b, t, n, d] rather than the logits [b, n, t, s]: XLA on CPU would
+  # otherwise materialise the scale broadcast to the logits' shape, forward and backward.
+  query = (query * scale).astype(query.dtype)
+  if active_dropout > 0 or value.shape[-1] != qk_dim:
+    return _einsum_attention(query, key, value, mask, active_dropout, dropout_rng)
+  out = jax.nn.dot_product_attention(query, key, value, mask=mask, scale=1.0, implementation="xla")
+  return _zero_rows_without_keys(out, mask)
+
+
+def _zero_rows_without_keys(out, mask):
+  """jax.nn averages all values for a fully masked row; we output zeros."""
+  if mask is None:
+    return out
+  return jnp.where(_any_valid(mask), out, 0).astype(out.dtype)
