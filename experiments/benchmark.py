@@ -10,11 +10,14 @@ and plots time and memory against N to OUTPUT/scaling.png. Runs unchanged on CPU
 --peers=transformers,lucidrains times the same model shape in PyTorch (perceiver_jax/
 torch_peers.py: same batch, same step, torch threads = the CPUs JAX uses) right after ours,
 --repeats times interleaved (ours, peers, ours, peers, ...); each row reports the median of
-the repeats' medians, and each peer row the ratio ours / peer step time and its parameter
-count against ours. A config a peer cannot express is reported and skipped. With --sweep
-the peers run the sweep's encoder shape too (torch memory: the allocator's peak bytes in a
-step). --sweep_memory_limit_gb marks as OOM the lengths whose compiled (XLA) or measured
-(torch) step memory exceeds it: how a CPU run shows where a device of that size runs out.
+the repeats' medians, and each peer row the median over repeats of ours / peer step time
+(each repeat's pair measured back to back) and its parameter count against ours. A config
+a peer cannot express is reported and skipped. With --sweep the peers run the sweep's
+encoder shape too (torch memory: the allocator's peak bytes in a step).
+--sweep_memory_limit_gb marks as OOM the lengths whose compiled (XLA) or measured (torch)
+step memory exceeds it: how a CPU run shows where a device of that size runs out. On CPU
+ours splits each batch over one JAX device per core, as the train launcher does
+(--cpu_devices, experiments/cpu_devices.py).
 
   python -m experiments.benchmark --configs=cifar10_study --mode=train \
       --peers=transformers,lucidrains --repeats=3 --output=/tmp/bench
@@ -32,7 +35,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
 
+from experiments import cpu_devices  # pylint: disable=wrong-import-position
 from perceiver_jax import benchmarking  # pylint: disable=wrong-import-position
 
 # name -> (config file, variant, batch size or None for the config's own).
@@ -208,7 +213,9 @@ def _median(records: list) -> dict:
 
 def measure(name: str, config, batch_size, mode: str) -> dict:
   """Ours (and each --peers peer) --repeats times interleaved; the median records, with the
-  peers' under run['peers'][peer] (ratio = ours / peer median step time)."""
+  peers' under run['peers'][peer]. ratio = the median over repeats of ours / peer step time
+  of the same repeat (measured back to back, so a slow drift of the machine's load cancels);
+  ratio_of_medians = ours / peer median step time."""
   peers = {}
   if FLAGS.peers:
     from perceiver_jax import torch_peers  # pylint: disable=import-outside-toplevel
@@ -235,7 +242,10 @@ def measure(name: str, config, batch_size, mode: str) -> dict:
         run["peers"][peer] = {"peer": peer, "unsupported": records}
         continue
       record = _median(records)
-      run["peers"][peer] = dict(record, ratio=run["step_s"] / record["step_s"],
+      repeat_ratios = [mine["step_s"] / theirs["step_s"] for mine, theirs in zip(ours, records)]
+      run["peers"][peer] = dict(record, ratio=float(np.median(repeat_ratios)),
+                                repeat_ratios=repeat_ratios,
+                                ratio_of_medians=run["step_s"] / record["step_s"],
                                 params_ours=ours_params,
                                 params_rel_diff=record["params"] / ours_params - 1)
   return run
@@ -251,6 +261,12 @@ def main(argv):
     raise ValueError(f"--repeats must be >= 1, got {FLAGS.repeats}.")
   logging.set_verbosity(logging.WARNING)  # Keeps Orbax's per-experiment INFO off the table.
   os.makedirs(FLAGS.output, exist_ok=True)
+  configs = []
+  for spec in FLAGS.configs:
+    name, config, batch_size = load_config(spec)
+    configs.append((name, config, FLAGS.batch_size or batch_size or config.batch_size))
+  cpu_devices.configure(FLAGS.cpu_devices, [
+      batch_size // config.get("grad_accum_steps", 1) for _, config, batch_size in configs])
   environment = benchmarking.versions()
   if FLAGS.peers:
     from perceiver_jax import torch_peers  # pylint: disable=import-outside-toplevel
@@ -263,9 +279,7 @@ def main(argv):
   print(f"{'config':36s} {'mode':9s} {'batch':>6s} {'step ms':>10s} {'ex/s':>10s} "
         f"{'compile':>8s} {'GFLOP/st':>10s} {'TFLOP/s':>8s} {'MFU':>6s} {'mem MiB':>9s}")
   runs = []
-  for spec in FLAGS.configs:
-    name, config, batch_size = load_config(spec)
-    batch_size = FLAGS.batch_size or batch_size
+  for name, config, batch_size in configs:
     for mode in FLAGS.mode:
       run = measure(name, config, batch_size, mode)
       print(_row(run))

@@ -3,7 +3,8 @@
 --config=configs/X.py[:variant] with --config.field=value overrides (ml_collections
 config_flags), --workdir, and the multi-process flags: on TPU pods and SLURM/Kubernetes GPU
 clusters `jax.distributed.initialize()` finds its peers itself (--distributed); elsewhere
-give --coordinator_address, --num_processes and --process_id.
+give --coordinator_address, --num_processes and --process_id. On CPU a run splits its batch
+over one JAX device per core (--cpu_devices, experiments/cpu_devices.py).
 """
 
 import logging as python_logging
@@ -11,6 +12,8 @@ import logging as python_logging
 from absl import flags, logging
 import jax
 from ml_collections import config_flags
+
+from experiments import cpu_devices
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/X.py[:variant]).",
@@ -36,9 +39,15 @@ class _QuietLibraries(python_logging.Filter):
 
 
 def setup_processes():
-  """Joins the other processes of a multi-process run (no-op for a single process) and keeps
-  library INFO logs off the console."""
+  """Sets the CPU device count (--cpu_devices), joins the other processes of a multi-process
+  run (no-op for a single process) and keeps library INFO logs off the console."""
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  config = FLAGS.config
+  accum = config.get("grad_accum_steps", 1)
+  cpu_devices.configure(
+      FLAGS.cpu_devices, [config.batch_size // accum, config.get("eval_batch_size",
+                                                                  config.batch_size)],
+      multi_process=FLAGS.coordinator_address is not None or FLAGS.distributed)
   if FLAGS.coordinator_address is not None:
     # Cross-process collectives for CPU devices (GPUs and TPUs have their own).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -16,6 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import digits_perceiver
+from experiments import cpu_devices
 from perceiver_jax import input_pipeline, pretrained, tasks, trainer
 from perceiver_jax.sharding import global_batch
 
@@ -204,10 +205,13 @@ def test_killed_run_resumes_past_a_corrupt_checkpoint_to_the_uninterrupted_resul
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+  """Run as a user runs it, with no XLA_FLAGS: also checks that the launcher splits the batch
+  over one CPU device per core (--cpu_devices=0; digits tiny: batch 16, eval batch 120)."""
   workdir = str(tmp_path / "work")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   process = _launch(workdir, data_dir, "--config.num_train_steps=100000",
                     "--config.checkpoint_every_steps=100000", "--config.eval_every_steps=100000",
-                    "--config.log_every_steps=2")
+                    "--config.log_every_steps=2", env=env)
   metrics = os.path.join(workdir, "metrics.jsonl")
   deadline = time.time() + 240
   while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
@@ -220,6 +224,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
   saved = _committed_steps(workdir)
   assert len(saved) == 1 and 2 <= saved[0] < 100000
   assert "SIGTERM" in stderr
+  devices = cpu_devices.auto_count(cpu_devices.usable_cores(), [16, 120])
+  assert f"{devices} local / {devices} global devices (cpu)" in stderr
 
 
 # Two processes on localhost, four CPU devices each.
