@@ -14,18 +14,13 @@ from typing import Optional, Sequence
 from absl import flags
 import jax
 
+from perceiver_jax.sharding import usable_cpu_cores
+
 flags.DEFINE_integer("cpu_devices", 0, "JAX CPU devices a CPU run splits its batch over "
                      "(experiments/cpu_devices.py). 0: one per core, as many as divide the "
                      "batch sizes; left to JAX in multi-process runs and when XLA_FLAGS sets "
                      "--xla_force_host_platform_device_count. A count > 0 always applies.")
 FORCED_COUNT_FLAG = "xla_force_host_platform_device_count"
-
-
-def usable_cores() -> int:
-  """The CPUs this process may run on."""
-  if hasattr(os, "sched_getaffinity"):
-    return len(os.sched_getaffinity(0))
-  return os.cpu_count() or 1
 
 
 def auto_count(cores: int, batch_sizes: Sequence[int]) -> int:
@@ -37,7 +32,7 @@ def configure(requested: int, batch_sizes: Sequence[int], multi_process: bool = 
               ) -> Optional[int]:
   """Sets jax_num_cpu_devices (before JAX starts its backends) and returns it.
 
-  requested > 0: that many. requested == 0 (auto): `auto_count(usable_cores(), batch_sizes)`,
+  requested > 0: that many. requested == 0 (auto): `auto_count(usable_cpu_cores(), batch_sizes)`,
   except that it leaves JAX's default alone (returns None) in a multi-process run or when
   XLA_FLAGS already sets --xla_force_host_platform_device_count.
   """
@@ -46,6 +41,6 @@ def configure(requested: int, batch_sizes: Sequence[int], multi_process: bool = 
   if requested == 0:
     if multi_process or FORCED_COUNT_FLAG in os.environ.get("XLA_FLAGS", ""):
       return None
-    requested = auto_count(usable_cores(), batch_sizes)
+    requested = auto_count(usable_cpu_cores(), batch_sizes)
   jax.config.update("jax_num_cpu_devices", requested)
   return requested

@@ -9,8 +9,10 @@ needed). The same code runs on 1 CPU, N GPUs, several processes or a TPU pod.
   mesh = make_mesh(data=-1, fsdp=1)             # -1: all remaining devices
   state_shardings(mesh, abstract_state, fsdp)   # a NamedSharding per state leaf
   global_batch(local_batch, mesh)               # per-process numpy -> global jax.Arrays
+  usable_cpu_cores()                            # CPUs this process may run on
 """
 
+import os
 from typing import Any, Mapping
 
 import jax
@@ -20,6 +22,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
+
+
+def usable_cpu_cores() -> int:
+  """The CPUs this process may run on (its affinity mask where the OS has one)."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:

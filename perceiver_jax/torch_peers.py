@@ -25,7 +25,6 @@ Both raise ValueError for settings the peer cannot express.
   one step, above what was allocated before it (torch profiler `profile_memory`).
 """
 
-import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -33,6 +32,7 @@ import numpy as np
 from perceiver_jax import benchmarking, tasks
 from perceiver_jax.encoder import PerceiverEncoder
 from perceiver_jax.model_stats import param_count
+from perceiver_jax.sharding import usable_cpu_cores
 
 PEERS = ("transformers", "lucidrains")
 AUTOCAST = ("float32", "bfloat16")  # Compute dtypes; bfloat16 runs under torch.autocast.
@@ -50,8 +50,9 @@ def _cannot(peer: str, what: str, fix: str):
 
 
 def torch_threads() -> int:
-  """The CPUs this process may use: JAX's CPU thread pool size, given to torch too."""
-  return len(os.sched_getaffinity(0))
+  """The CPUs this process may use (JAX's CPU thread pool size and, on CPU, the launchers'
+  default device count), given to torch too."""
+  return usable_cpu_cores()
 
 
 def versions() -> dict:

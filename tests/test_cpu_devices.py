@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from experiments import cpu_devices
+from perceiver_jax.sharding import usable_cpu_cores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,5 +46,5 @@ def test_configure_sets_the_device_count_before_jax_starts(requested, xla_flags,
   env = dict(os.environ, XLA_FLAGS=xla_flags)
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,
                        capture_output=True, text=True, timeout=120).stdout.split()
-  expected = expected or cpu_devices.auto_count(cpu_devices.usable_cores(), [12])
+  expected = expected or cpu_devices.auto_count(usable_cpu_cores(), [12])
   assert out == [str(expected), str(expected)]

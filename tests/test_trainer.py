@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from configs import digits_perceiver
 from experiments import cpu_devices
 from perceiver_jax import input_pipeline, pretrained, tasks, trainer
-from perceiver_jax.sharding import global_batch
+from perceiver_jax.sharding import global_batch, usable_cpu_cores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -224,7 +224,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
   saved = _committed_steps(workdir)
   assert len(saved) == 1 and 2 <= saved[0] < 100000
   assert "SIGTERM" in stderr
-  devices = cpu_devices.auto_count(cpu_devices.usable_cores(), [16, 120])
+  devices = cpu_devices.auto_count(usable_cpu_cores(), [16, 120])
   assert f"{devices} local / {devices} global devices (cpu)" in stderr
 
 
