@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from experiments import cpu_devices  # pylint: disable=wrong-import-position
-from perceiver_jax import benchmarking  # pylint: disable=wrong-import-position
+from perceiver_jax import benchmarking, trainer  # pylint: disable=wrong-import-position
 
 # name -> (config file, variant, batch size or None for the config's own).
 PRESETS = {
@@ -266,7 +266,8 @@ def main(argv):
     name, config, batch_size = load_config(spec)
     configs.append((name, config, FLAGS.batch_size or batch_size or config.batch_size))
   cpu_devices.configure(FLAGS.cpu_devices, [
-      batch_size // config.get("grad_accum_steps", 1) for _, config, batch_size in configs])
+      size for _, config, batch_size in configs
+      for size in trainer.sharded_batch_sizes(benchmarking.at_batch_size(config, batch_size))])
   environment = benchmarking.versions()
   if FLAGS.peers:
     from perceiver_jax import torch_peers  # pylint: disable=import-outside-toplevel

@@ -14,6 +14,7 @@ import jax
 from ml_collections import config_flags
 
 from experiments import cpu_devices
+from perceiver_jax import trainer
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/X.py[:variant]).",
@@ -42,11 +43,8 @@ def setup_processes():
   """Sets the CPU device count (--cpu_devices), joins the other processes of a multi-process
   run (no-op for a single process) and keeps library INFO logs off the console."""
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  config = FLAGS.config
-  accum = config.get("grad_accum_steps", 1)
   cpu_devices.configure(
-      FLAGS.cpu_devices, [config.batch_size // accum, config.get("eval_batch_size",
-                                                                  config.batch_size)],
+      FLAGS.cpu_devices, trainer.sharded_batch_sizes(FLAGS.config),
       multi_process=FLAGS.coordinator_address is not None or FLAGS.distributed)
   if FLAGS.coordinator_address is not None:
     # Cross-process collectives for CPU devices (GPUs and TPUs have their own).

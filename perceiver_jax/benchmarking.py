@@ -161,12 +161,9 @@ def _forward(experiment):
   return jax.jit(forward)
 
 
-def benchmark_model(config, batch_size: Optional[int] = None, mode: str = "train",
-                    iters: int = 10, warmup: int = 2) -> dict:
-  """Times the train step (mode 'train') or forward (mode 'inference') of training config
-  `config` at `batch_size` (default config.batch_size); returns a flat results record."""
-  if mode not in MODES:
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+def at_batch_size(config, batch_size: Optional[int] = None):
+  """A copy of training config `config` whose train and eval batches are `batch_size`
+  (default config.batch_size)."""
   config = config.copy_and_resolve_references()
   batch_size = config.batch_size if batch_size is None else batch_size
   if not isinstance(batch_size, int) or batch_size < 1:
@@ -174,6 +171,17 @@ def benchmark_model(config, batch_size: Optional[int] = None, mode: str = "train
   with config.unlocked():
     config.batch_size = batch_size
     config.eval_batch_size = batch_size
+  return config
+
+
+def benchmark_model(config, batch_size: Optional[int] = None, mode: str = "train",
+                    iters: int = 10, warmup: int = 2) -> dict:
+  """Times the train step (mode 'train') or forward (mode 'inference') of training config
+  `config` at `batch_size` (default config.batch_size); returns a flat results record."""
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+  config = at_batch_size(config, batch_size)
+  batch_size = config.batch_size
   with tempfile.TemporaryDirectory() as workdir:
     experiment = trainer.build_experiment(config, workdir)
     try:

@@ -44,6 +44,13 @@ REQUIRED = ("seed", "batch_size", "num_train_steps", "eval_every_steps", "checkp
             "log_every_steps", "model", "data", "optimizer", "mesh", "checkpoint")
 
 
+def sharded_batch_sizes(config) -> tuple:
+  """(train micro-batch = batch_size / grad_accum_steps, eval_batch_size): the global batches
+  a step splits over the devices, so the device count must divide both."""
+  return (config.batch_size // config.get("grad_accum_steps", 1),
+          config.get("eval_batch_size", config.batch_size))
+
+
 def validate_config(config, num_devices: int):
   """Raises ValueError naming the first missing or bad top-level field."""
   for key in REQUIRED:
@@ -58,10 +65,11 @@ def validate_config(config, num_devices: int):
     raise ValueError(f"config.grad_accum_steps={accum} must be >= 1 and divide "
                      f"config.batch_size={config.batch_size}.")
   devices = num_devices
-  if (config.batch_size // accum) % devices:
-    raise ValueError(f"config.batch_size / grad_accum_steps = {config.batch_size // accum} must "
+  micro_batch, eval_batch = sharded_batch_sizes(config)
+  if micro_batch % devices:
+    raise ValueError(f"config.batch_size / grad_accum_steps = {micro_batch} must "
                      f"be divisible by the {devices} devices.")
-  if config.get("eval_batch_size", config.batch_size) % devices:
+  if eval_batch % devices:
     raise ValueError(f"config.eval_batch_size must be divisible by the {devices} devices.")
   if config.get("init_from"):
     pretrained.check_directory(config.init_from, "config.init_from")

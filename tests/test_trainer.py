@@ -287,6 +287,7 @@ def test_evaluate_checkpoint_and_init_from_match_the_training_runs_eval(data_dir
 def test_config_errors_name_the_field(data_dir, tmp_path):
   for overrides, match in [({"batch_size": 12}, "batch_size"),
                            ({"grad_accum_steps": 3}, "grad_accum_steps"),
+                           ({"eval_batch_size": 12}, "eval_batch_size must be divisible by the 8"),
                            ({"num_train_steps": 0}, "num_train_steps"),
                            ({"mesh.fsdp": 3}, "config.mesh.fsdp"),
                            ({"init_from": str(tmp_path)}, "config.init_from=.*holds no")]:
