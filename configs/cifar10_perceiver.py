@@ -15,7 +15,7 @@ Prepare the data once (download): `tfds build cifar10`.
 
 import ml_collections
 
-from perceiver_jax import input_pipeline, optim, tasks
+from perceiver_jax import data_config, optim, tasks
 
 MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10 training images, per channel, on the [0, 1] scale.
 STD = (0.2470, 0.2435, 0.2616)
@@ -30,7 +30,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.seed = 0
   c.init_from = ml_collections.config_dict.placeholder(str)  # Pretrained model dir (fine-tune).
   c.model = tasks.default_config("perceiver_classification", "cifar10_study")
-  c.data = input_pipeline.default_config()
+  c.data = data_config.default_config()
   c.data.update(name="cifar10", image_size=(32, 32), train_augment="flip", mean=MEAN, std=STD)
   c.optimizer = optim.default_config()
   c.optimizer.update(name="adamw", learning_rate=1e-3, weight_decay=1e-2,

@@ -10,7 +10,7 @@ mean-pooling the latents (the original Perceiver head). Runs on a 2-core CPU.
 
 import ml_collections
 
-from perceiver_jax import input_pipeline, optim, tasks
+from perceiver_jax import data_config, optim, tasks
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -27,7 +27,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
                          num_self_attention_layers_per_block=2, num_self_attention_heads=4,
                          cross_attention_widening_factor=2, self_attention_widening_factor=2,
                          dropout_rate=0.1)
-  c.data = input_pipeline.default_config()
+  c.data = data_config.default_config()
   c.data.update(name="sklearn_digits", train_augment="none", shuffle_buffer=2048)
   c.optimizer = optim.default_config()
   c.optimizer.update(name="adamw", learning_rate=2e-3, weight_decay=0.05,

@@ -25,7 +25,7 @@ Hardware: one or a few GPUs. Prepare the data once (download): `tfds build glue/
 
 import ml_collections
 
-from perceiver_jax import input_pipeline, optim, tasks
+from perceiver_jax import data_config, optim, tasks
 
 # GLUE task -> (text features, classes, eval split, training examples).
 GLUE = {
@@ -53,7 +53,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.model = tasks.default_config("sequence_classification")
   c.model.dtype = "bfloat16"
   c.model.num_classes = num_classes
-  c.data = input_pipeline.default_config()
+  c.data = data_config.default_config()
   c.data.update(name=f"glue/{glue_task}", task="text_classification",
                 text_features=text_features, label_feature="label",
                 max_seq_len=c.model.max_seq_len, eval_split=eval_split)

@@ -22,7 +22,7 @@ archives in --manual_dir): `tfds build imagenet2012 --manual_dir=DIR`.
 
 import ml_collections
 
-from perceiver_jax import input_pipeline, optim, tasks
+from perceiver_jax import data_config, optim, tasks
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet, per channel, on the [0, 1] scale.
 STD = (0.229, 0.224, 0.225)
@@ -31,7 +31,7 @@ TRAIN_IMAGES = 1_281_167
 
 def imagenet_data(image_size) -> ml_collections.ConfigDict:
   """The ImageNet data section (the official pipeline's augmentation) at `image_size`."""
-  data = input_pipeline.default_config()
+  data = data_config.default_config()
   data.update(name="imagenet2012", eval_split="validation", image_size=tuple(image_size),
               train_augment="randaugment", randaugment_layers=4, randaugment_magnitude=5.0,
               eval_crop_fraction=0.875, mean=MEAN, std=STD)

@@ -23,7 +23,7 @@ mwparserfromhell`; pass --beam_pipeline_options for a distributed runner).
 
 import ml_collections
 
-from perceiver_jax import input_pipeline, optim, tasks
+from perceiver_jax import data_config, optim, tasks
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -36,7 +36,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   c.init_from = ml_collections.config_dict.placeholder(str)  # Pretrained model dir (fine-tune).
   c.model = tasks.default_config("masked_language_modeling")
   c.model.dtype = "bfloat16"
-  c.data = input_pipeline.default_config()
+  c.data = data_config.default_config()
   c.data.update(name="wikipedia/20230601.en", task="text_mlm", text_feature="text",
                 max_seq_len=c.model.max_seq_len, pack=True, train_split="train[10000:]",
                 eval_split="train[:10000]")

@@ -15,7 +15,7 @@ Variants:
 
 import ml_collections
 
-from perceiver_jax import input_pipeline, optim, tasks
+from perceiver_jax import data_config, optim, tasks
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -31,7 +31,7 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
   if variant != "tiny":
     c.model.dtype = "bfloat16"
   context = c.model.perceiver_ar.max_context
-  c.data = input_pipeline.default_config()
+  c.data = data_config.default_config()
   c.data.update(name="pg19" if variant == "" else "python_stdlib_text", task="text_mlm",
                 text_feature="book_text" if variant == "" else "text",
                 max_seq_len=context + 1, pack=True,

@@ -44,7 +44,8 @@ import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from experiments import cpu_devices  # pylint: disable=wrong-import-position
-from perceiver_jax import attention, benchmarking, trainer  # pylint: disable=wrong-import-position
+from perceiver_jax import attention, benchmarking  # pylint: disable=wrong-import-position
+from perceiver_jax.experiment import sharded_batch_sizes  # pylint: disable=wrong-import-position
 
 # name -> (config file, variant, batch size or None for the config's own).
 PRESETS = {
@@ -342,7 +343,7 @@ def main(argv):
     configs.append((name, config, FLAGS.batch_size or batch_size or config.batch_size))
   cpu_devices.configure(FLAGS.cpu_devices, [
       size for _, config, batch_size in configs
-      for size in trainer.sharded_batch_sizes(benchmarking.at_batch_size(config, batch_size))])
+      for size in sharded_batch_sizes(benchmarking.at_batch_size(config, batch_size))])
   environment = dict(benchmarking.versions(), set=list(FLAGS.set))
   if FLAGS.peers:
     from perceiver_jax import torch_peers  # pylint: disable=import-outside-toplevel

@@ -14,7 +14,7 @@ import jax
 from ml_collections import config_flags
 
 from experiments import cpu_devices
-from perceiver_jax import trainer
+from perceiver_jax.experiment import sharded_batch_sizes
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/X.py[:variant]).",
@@ -44,7 +44,7 @@ def setup_processes():
   run (no-op for a single process) and keeps library INFO logs off the console."""
   logging.get_absl_handler().addFilter(_QuietLibraries())
   cpu_devices.configure(
-      FLAGS.cpu_devices, trainer.sharded_batch_sizes(FLAGS.config),
+      FLAGS.cpu_devices, sharded_batch_sizes(FLAGS.config),
       multi_process=FLAGS.coordinator_address is not None or FLAGS.distributed)
   if FLAGS.coordinator_address is not None:
     # Cross-process collectives for CPU devices (GPUs and TPUs have their own).

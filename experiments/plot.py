@@ -13,7 +13,8 @@ import jax
 import numpy as np
 
 from experiments.launch import FLAGS, setup_processes
-from perceiver_jax import input_pipeline, plots, trainer
+from perceiver_jax import input_pipeline, plots
+from perceiver_jax.experiment import build_experiment
 
 flags.DEFINE_integer("num_images", 8, "Eval images in the attention grid.")
 
@@ -27,7 +28,7 @@ def plot_run(config, workdir: str, num_images: int = 8) -> list:
   paths = [plots.plot_learning_curves(records, os.path.join(directory, "learning_curves.png"))]
   if config.model.task != "perceiver_classification":
     return paths
-  experiment = trainer.build_experiment(config, workdir)
+  experiment = build_experiment(config, workdir)
   state, _ = experiment.restore_or_init(experiment.checkpointer.latest_step())
   experiment.checkpointer.close()
   batch = next(iter(input_pipeline.make_eval_iterator(

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from experiments.launch import FLAGS, setup_processes
-from perceiver_jax import trainer
+from perceiver_jax.experiment import build_experiment
 from perceiver_jax.generation import generate
 from perceiver_jax.tokenizer import BytesTokenizer
 
@@ -28,7 +28,7 @@ def sample_from_checkpoint(config, workdir: str, prompt: str, max_new_tokens: in
   """Decoded continuations of `prompt` from the checkpoint in `workdir`."""
   if config.model.task != "language_modeling":
     raise ValueError(f"sampling needs a language_modeling config, got {config.model.task!r}.")
-  experiment = trainer.build_experiment(config, workdir)
+  experiment = build_experiment(config, workdir)
   step = experiment.checkpointer.latest_step() if step is None else step
   if step is None:
     raise ValueError(f"no checkpoint in {workdir}/checkpoints to sample from.")

@@ -3,7 +3,7 @@
 - `time_fn(fn, *args)`: compile time, then the median / p10 / p90 of synchronised runs (and
   XLA's compiled memory analysis when `fn` is jitted).
 - `benchmark_model(config, batch_size, mode)`: the sharded, donated train step that
-  `trainer.build_experiment` compiles (forward, backward, optimizer update) or the jitted
+  `experiment.build_experiment` compiles (forward, backward, optimizer update) or the jitted
   forward, on random inputs of the config's shapes ([batch, ...] as `tasks.example_inputs`)
   placed on device first; a host transfer inside a timed step raises (transfer guard).
   FLOPs per step are analytic (`model_stats.flops` per example x batch, x3 for training).
@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
-from perceiver_jax import attention, tasks, trainer
+from perceiver_jax import attention, tasks
 from perceiver_jax.encoder import PerceiverEncoder
+from perceiver_jax.experiment import build_experiment
 from perceiver_jax.model_stats import flops
 from perceiver_jax.objectives import INPUT_KEYS, make_objective
 from perceiver_jax.sharding import global_batch
@@ -186,7 +187,7 @@ def benchmark_model(config, batch_size: Optional[int] = None, mode: str = "train
   config = at_batch_size(config, batch_size)
   batch_size = config.batch_size
   with tempfile.TemporaryDirectory() as workdir:
-    experiment = trainer.build_experiment(config, workdir)
+    experiment = build_experiment(config, workdir)
     try:
       state = experiment.init()
       batch = global_batch(random_batch(config, batch_size), experiment.mesh)

@@ -19,6 +19,7 @@ Eval: one pass over the split in order; the last batch is padded (`mask` 0.0) an
 with fewer examples add all-padding batches, so every process runs the same number of steps
 and every example counts once.
 
+The settings (`config.data`) and their checks are in data_config.py.
 Datasets must be prepared with `tfds build` beforehand (nothing is downloaded here), except
 the builders in `perceiver_jax.datasets.OFFLINE_BUILDERS`, which are built on first use.
 """
@@ -26,13 +27,12 @@ the builders in `perceiver_jax.datasets.OFFLINE_BUILDERS`, which are built on fi
 from typing import Dict, Iterable, Iterator, Optional, Tuple
 
 import jax
-import ml_collections
-from ml_collections.config_dict import placeholder
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from perceiver_jax import image_ops, text_ops
+from perceiver_jax.data_config import check_config
 from perceiver_jax.datasets import OFFLINE_BUILDERS
 from perceiver_jax.tokenizer import SEP
 
@@ -40,72 +40,8 @@ for _kind in ("GPU", "TPU"):
   if tf.config.get_visible_devices(_kind):
     tf.config.set_visible_devices([], _kind)
 
-TASKS = ("image_classification", "text_mlm", "text_classification")
-AUGMENTATIONS = ("none", "flip", "inception_crop_flip", "randaugment")
-
-
 class DatasetNotPreparedError(ValueError):
   """The TFDS dataset has not been built in data_dir; the message gives the command."""
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """Data settings read by the pipelines; the comments say what each one does."""
-  config = ml_collections.ConfigDict()
-  config.name = "sklearn_digits"      # any TFDS name, e.g. "cifar10", "imagenet2012"
-  config.data_dir = placeholder(str)  # None: the TFDS default (~/tensorflow_datasets)
-  config.train_split = "train"
-  config.eval_split = "test"
-  config.task = "image_classification"  # one of TASKS
-  config.image_feature = "image"
-  config.label_feature = "label"
-  config.image_size = placeholder(tuple)  # (h, w) the model sees; None keeps the dataset's size
-  config.train_augment = "none"       # one of AUGMENTATIONS; randaugment also crops and flips
-  config.randaugment_layers = 2
-  config.randaugment_magnitude = 9.0  # in [0, 10]; the ImageNet recipe uses 4 layers at 5
-  # e.g. 0.875: eval takes this central square, then resizes
-  config.eval_crop_fraction = placeholder(float)
-  config.mean = placeholder(tuple)  # per-channel mean on the [0, 1] scale, or None
-  config.std = placeholder(tuple)  # per-channel std on the [0, 1] scale, or None
-  config.text_feature = "text"        # text_mlm
-  config.text_features = ("sentence",)  # text_classification: joined with SEP between them
-  config.max_seq_len = 2048
-  config.pack = True                  # text_mlm: concatenate documents (EOS between) into rows
-  config.shuffle_buffer = 10_000
-  config.prefetch = 2                 # batches prepared ahead
-  config.num_threads = placeholder(int)  # tf.data threads; None: one per CPU core
-  return config
-
-
-def _check_config(config):
-  def fail(field, expected):
-    raise ValueError(f"data_config.{field} must be {expected}, got {config[field]!r}.")
-
-  if config.task not in TASKS:
-    fail("task", f"one of {TASKS}")
-  if config.train_augment not in AUGMENTATIONS:
-    fail("train_augment", f"one of {AUGMENTATIONS}")
-  if config.image_size is not None and (len(config.image_size) != 2
-                                        or min(config.image_size) < 1):
-    fail("image_size", "None or (height, width) with both >= 1")
-  if config.randaugment_layers < 0:
-    fail("randaugment_layers", ">= 0")
-  if not 0 <= config.randaugment_magnitude <= image_ops.MAX_MAGNITUDE:
-    fail("randaugment_magnitude", f"in [0, {image_ops.MAX_MAGNITUDE}]")
-  if config.eval_crop_fraction is not None and not 0 < config.eval_crop_fraction <= 1:
-    fail("eval_crop_fraction", "None or in (0, 1]")
-  if config.std is not None and min(config.std) <= 0:
-    fail("std", "None or per-channel values > 0")
-  if (isinstance(config.text_features, str) or not config.text_features
-      or not all(isinstance(name, str) for name in config.text_features)):
-    fail("text_features", "a non-empty tuple of feature names, e.g. ('sentence1', 'sentence2')")
-  if config.max_seq_len < 1:
-    fail("max_seq_len", ">= 1")
-  if config.shuffle_buffer < 1:
-    fail("shuffle_buffer", ">= 1")
-  if config.prefetch < 0:
-    fail("prefetch", ">= 0")
-  if config.num_threads is not None and config.num_threads < 1:
-    fail("num_threads", "None or >= 1")
 
 
 def _process(global_batch_size: int, process_index, process_count) -> Tuple[int, int, int]:
@@ -144,7 +80,7 @@ def _not_prepared(config) -> DatasetNotPreparedError:
 
 def _builder(config) -> tfds.core.DatasetBuilder:
   """The TFDS builder; our offline builders (any config: "name/config") are built on first use."""
-  _check_config(config)
+  check_config(config)
   builder = tfds.builder(config.name, data_dir=config.data_dir)
   if builder.name in OFFLINE_BUILDERS and not builder.is_prepared():
     try:

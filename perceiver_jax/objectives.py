@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from perceiver_jax.image_ops import mixup_cutmix
+from perceiver_jax.mixup import mixup_cutmix
 from perceiver_jax.masking import mask_tokens
 from perceiver_jax.tokenizer import PAD
 

@@ -15,6 +15,24 @@ from perceiver_jax import benchmarking, tasks, torch_peers
 from perceiver_jax.model_stats import flops
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Runs the benchmark launcher as on an accelerator image without TensorFlow (the NVIDIA images
+# the GPU figures come from have jax, flax, torch and transformers but no TensorFlow or TFDS):
+# the path finder stops seeing those packages, so importing one raises ModuleNotFoundError.
+WITHOUT_TENSORFLOW = """
+import importlib.machinery, runpy, sys
+
+class PathFinderWithoutTensorFlow(importlib.machinery.PathFinder):
+  @classmethod
+  def find_spec(cls, fullname, path=None, target=None):
+    if fullname.partition(".")[0] in ("tensorflow", "tensorflow_datasets"):
+      return None
+    return super().find_spec(fullname, path, target)
+
+sys.meta_path = [PathFinderWithoutTensorFlow if finder is importlib.machinery.PathFinder
+                 else finder for finder in sys.meta_path]
+sys.argv[0] = "benchmark"
+runpy.run_module("experiments.benchmark", run_name="__main__", alter_sys=True)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +112,13 @@ def test_fit_exponent_exact_power_laws():
 
 @pytest.fixture(scope="module")
 def launcher_output(tmp_path_factory):
-  """One launcher run (its own process, so its flags stay its own): inference of two tiny
-  configs beside both PyTorch peers, twice interleaved (the digits one has residual dropout,
-  which neither peer has; both with a chunked cross-attention set by --set), an 'xla' sweep
-  over N=64..256 with the peers, and the attention kernels at two tiny shapes (one causal
-  with fewer queries than keys)."""
+  """One launcher run (its own process, so its flags stay its own; TensorFlow unimportable, as
+  on the GPU images): inference of two tiny configs beside both PyTorch peers, twice
+  interleaved (the digits one has residual dropout, which neither peer has; both with a
+  chunked cross-attention set by --set), an 'xla' sweep over N=64..256 with the peers, and the
+  attention kernels at two tiny shapes (one causal with fewer queries than keys)."""
   output = tmp_path_factory.mktemp("bench")
-  command = [sys.executable, "-m", "experiments.benchmark",
+  command = [sys.executable, "-c", WITHOUT_TENSORFLOW,
              "--configs=configs/digits_perceiver.py:tiny,configs/cifar10_perceiver.py:tiny",
              "--mode=inference", "--batch_size=8", "--iters=2", "--warmup=1", "--sweep",
              "--sweep_min_length=64", "--sweep_max_length=256", "--sweep_num_latents=4",
@@ -108,7 +126,8 @@ def launcher_output(tmp_path_factory):
              "--peers=transformers,lucidrains", "--repeats=2", "--attention",
              "--attention_shapes=2x8x16x2x8,1x4x12x2x8c",
              "--set=model.encoder.cross_attention_implementation=chunked", f"--output={output}"]
-  subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=600)
+  run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-4000:]
   return output
 
 

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from perceiver_jax import optim, tasks, trainer
+from perceiver_jax import data_config, optim, tasks
+import perceiver_jax.datasets  # pylint: disable=unused-import  # Registers our TFDS builders.
+from perceiver_jax.experiment import validate_config
 from perceiver_jax.model_stats import count_params, param_count, stats
 from perceiver_jax.objectives import make_objective
 
@@ -58,6 +60,7 @@ def test_unknown_variant_names_the_variants(name):
 def _check_data_fits_model(config, input_shape, tmp_path):
   """The data section reads features the dataset has, at the shapes and classes of the model."""
   data, model = config.data, config.model
+  data_config.check_config(data)
   assert data.task == DATA_TASKS[model.task]
   features = tfds.builder(data.name, data_dir=str(tmp_path)).info.features  # Offline.
   if data.task == "image_classification":
@@ -80,7 +83,7 @@ def _check_data_fits_model(config, input_shape, tmp_path):
 @pytest.mark.parametrize("name, variant", ALL)
 def test_config_is_valid_and_its_model_builds_at_the_data_shapes(name, variant, tmp_path):
   config = _config(name, variant)
-  trainer.validate_config(config, 8)
+  validate_config(config, 8)
   make_objective(config)
   _, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
   peak = max(float(schedule(step)) for step in np.linspace(0, config.num_train_steps, 101))

@@ -17,6 +17,7 @@ import transformers
 import transformers_parity
 from configs import glue_bytes_perceiver_io
 from perceiver_jax import convert, load_pretrained, trainer
+from perceiver_jax.experiment import build_experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,7 +56,7 @@ def test_convert_cli_then_fine_tune_glue_from_the_byte_mlm(tmp_path):
   assert {p.split("/")[1] for p in report["fresh"]} == {"decoder", "output_query"}
   assert any(p.startswith("params/output_query") for p in report["unused"])
   # The run's model is the MLM's encoder (its latents, exact GELU), not the tiny config's.
-  experiment = trainer.build_experiment(run_config, workdir)
+  experiment = build_experiment(run_config, workdir)
   assert experiment.config.model.encoder.num_latent_channels == 24
   assert experiment.config.model.encoder.activation == "gelu_exact"
   state, step = experiment.restore_or_init()

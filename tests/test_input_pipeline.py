@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from perceiver_jax import input_pipeline
+from perceiver_jax import data_config, input_pipeline
 from perceiver_jax.datasets import digits
 from perceiver_jax.tokenizer import EOS, PAD, SEP, BytesTokenizer
 
@@ -20,7 +20,7 @@ TOKENIZER = BytesTokenizer()
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
   """Digits in a fresh data_dir; the first use builds them (offline)."""
-  config = input_pipeline.default_config()
+  config = data_config.default_config()
   config.data_dir = str(tmp_path_factory.mktemp("tfds"))
   config.num_threads = 1
   config.shuffle_buffer = 64
@@ -178,7 +178,7 @@ def test_eval_central_crop(config):
 
 
 def test_not_prepared_dataset_names_the_prepare_command_and_downloads_nothing(tmp_path):
-  config = _with(input_pipeline.default_config(), name="mnist", data_dir=str(tmp_path / "none"))
+  config = _with(data_config.default_config(), name="mnist", data_dir=str(tmp_path / "none"))
   calls = [lambda: input_pipeline.make_train_iterator(config, global_batch_size=2, seed=0),
            lambda: input_pipeline.make_eval_iterator(config, global_batch_size=2),
            lambda: input_pipeline.num_examples(config, "train")]
@@ -193,7 +193,7 @@ def test_not_prepared_dataset_names_the_prepare_command_and_downloads_nothing(tm
 
 
 def test_failed_offline_build_says_it_builds_offline(tmp_path):
-  config = _with(input_pipeline.default_config(), data_dir=str(tmp_path))
+  config = _with(data_config.default_config(), data_dir=str(tmp_path))
 
   def broken(self, indices):
     raise OSError("scikit-learn data missing")
@@ -243,7 +243,7 @@ def test_bad_process_arguments(config):
     ("mnist", "flip", None, (28, 28, 1))])
 def test_mocked_tfds_datasets_give_batches_of_the_right_shape(name, augment, image_size, shape):
   channels = shape[-1]
-  config = _with(input_pipeline.default_config(), name=name, train_augment=augment,
+  config = _with(data_config.default_config(), name=name, train_augment=augment,
                  image_size=image_size, mean=(0.5,) * channels, std=(0.5,) * channels,
                  num_threads=1, shuffle_buffer=8)
   with tfds.testing.mock_data(num_examples=6), _forbid_downloads():
@@ -268,7 +268,7 @@ def corpus():
     return tf.data.Dataset.from_tensor_slices({"text": DOCS, "label": np.arange(30) % 2})
 
   with tfds.testing.mock_data(as_dataset_fn=as_dataset), _forbid_downloads():
-    yield _with(input_pipeline.default_config(), name="imdb_reviews", task="text_mlm",
+    yield _with(data_config.default_config(), name="imdb_reviews", task="text_mlm",
                 max_seq_len=16, num_threads=1, shuffle_buffer=8)
 
 
@@ -352,7 +352,7 @@ def pairs():
         "idx": np.arange(20)})
 
   with tfds.testing.mock_data(as_dataset_fn=as_dataset), _forbid_downloads():
-    yield _with(input_pipeline.default_config(), name="glue/mrpc", task="text_classification",
+    yield _with(data_config.default_config(), name="glue/mrpc", task="text_classification",
                 text_features=("sentence1", "sentence2"), eval_split="validation",
                 max_seq_len=24, num_threads=1, shuffle_buffer=8)
 
@@ -414,7 +414,7 @@ def test_text_classification_hidden_labels_stop_with_a_clear_error():
     return tf.data.Dataset.from_tensor_slices({"sentence": ["a", "b"], "label": [-1, -1],
                                                "idx": np.arange(2)})
 
-  config = _with(input_pipeline.default_config(), name="glue/sst2", task="text_classification",
+  config = _with(data_config.default_config(), name="glue/sst2", task="text_classification",
                  eval_split="test", max_seq_len=8, num_threads=1)
   with tfds.testing.mock_data(as_dataset_fn=as_dataset), _forbid_downloads():
     with pytest.raises(tf.errors.InvalidArgumentError, match="label -1.*eval_split=validation"):

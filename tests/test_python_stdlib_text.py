@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from perceiver_jax import input_pipeline
+from perceiver_jax import data_config, input_pipeline
 from perceiver_jax.datasets import OFFLINE_BUILDERS, python_stdlib_text
 from perceiver_jax.tokenizer import EOS, NUM_SPECIAL, PAD, VOCAB_SIZE
 
@@ -117,7 +117,7 @@ def test_documents_skip_test_dirs_and_non_utf8_and_reject_bad_max_files(tmp_path
 
 
 def test_packed_text_batches_through_the_input_pipeline(tmp_path):
-  config = input_pipeline.default_config()
+  config = data_config.default_config()
   config.update(name="python_stdlib_text/small", data_dir=str(tmp_path), task="text_mlm",
                 max_seq_len=64, pack=True, text_feature="text", num_threads=1, prefetch=1)
   with _forbid_downloads():

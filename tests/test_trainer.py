@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 from configs import digits_perceiver
 from experiments import cpu_devices
 from perceiver_jax import input_pipeline, pretrained, tasks, trainer
+from perceiver_jax.experiment import build_experiment
 from perceiver_jax.sharding import global_batch, usable_cpu_cores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +51,7 @@ def _records(workdir):
 
 
 def _final_params(config, workdir, step):
-  experiment = trainer.build_experiment(config, workdir)
+  experiment = build_experiment(config, workdir)
   state = experiment.checkpointer.restore(step, experiment.abstract_state)
   experiment.checkpointer.close()
   return jax.device_get(state["params"])
@@ -107,7 +108,7 @@ def test_masked_language_model_trains_in_bfloat16_on_mock_text(tmp_path):
   with tfds.testing.mock_data(num_examples=16):
     metrics = trainer.train_and_evaluate(config, str(tmp_path / "work"))
   assert np.isfinite(metrics["loss"]) and 0 <= metrics["accuracy"] <= 1
-  experiment = trainer.build_experiment(config, str(tmp_path / "work"))
+  experiment = build_experiment(config, str(tmp_path / "work"))
   state = experiment.checkpointer.restore(2, experiment.abstract_state)
   floats = [x.dtype for x in jax.tree_util.tree_leaves(state)
             if jax.numpy.issubdtype(x.dtype, jax.numpy.floating)]
@@ -118,7 +119,7 @@ def test_masked_language_model_trains_in_bfloat16_on_mock_text(tmp_path):
 # In-process: the same step on 1 device, 8 devices, FSDP, and with gradient accumulation.
 
 def _run_steps(config, workdir, devices, batches):
-  experiment = trainer.build_experiment(config, workdir, devices)
+  experiment = build_experiment(config, workdir, devices)
   state = experiment.init()
   losses = []
   for batch in batches:
@@ -292,11 +293,11 @@ def test_config_errors_name_the_field(data_dir, tmp_path):
                            ({"mesh.fsdp": 3}, "config.mesh.fsdp"),
                            ({"init_from": str(tmp_path)}, "config.init_from=.*holds no")]:
     with pytest.raises(ValueError, match=match):
-      trainer.build_experiment(_config(data_dir, **overrides), str(tmp_path))
+      build_experiment(_config(data_dir, **overrides), str(tmp_path))
   config = _config(data_dir)
   del config.eval_every_steps
   with pytest.raises(ValueError, match="config.eval_every_steps is missing"):
-    trainer.build_experiment(config, str(tmp_path))
+    build_experiment(config, str(tmp_path))
 
 
 def test_perceiver_ar_trains_on_offline_text_and_samples_from_its_checkpoint(tmp_path):
