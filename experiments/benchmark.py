@@ -10,7 +10,8 @@ function alone (forward + backward) per backend and jax.nn's 'xla' path at --att
 (--configs= with no config times only that). Runs unchanged on CPU, GPU, TPU.
 
 --peers=transformers,lucidrains times the same model shape in PyTorch (perceiver_jax/
-torch_peers.py: same batch, same step, torch threads = the CPUs JAX uses) right after ours,
+torch_peers.py: same batch, same step, on the GPU when JAX runs on one (--peer_device), else
+on the CPU with torch threads = the CPUs JAX uses) right after ours,
 --repeats times interleaved (ours, peers, ours, peers, ...); each row reports the median of
 the repeats' medians, and each peer row the median over repeats of ours / peer step time
 (each repeat's pair measured back to back) and its parameter count against ours. A config
@@ -40,6 +41,7 @@ from absl import app, flags, logging
 import matplotlib
 
 matplotlib.use("Agg")
+import jax  # pylint: disable=wrong-import-position
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
@@ -92,6 +94,9 @@ flags.DEFINE_enum("attention_dtype", "float32", ["float32", "bfloat16", "float16
                   "Input dtype for --attention (cudnn needs bfloat16 or float16).")
 flags.DEFINE_list("peers", [], "PyTorch peers to time beside ours: any of transformers, "
                   "lucidrains (perceiver_jax/torch_peers.py; needs torch and the peer package).")
+flags.DEFINE_enum("peer_device", "auto", ["auto", "cpu", "cuda"],
+                  "torch device of the peers; auto: the GPU when JAX runs on one (torch must "
+                  "see it), else the CPU.")
 flags.DEFINE_integer("repeats", 1, "Interleaved repetitions of ours and the peers per config "
                      "and mode; rows report the median over repetitions.")
 flags.DEFINE_string("output", None, "Directory for results.json (and scaling.png).")
@@ -192,7 +197,7 @@ def _exponents(rows):
           "memory": benchmarking.fit_exponent(xs, [_memory(row) for row in done])}
 
 
-def run_sweep(output: str) -> dict:
+def run_sweep(output: str, peer_device: str) -> dict:
   """Every backend's and peer's sweep rows, fitted exponents, and the plot in output."""
   lengths = sweep_lengths(FLAGS.sweep_min_length, FLAGS.sweep_max_length)
   limit = None if FLAGS.sweep_memory_limit_gb is None else int(
@@ -210,7 +215,7 @@ def run_sweep(output: str) -> dict:
     for peer in FLAGS.peers:
       result[peer] = torch_peers.encoder_sweep(
           peer, lengths, encoder, FLAGS.sweep_batch_size, iters=FLAGS.iters,
-          warmup=FLAGS.warmup, memory_limit_bytes=limit)
+          warmup=FLAGS.warmup, memory_limit_bytes=limit, device=peer_device)
   for label, rows in result.items():
     _plot_rows(axes, label, rows, "s--" if label in FLAGS.peers else "o-")
     _print_sweep_rows(label, rows)
@@ -254,6 +259,9 @@ def run_attention() -> list:
 
 
 def _row(run) -> str:
+  if run.get("oom"):
+    return (f"{run['name'][:36]:36s} {run['mode']:9s} {run['batch_size']:6d} out of device "
+            "memory: pass a smaller --batch_size")
   mfu = "-" if run["mfu"] is None else f"{100 * run['mfu']:.1f}%"
   memory = run["peak_memory_bytes"] or run.get("temp_bytes")
   memory = "-" if memory is None else f"{memory / 2 ** 20:.1f}"
@@ -269,6 +277,8 @@ def _peer_row(peer: dict) -> str:
   label = f"  vs {peer['peer']}"
   if "unsupported" in peer:
     return f"{label:36s} {peer['unsupported']}"
+  if peer.get("oom"):
+    return f"{label:36s} {peer['mode']:9s} {peer['batch_size']:6d} out of device memory"
   return (f"{label[:36]:36s} {peer['mode']:9s} {peer['batch_size']:6d} "
           f"{peer['step_s'] * 1e3:10.2f} {peer['examples_per_s']:10.1f} "
           f"{peer['first_step_s']:8.1f} {'-':>10s} {'-':>8s} {'-':>6s} "
@@ -284,44 +294,63 @@ def _median(records: list) -> dict:
               repeat_step_s=[record["step_s"] for record in records])
 
 
-def measure(name: str, config, batch_size, mode: str) -> dict:
-  """Ours (and each --peers peer) --repeats times interleaved; the median records, with the
+def measure(name: str, config, batch_size, mode: str, peers=(), repeats: int = 1,
+            iters: int = 10, warmup: int = 2, peer_device: str = "cpu") -> dict:
+  """Ours (and each of `peers`) `repeats` times interleaved; the median records, with the
   peers' under run['peers'][peer]. ratio = the median over repeats of ours / peer step time
   of the same repeat (measured back to back, so a slow drift of the machine's load cancels);
-  ratio_of_medians = ours / peer median step time."""
-  peers = {}
-  if FLAGS.peers:
-    from perceiver_jax import torch_peers  # pylint: disable=import-outside-toplevel
-    for peer in FLAGS.peers:
-      try:
-        torch_peers.build_peer(peer, config.model)
-        peers[peer] = []
-      except ValueError as error:
-        peers[peer] = str(error)
-  ours = []
-  for _ in range(FLAGS.repeats):
-    ours.append(benchmarking.benchmark_model(config, batch_size, mode, FLAGS.iters,
-                                             FLAGS.warmup))
-    for peer, records in peers.items():
-      if isinstance(records, list):
-        records.append(torch_peers.benchmark_peer(peer, config, ours[-1]["batch_size"], mode,
-                                                  FLAGS.iters, FLAGS.warmup))
-  run = dict(_median(ours), name=name)
+  ratio_of_medians = ours / peer median step time. A step that runs out of device memory is
+  recorded as {..., 'oom': True, 'error'} (ours: the peers are then not run) and the run goes
+  on with the next config or mode."""
   if peers:
+    from perceiver_jax import torch_peers  # pylint: disable=import-outside-toplevel
+  records = {}
+  for peer in peers:
+    try:
+      torch_peers.build_peer(peer, config.model)
+      records[peer] = []
+    except ValueError as error:
+      records[peer] = {"peer": peer, "unsupported": str(error)}
+  ours = []
+  for _ in range(repeats):
+    try:
+      ours.append(benchmarking.benchmark_model(config, batch_size, mode, iters, warmup))
+    except jax.errors.JaxRuntimeError as error:
+      if not benchmarking.is_oom(error):
+        raise
+      return {"name": name, "mode": mode, "batch_size": batch_size, "oom": True,
+              "error": _first_line(error)}
+    for peer, peer_records in records.items():
+      if isinstance(peer_records, list):
+        try:
+          peer_records.append(torch_peers.benchmark_peer(
+              peer, config, ours[-1]["batch_size"], mode, iters, warmup, device=peer_device))
+        except RuntimeError as error:
+          if not torch_peers.is_oom(error):
+            raise
+          records[peer] = {"peer": peer, "mode": mode, "batch_size": batch_size, "oom": True,
+                           "error": _first_line(error)}
+  run = dict(_median(ours), name=name)
+  if records:
     run["peers"] = {}
     ours_params = torch_peers.our_param_count(config.model)
-    for peer, records in peers.items():
-      if isinstance(records, str):
-        run["peers"][peer] = {"peer": peer, "unsupported": records}
+    for peer, peer_records in records.items():
+      if isinstance(peer_records, dict):
+        run["peers"][peer] = peer_records
         continue
-      record = _median(records)
-      repeat_ratios = [mine["step_s"] / theirs["step_s"] for mine, theirs in zip(ours, records)]
+      record = _median(peer_records)
+      repeat_ratios = [mine["step_s"] / theirs["step_s"]
+                       for mine, theirs in zip(ours, peer_records)]
       run["peers"][peer] = dict(record, ratio=float(np.median(repeat_ratios)),
                                 repeat_ratios=repeat_ratios,
                                 ratio_of_medians=run["step_s"] / record["step_s"],
                                 params_ours=ours_params,
                                 params_rel_diff=record["params"] / ours_params - 1)
   return run
+
+
+def _first_line(error: Exception) -> str:
+  return str(error).strip().splitlines()[0][:300]
 
 
 def main(argv):
@@ -345,20 +374,24 @@ def main(argv):
       size for _, config, batch_size in configs
       for size in sharded_batch_sizes(benchmarking.at_batch_size(config, batch_size))])
   environment = dict(benchmarking.versions(), set=list(FLAGS.set))
+  peer_device = None
   if FLAGS.peers:
     from perceiver_jax import torch_peers  # pylint: disable=import-outside-toplevel
     for peer in FLAGS.peers:
       if peer not in torch_peers.PEERS:
         raise ValueError(f"--peers entries must be in {torch_peers.PEERS}, got {peer!r}.")
-    environment.update(torch_peers.versions())
+    peer_device = torch_peers.peer_device(FLAGS.peer_device)
+    environment.update(torch_peers.versions(peer_device))
   print(f"{environment['device_kind']} x{environment['num_devices']} ({environment['backend']}), "
-        f"jax {environment['jax']}, flax {environment['flax']}, {environment['date']}")
+        f"jax {environment['jax']}, flax {environment['flax']}, {environment['date']}"
+        + (f"; peers: torch {environment['torch']} on {peer_device}" if peer_device else ""))
   print(f"{'config':36s} {'mode':9s} {'batch':>6s} {'step ms':>10s} {'ex/s':>10s} "
         f"{'compile':>8s} {'GFLOP/st':>10s} {'TFLOP/s':>8s} {'MFU':>6s} {'mem MiB':>9s}")
   runs = []
   for name, config, batch_size in configs:
     for mode in FLAGS.mode:
-      run = measure(name, config, batch_size, mode)
+      run = measure(name, config, batch_size, mode, FLAGS.peers, FLAGS.repeats, FLAGS.iters,
+                    FLAGS.warmup, peer_device)
       print(_row(run))
       for peer in run.get("peers", {}).values():
         print(_peer_row(peer))
@@ -367,7 +400,7 @@ def main(argv):
   if FLAGS.attention:
     results["attention"] = run_attention()
   if FLAGS.sweep:
-    results["sweep"] = run_sweep(FLAGS.output)
+    results["sweep"] = run_sweep(FLAGS.output, peer_device)
   with open(os.path.join(FLAGS.output, "results.json"), "w") as f:
     json.dump(results, f, indent=1)
   print(f"wrote {os.path.join(FLAGS.output, 'results.json')}")

@@ -225,7 +225,8 @@ def _encoder_step(encoder: PerceiverEncoder, learning_rate: float = 1e-3):
   return jax.jit(step, donate_argnums=0)
 
 
-def _is_oom(error: Exception) -> bool:
+def is_oom(error: Exception) -> bool:
+  """Whether a JAX runtime error is the device running out of memory."""
   return "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower()
 
 
@@ -277,7 +278,7 @@ def scaling_sweep(lengths: Sequence[int], num_latents: int = 256, channels: int 
         timing = time_fn(compiled, params, inputs, warmup=warmup, iters=iters, carry_first=True)
         row.update(step_s=timing["median_s"], peak_memory_bytes=peak_memory_bytes())
     except jax.errors.JaxRuntimeError as error:
-      if not _is_oom(error):
+      if not is_oom(error):
         raise
       row["oom"] = True
     rows.append(row)

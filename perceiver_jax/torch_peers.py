@@ -20,13 +20,18 @@ them):
 Both raise ValueError for settings the peer cannot express.
 `benchmark_peer(...)` and `encoder_sweep(...)` time a peer's train step (forward, backward,
   AdamW / SGD update) or no-grad forward like `benchmarking.benchmark_model` and
-  `benchmarking.scaling_sweep`, with torch threads = the CPUs this process may use (JAX's
-  CPU thread pool size). Torch memory is the peak of the CPU allocator's bytes in use during
-  one step, above what was allocated before it (torch profiler `profile_memory`).
+  `benchmarking.scaling_sweep`, on the device `peer_device` picks: the GPU when JAX runs on
+  one, else the CPU (torch threads = the CPUs this process may use, JAX's CPU thread pool
+  size). On the GPU every timed step ends with `torch.cuda.synchronize()` (torch launches
+  kernels asynchronously) and float32 matmuls may use TF32, as JAX's default precision does
+  there. Torch memory is the peak bytes the allocator holds during one step above what it held
+  before it: on the CPU from the torch profiler (`profile_memory`), on the GPU from
+  `torch.cuda.max_memory_allocated`.
 """
 
 from typing import Optional, Sequence
 
+import jax
 import numpy as np
 
 from perceiver_jax import benchmarking, tasks
@@ -35,6 +40,7 @@ from perceiver_jax.model_stats import param_count
 from perceiver_jax.sharding import usable_cpu_cores
 
 PEERS = ("transformers", "lucidrains")
+DEVICES = ("auto", "cpu", "cuda")  # Where the peers run; 'auto' follows JAX's backend.
 AUTOCAST = ("float32", "bfloat16")  # Compute dtypes; bfloat16 runs under torch.autocast.
 # Our MLP activation name -> transformers' ACT2FN name / torch GELU approximation.
 _HF_ACTIVATIONS = {"gelu": "gelu_pytorch_tanh", "gelu_exact": "gelu", "relu": "relu"}
@@ -49,13 +55,68 @@ def _cannot(peer: str, what: str, fix: str):
   return ValueError(f"the {peer!r} peer cannot express {what}; {fix}.")
 
 
-def versions() -> dict:
-  """torch, transformers and perceiver-pytorch versions and torch's thread count."""
+def peer_device(requested: str = "auto") -> str:
+  """The torch device the peers run on, 'cpu' or 'cuda'. 'auto' follows JAX: 'cuda' when JAX
+  runs on a GPU, 'cpu' when it runs on the CPU. A peer on the CPU beside ours on an
+  accelerator would compare machines, not code, so 'auto' raises ValueError there unless torch
+  can use that GPU; 'cpu' compares with the CPU anyway."""
+  import torch  # pylint: disable=import-outside-toplevel
+  if requested not in DEVICES:
+    raise ValueError(f"peer device must be one of {DEVICES}, got {requested!r}.")
+  backend = jax.default_backend()
+  if requested == "auto":
+    if backend == "cpu":
+      return "cpu"
+    if backend != "gpu":
+      raise ValueError(f"JAX runs on {backend!r} and the PyTorch peers run on 'cpu' or 'cuda' "
+                       "only; pass --peer_device=cpu to compare with torch on the CPU anyway.")
+    requested = "cuda"
+  if requested == "cuda" and not torch.cuda.is_available():
+    raise ValueError(f"peer device 'cuda' needs a torch that sees a GPU; torch "
+                     f"{torch.__version__} sees none. Install a CUDA build of torch, or pass "
+                     "--peer_device=cpu to compare with torch on the CPU.")
+  return requested
+
+
+def _check_device(device: str):
+  if device not in DEVICES[1:]:
+    raise ValueError(f"device must be 'cpu' or 'cuda' (peer_device resolves 'auto'), got "
+                     f"{device!r}.")
+
+
+def versions(device: str = "cpu") -> dict:
+  """torch, transformers and perceiver-pytorch versions, the peers' device (the GPU's name on
+  'cuda') and torch's thread count."""
   from importlib import metadata  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-  return {"torch": torch.__version__, "transformers": metadata.version("transformers"),
+  info = {"torch": torch.__version__, "transformers": metadata.version("transformers"),
           "perceiver_pytorch": metadata.version("perceiver-pytorch"),
-          "torch_threads": usable_cpu_cores()}
+          "torch_threads": usable_cpu_cores(), "peer_device": device}
+  if device == "cuda":
+    info["peer_gpu"] = torch.cuda.get_device_name()
+  return info
+
+
+def _prepare(device: str, seed: int):
+  """Seeds torch and sets its threads and float32 matmul precision for `device`."""
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.set_num_threads(usable_cpu_cores())
+  torch.manual_seed(seed)
+  # JAX's default precision lets float32 dots use TF32 on NVIDIA GPUs; torch's does not.
+  torch.set_float32_matmul_precision("high" if device == "cuda" else "highest")
+
+
+def _synchronized(step, device: str):
+  """`step` that returns only once the device has finished it (CUDA kernels run async)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  if device != "cuda":
+    return step
+
+  def run(*args):
+    out = step(*args)
+    torch.cuda.synchronize()
+    return out
+  return run
 
 
 def _check_encoder(peer: str, encoder: PerceiverEncoder):
@@ -283,9 +344,24 @@ def our_param_count(model_config) -> int:
   return param_count(tasks.build(model_config), shape)
 
 
-def peak_step_bytes(step, *args) -> int:
-  """Peak bytes the torch CPU allocator holds during step(*args) beyond what it held before."""
+def is_oom(error: RuntimeError) -> bool:
+  """Whether a torch error is an allocation failure: the CPU allocator's "can't allocate
+  memory" or torch.cuda.OutOfMemoryError ("CUDA out of memory. Tried to allocate ...")."""
+  return "allocat" in str(error) or "out of memory" in str(error).lower()
+
+
+def peak_step_bytes(step, *args, device: str = "cpu") -> int:
+  """Peak bytes torch's allocator on `device` holds during step(*args) beyond what it held
+  before."""
+  import torch  # pylint: disable=import-outside-toplevel
   from torch.profiler import ProfilerActivity, profile  # pylint: disable=import-outside-toplevel
+  if device == "cuda":
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    step(*args)
+    torch.cuda.synchronize()
+    return int(torch.cuda.max_memory_allocated() - before)
   from torch._C._profiler import _EventType  # pylint: disable=import-outside-toplevel
   with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
     step(*args)
@@ -310,34 +386,36 @@ def _train_step(module, optimizer, loss_fn, autocast):
   return step
 
 
-def _autocast(dtype: str):
-  """torch.autocast on CPU for 'bfloat16' (float32 parameters, bfloat16 compute, as ours)."""
+def _autocast(dtype: str, device: str):
+  """torch.autocast on `device` for 'bfloat16' (float32 parameters, bfloat16 compute, as
+  ours)."""
   import contextlib  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   if dtype == "bfloat16":
-    return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    return lambda: torch.autocast(device, dtype=torch.bfloat16)
   return contextlib.nullcontext
 
 
 def benchmark_peer(peer: str, config, batch_size: Optional[int] = None, mode: str = "train",
-                   iters: int = 10, warmup: int = 2, seed: int = 0) -> dict:
+                   iters: int = 10, warmup: int = 2, seed: int = 0,
+                   device: str = "cpu") -> dict:
   """Times `peer`'s train step (cross-entropy, backward, AdamW with config.optimizer's
-  learning_rate and weight_decay) or no-grad forward at `batch_size`, on the random batch
-  `benchmarking.random_batch` gives our step; returns a flat record (step_s, params, ...)."""
+  learning_rate and weight_decay) or no-grad forward at `batch_size` on torch device `device`
+  ('cpu' or 'cuda', e.g. from `peer_device`), on the random batch `benchmarking.random_batch`
+  gives our step; returns a flat record (step_s, params, device, ...)."""
   import torch  # pylint: disable=import-outside-toplevel
   if mode not in benchmarking.MODES:
     raise ValueError(f"mode must be one of {benchmarking.MODES}, got {mode!r}.")
   batch_size = config.batch_size if batch_size is None else batch_size
   if not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
-  threads = usable_cpu_cores()
-  torch.set_num_threads(threads)
-  torch.manual_seed(seed)
-  module = build_peer(peer, config.model)
-  autocast = _autocast(config.model.get("dtype", "float32"))
+  _check_device(device)
+  _prepare(device, seed)
+  module = build_peer(peer, config.model).to(device)
+  autocast = _autocast(config.model.get("dtype", "float32"), device)
   batch = benchmarking.random_batch(config, batch_size, seed)
-  images = torch.from_numpy(batch["image"])
-  labels = torch.from_numpy(batch["label"]).long()
+  images = torch.from_numpy(batch["image"]).to(device)
+  labels = torch.from_numpy(batch["label"]).long().to(device)
   if mode == "train":
     module.train()
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.optimizer.learning_rate,
@@ -349,37 +427,40 @@ def benchmark_peer(peer: str, config, batch_size: Optional[int] = None, mode: st
     def step(x, _):
       with torch.inference_mode(), autocast():
         return module(x)
+  step = _synchronized(step, device)
   timing = benchmarking.time_fn(step, images, labels, warmup=warmup, iters=iters)
   return {"peer": peer, "mode": mode, "batch_size": batch_size, "step_s": timing["median_s"],
           "step_p10_s": timing["p10_s"], "step_p90_s": timing["p90_s"],
           "first_step_s": timing["compile_s"], "examples_per_s": batch_size / timing["median_s"],
-          "params": count_params(module), "torch": torch.__version__, "threads": threads,
-          "peak_step_bytes": peak_step_bytes(step, images, labels)}
+          "params": count_params(module), "torch": torch.__version__, "device": device,
+          "threads": usable_cpu_cores(),
+          "peak_step_bytes": peak_step_bytes(step, images, labels, device=device)}
 
 
 def encoder_sweep(peer: str, lengths: Sequence[int], encoder: PerceiverEncoder,
                   batch_size: int = 1, input_channels: int = 64, iters: int = 3,
                   warmup: int = 1, memory_limit_bytes: Optional[int] = None,
-                  learning_rate: float = 1e-3) -> list:
+                  learning_rate: float = 1e-3, device: str = "cpu") -> list:
   """`benchmarking.scaling_sweep` for a peer: an SGD step on mean(latents ** 2) of
-  `encoder`'s shape (e.g. `benchmarking.sweep_encoder()`) as `peer`, inputs
-  [batch_size, N, input_channels], for each N in `lengths`. Rows: length, step_s,
-  peak_step_bytes (of a first, profiled step), oom (an allocation failure, or the first
+  `encoder`'s shape (e.g. `benchmarking.sweep_encoder()`) as `peer` on torch device `device`,
+  inputs [batch_size, N, input_channels], for each N in `lengths`. Rows: length, step_s,
+  peak_step_bytes (of a first, measured step), oom (an allocation failure, or the first
   step's peak over `memory_limit_bytes`); the sweep stops at the first OOM row."""
   import torch  # pylint: disable=import-outside-toplevel
-  torch.set_num_threads(usable_cpu_cores())
-  torch.manual_seed(0)
-  module = build_encoder_peer(peer, encoder, input_channels)
+  _check_device(device)
+  _prepare(device, 0)
+  module = build_encoder_peer(peer, encoder, input_channels).to(device)
   optimizer = torch.optim.SGD(module.parameters(), lr=learning_rate)
-  step = _train_step(module, optimizer, lambda out, _: torch.mean(torch.square(out)),
-                     _autocast("float32"))
+  step = _synchronized(_train_step(module, optimizer,
+                                   lambda out, _: torch.mean(torch.square(out)),
+                                   _autocast("float32", device)), device)
   rows = []
   for length in lengths:
     row = {"peer": peer, "length": length, "batch_size": batch_size, "oom": False}
     try:
       inputs = torch.from_numpy(np.random.default_rng(length).standard_normal(
-          (batch_size, length, input_channels), np.float32))
-      row["peak_step_bytes"] = peak_step_bytes(step, inputs, None)
+          (batch_size, length, input_channels), np.float32)).to(device)
+      row["peak_step_bytes"] = peak_step_bytes(step, inputs, None, device=device)
       if memory_limit_bytes is not None and row["peak_step_bytes"] > memory_limit_bytes:
         row["oom"] = True
       else:
@@ -387,11 +468,13 @@ def encoder_sweep(peer: str, lengths: Sequence[int], encoder: PerceiverEncoder,
         row["step_s"] = timing["median_s"]
     except MemoryError:
       row["oom"] = True
-    except RuntimeError as error:  # torch's "DefaultCPUAllocator: can't allocate memory".
-      if "allocat" not in str(error):
+    except RuntimeError as error:
+      if not is_oom(error):
         raise
       row["oom"] = True
     rows.append(row)
     if row["oom"]:
       break
+  if device == "cuda":
+    torch.cuda.empty_cache()  # Hands the sweep's blocks back before the next peer or step.
   return rows

@@ -186,7 +186,84 @@ def test_launcher_reports_peers_with_ratios(launcher_output):
     assert record["ratio"] == pytest.approx(pairs.mean())
     assert record["params_ours"] == _model_params("configs/cifar10_perceiver.py:tiny")
     assert abs(record["params_rel_diff"]) < 0.02
+    assert record["device"] == "cpu"  # --peer_device=auto follows JAX, here on the CPU.
   assert results["environment"]["torch_threads"] == len(os.sched_getaffinity(0))
+  assert results["environment"]["peer_device"] == "cpu"
+
+
+def test_peer_device_follows_jax_and_refuses_a_cross_machine_comparison(monkeypatch):
+  import torch  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+  assert torch_peers.peer_device("auto") == "cpu" and torch_peers.peer_device("cpu") == "cpu"
+  with pytest.raises(ValueError, match="torch that sees a GPU.*--peer_device=cpu"):
+    torch_peers.peer_device("cuda")
+  with pytest.raises(ValueError, match="peer device must be one of"):
+    torch_peers.peer_device("mps")
+  monkeypatch.setattr(torch_peers.jax, "default_backend", lambda: "gpu")
+  with pytest.raises(ValueError, match="torch that sees a GPU"):  # JAX on a GPU, torch on CPU.
+    torch_peers.peer_device("auto")
+  assert torch_peers.peer_device("cpu") == "cpu"  # Asked for: compares with the CPU anyway.
+  monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+  assert torch_peers.peer_device("auto") == "cuda"
+  monkeypatch.setattr(torch_peers.jax, "default_backend", lambda: "tpu")
+  with pytest.raises(ValueError, match="JAX runs on 'tpu'"):
+    torch_peers.peer_device("auto")
+  config = benchmark.load_config("configs/cifar10_perceiver.py:tiny")[1]
+  with pytest.raises(ValueError, match="peer_device resolves 'auto'"):
+    torch_peers.benchmark_peer("transformers", config, 2, device="auto")
+
+
+def _torch_sees_a_gpu() -> bool:
+  import torch  # pylint: disable=import-outside-toplevel
+  return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _torch_sees_a_gpu(), reason="needs a CUDA torch and an NVIDIA GPU")
+def test_peers_run_and_are_measured_on_the_gpu():
+  """On the GPU: the step and its memory are the device's (synchronised; CUDA allocator)."""
+  config = benchmark.load_config("configs/cifar10_perceiver.py:tiny")[1]
+  for mode in benchmarking.MODES:
+    record = torch_peers.benchmark_peer("transformers", config, 8, mode, iters=2, warmup=1,
+                                        device="cuda")
+    assert record["device"] == "cuda" and record["step_s"] > 0
+    assert record["peak_step_bytes"] > 0
+  rows = torch_peers.encoder_sweep("lucidrains", [64, 128], benchmarking.sweep_encoder(4, 16),
+                                   iters=1, device="cuda")
+  assert [row["oom"] for row in rows] == [False, False]
+  assert 0 < rows[0]["peak_step_bytes"] <= rows[1]["peak_step_bytes"]
+
+
+
+def test_out_of_memory_is_recorded_and_the_run_goes_on(monkeypatch):
+  """A step that exhausts the device (ours: XLA's RESOURCE_EXHAUSTED; a peer: torch's
+  OutOfMemoryError) is a result row, not a crash; other runtime errors still raise."""
+  import torch  # pylint: disable=import-outside-toplevel
+  config = benchmark.load_config("configs/cifar10_perceiver.py:tiny")[1]
+  message = "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 96.00GiB."
+
+  def fails_with(error):
+    def run(*args, **kwargs):
+      raise error
+    return run
+
+  real_benchmark_model = benchmarking.benchmark_model
+  monkeypatch.setattr(benchmarking, "benchmark_model",
+                      fails_with(jax.errors.JaxRuntimeError(message)))
+  run = benchmark.measure("big", config, 1024, "train", peers=("transformers",))
+  assert run == {"name": "big", "mode": "train", "batch_size": 1024, "oom": True,
+                 "error": message}
+  assert "out of device memory: pass a smaller --batch_size" in benchmark._row(run)
+  monkeypatch.setattr(benchmarking, "benchmark_model",
+                      fails_with(jax.errors.JaxRuntimeError("INTERNAL: something else")))
+  with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+    benchmark.measure("big", config, 1024, "train")
+  monkeypatch.setattr(benchmarking, "benchmark_model", real_benchmark_model)
+  monkeypatch.setattr(torch_peers, "benchmark_peer", fails_with(torch.cuda.OutOfMemoryError(
+      "CUDA out of memory. Tried to allocate 2.00 GiB.")))
+  run = benchmark.measure("tiny", config, 8, "inference", peers=("transformers",), iters=1,
+                          warmup=0)
+  assert run["step_s"] > 0 and run["peers"]["transformers"]["oom"]
+  assert "out of device memory" in benchmark._peer_row(run["peers"]["transformers"])
 
 
 def _model_params(spec):
