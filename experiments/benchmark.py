@@ -17,6 +17,10 @@ the repeats' medians, and each peer row the median over repeats of ours / peer s
 (each repeat's pair measured back to back) and its parameter count against ours. A config
 a peer cannot express is reported and skipped. With --sweep the peers run the sweep's
 encoder shape too (torch memory: the allocator's peak bytes in a step).
+On a GPU with --peers, JAX takes SHARED_GPU_MEMORY_FRACTION of its memory
+(XLA_PYTHON_CLIENT_MEM_FRACTION, unless set) and torch the rest. --batch_size=16,32,64
+measures each size; a step that runs out of device memory is a row saying so, and the run
+goes on.
 --sweep_memory_limit_gb marks as OOM the lengths whose compiled (XLA) or measured (torch)
 step memory exceeds it: how a CPU run shows where a device of that size runs out. On CPU
 ours splits each batch over one JAX device per core, as the train launcher does
@@ -49,13 +53,17 @@ from experiments import cpu_devices  # pylint: disable=wrong-import-position
 from perceiver_jax import attention, benchmarking  # pylint: disable=wrong-import-position
 from perceiver_jax.experiment import sharded_batch_sizes  # pylint: disable=wrong-import-position
 
-# name -> (config file, variant, batch size or None for the config's own).
+# name -> (config file, variant, global batch size). The training runs' batches (1,024
+# images, 512 x 2,048 bytes, 64 x 8,193 bytes) span many accelerators; these are sized for
+# one 80 GB GPU shared with a peer (estimates until measured there; --batch_size overrides).
 PRESETS = {
     "cifar10_study": ("configs/cifar10_perceiver.py", "", 32),
-    "imagenet_io_fourier": ("configs/imagenet_perceiver_io.py", "fourier", None),
-    "mlm_bytes": ("configs/mlm_bytes_perceiver_io.py", "", None),
-    "perceiver_ar_8k": ("configs/perceiver_ar_bytes.py", "", None),
+    "imagenet_io_fourier": ("configs/imagenet_perceiver_io.py", "fourier", 32),
+    "mlm_bytes": ("configs/mlm_bytes_perceiver_io.py", "", 32),
+    "perceiver_ar_8k": ("configs/perceiver_ar_bytes.py", "", 16),
 }
+# The share of GPU memory JAX takes when the peers run on the same GPU (the rest is torch's).
+SHARED_GPU_MEMORY_FRACTION = "0.45"
 # --attention's default shapes: the presets' attention at their batch sizes.
 ATTENTION_SHAPES = {
     "32x128x128x8x32": "cifar10_study self-attention",
@@ -67,8 +75,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["cifar10_study"],
                   f"Presets {sorted(PRESETS)} or configs/X.py[:variant], comma-separated.")
-flags.DEFINE_integer("batch_size", None, "Global batch size for every config (default: the "
-                     "preset's, else the config's).")
+flags.DEFINE_list("batch_size", [], "Global batch sizes, comma-separated, each measured for "
+                  "every config (default: the preset's, else the config's).")
 flags.DEFINE_multi_string("set", [], "PATH=VALUE: sets config field PATH (as in "
                           "--config.PATH of the train launcher) of every config, e.g. "
                           "--set=model.encoder.attention_implementation=cudnn; repeatable.")
@@ -353,9 +361,29 @@ def _first_line(error: Exception) -> str:
   return str(error).strip().splitlines()[0][:300]
 
 
+def batch_sizes(values) -> list:
+  """--batch_size's entries as ints >= 1 (ValueError naming the flag otherwise)."""
+  try:
+    sizes = [int(value) for value in values]
+  except ValueError:
+    sizes = [0]
+  if any(size < 1 for size in sizes):
+    raise ValueError(f"--batch_size must be comma-separated ints >= 1, got {values}.")
+  return sizes
+
+
+def share_gpu_memory(peers, peer_device: str, environ=os.environ):
+  """When PyTorch peers may run on the GPU beside ours, caps JAX's GPU memory (preallocated,
+  by default 75% of the card) at SHARED_GPU_MEMORY_FRACTION so torch gets the rest; a value
+  the user set in XLA_PYTHON_CLIENT_MEM_FRACTION wins. Call before JAX starts its backends."""
+  if peers and peer_device != "cpu":
+    environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", SHARED_GPU_MEMORY_FRACTION)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}.")
+  share_gpu_memory(FLAGS.peers, FLAGS.peer_device)
   for spec in FLAGS.attention_shapes:
     benchmarking.parse_attention_shape(spec)  # A bad shape fails before anything runs.
   for mode in FLAGS.mode:
@@ -369,7 +397,8 @@ def main(argv):
   for spec in FLAGS.configs:
     name, config, batch_size = load_config(spec)
     set_fields(config, FLAGS.set)
-    configs.append((name, config, FLAGS.batch_size or batch_size or config.batch_size))
+    for size in batch_sizes(FLAGS.batch_size) or [batch_size or config.batch_size]:
+      configs.append((name, config, size))
   cpu_devices.configure(FLAGS.cpu_devices, [
       size for _, config, batch_size in configs
       for size in sharded_batch_sizes(benchmarking.at_batch_size(config, batch_size))])
@@ -382,6 +411,8 @@ def main(argv):
         raise ValueError(f"--peers entries must be in {torch_peers.PEERS}, got {peer!r}.")
     peer_device = torch_peers.peer_device(FLAGS.peer_device)
     environment.update(torch_peers.versions(peer_device))
+    if peer_device == "cuda":
+      environment["jax_gpu_memory_fraction"] = os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"]
   print(f"{environment['device_kind']} x{environment['num_devices']} ({environment['backend']}), "
         f"jax {environment['jax']}, flax {environment['flax']}, {environment['date']}"
         + (f"; peers: torch {environment['torch']} on {peer_device}" if peer_device else ""))

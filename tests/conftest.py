@@ -1,7 +1,8 @@
 """Test setup: eight fake CPU devices, so sharding tests run on one CPU; XLA:CPU's LLVM code
 generation at -O0 (the tiny test programs are compile-bound; XLA's graph-level passes, i.e.
-the programs, are unchanged, only machine-code optimisation is off); temporary files of the
-code under test kept under pytest's own (pruned) base directory."""
+the programs, are unchanged, only machine-code optimisation is off); no GPU memory
+preallocation; temporary files of the code under test kept under pytest's own (pruned) base
+directory."""
 
 import os
 import tempfile
@@ -10,6 +11,9 @@ import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
                       "--xla_backend_optimization_level=0")
+# On a GPU: JAX takes memory as it needs it instead of 75% of the card up front, so the tests'
+# own processes (the launcher runs) and the torch peers can share the card.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -113,14 +113,15 @@ def test_fit_exponent_exact_power_laws():
 @pytest.fixture(scope="module")
 def launcher_output(tmp_path_factory):
   """One launcher run (its own process, so its flags stay its own; TensorFlow unimportable, as
-  on the GPU images): inference of two tiny configs beside both PyTorch peers, twice
-  interleaved (the digits one has residual dropout, which neither peer has; both with a
-  chunked cross-attention set by --set), an 'xla' sweep over N=64..256 with the peers, and the
-  attention kernels at two tiny shapes (one causal with fewer queries than keys)."""
+  on the GPU images): inference of two tiny configs at batch sizes 8 and 16 beside both
+  PyTorch peers, twice interleaved (the digits one has residual dropout, which neither peer
+  has; both with a chunked cross-attention set by --set), an 'xla' sweep over N=64..256 with
+  the peers, and the attention kernels at two tiny shapes (one causal with fewer queries
+  than keys)."""
   output = tmp_path_factory.mktemp("bench")
   command = [sys.executable, "-c", WITHOUT_TENSORFLOW,
              "--configs=configs/digits_perceiver.py:tiny,configs/cifar10_perceiver.py:tiny",
-             "--mode=inference", "--batch_size=8", "--iters=2", "--warmup=1", "--sweep",
+             "--mode=inference", "--batch_size=8,16", "--iters=2", "--warmup=1", "--sweep",
              "--sweep_min_length=64", "--sweep_max_length=256", "--sweep_num_latents=4",
              "--sweep_channels=16", "--sweep_implementations=xla",
              "--peers=transformers,lucidrains", "--repeats=2", "--attention",
@@ -133,9 +134,10 @@ def launcher_output(tmp_path_factory):
 
 def test_launcher_end_to_end(launcher_output, tiny_config):
   results = json.loads((launcher_output / "results.json").read_text())
-  run, cifar = results["runs"]
+  run, large, cifar, _ = results["runs"]  # Each config at --batch_size=8,16.
   assert run["mode"] == "inference" and run["batch_size"] == 8 and run["step_s"] > 0
   assert run["flops_per_step"] == _model_flops(tiny_config) * 8  # Forward only.
+  assert large["batch_size"] == 16 and large["flops_per_step"] == _model_flops(tiny_config) * 16
   assert np.isfinite(run["examples_per_s"]) and run["mfu"] is None
   assert results["environment"]["device_kind"] == "cpu"
   assert results["environment"]["set"] == ["model.encoder.cross_attention_implementation=chunked"]
@@ -146,6 +148,22 @@ def test_launcher_end_to_end(launcher_output, tiny_config):
   assert benchmark.sweep_lengths(1024, 5000) == [1024, 2048, 4096]
   with pytest.raises(ValueError, match="sweep_min_length"):
     benchmark.sweep_lengths(64, 32)
+  assert benchmark.batch_sizes(["16", "32"]) == [16, 32] and benchmark.batch_sizes([]) == []
+  for bad in (["0"], ["x"], ["8", "-1"]):
+    with pytest.raises(ValueError, match="--batch_size must be comma-separated ints >= 1"):
+      benchmark.batch_sizes(bad)
+
+
+def test_peers_on_the_gpu_leave_torch_part_of_its_memory():
+  environ = {}
+  benchmark.share_gpu_memory([], "auto", environ)
+  benchmark.share_gpu_memory(["transformers"], "cpu", environ)
+  assert not environ  # No peers, or peers on the CPU: JAX keeps its default.
+  benchmark.share_gpu_memory(["transformers"], "auto", environ)
+  assert environ == {"XLA_PYTHON_CLIENT_MEM_FRACTION": benchmark.SHARED_GPU_MEMORY_FRACTION}
+  environ = {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3"}
+  benchmark.share_gpu_memory(["lucidrains"], "cuda", environ)
+  assert environ == {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.3"}  # The user's value wins.
 
 
 def test_scaling_sweep_memory_grows_with_length(launcher_output):
@@ -175,7 +193,7 @@ def test_scaling_sweep_memory_grows_with_length(launcher_output):
 
 def test_launcher_reports_peers_with_ratios(launcher_output):
   results = json.loads((launcher_output / "results.json").read_text())
-  digits, cifar = results["runs"]
+  digits, _, cifar, _ = results["runs"]
   for peer in torch_peers.PEERS:  # Residual dropout: reported, not run.
     assert "dropout_rate" in digits["peers"][peer]["unsupported"]
     record = cifar["peers"][peer]
