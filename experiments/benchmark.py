@@ -17,6 +17,8 @@ the repeats' medians, and each peer row the median over repeats of ours / peer s
 (each repeat's pair measured back to back) and its parameter count against ours. A config
 a peer cannot express is reported and skipped. With --sweep the peers run the sweep's
 encoder shape too (torch memory: the allocator's peak bytes in a step).
+--compile_only compiles each step without running it (compile time, XLA's memory figures:
+sizes a batch for a GPU from a CPU).
 On a GPU with --peers, JAX takes SHARED_GPU_MEMORY_FRACTION of its memory
 (XLA_PYTHON_CLIENT_MEM_FRACTION, unless set) and torch the rest. --batch_size=16,32,64
 measures each size; a step that runs out of device memory is a row saying so, and the run
@@ -55,12 +57,13 @@ from perceiver_jax.experiment import sharded_batch_sizes  # pylint: disable=wron
 
 # name -> (config file, variant, global batch size). The training runs' batches (1,024
 # images, 512 x 2,048 bytes, 64 x 8,193 bytes) span many accelerators; these are sized for
-# one 80 GB GPU shared with a peer (estimates until measured there; --batch_size overrides).
+# the 45% of an 80 GB GPU that ours gets beside a peer, from XLA:CPU's compiled memory
+# (--compile_only; BENCHMARKS.md; estimates until measured on a GPU; --batch_size overrides).
 PRESETS = {
     "cifar10_study": ("configs/cifar10_perceiver.py", "", 32),
-    "imagenet_io_fourier": ("configs/imagenet_perceiver_io.py", "fourier", 32),
+    "imagenet_io_fourier": ("configs/imagenet_perceiver_io.py", "fourier", 16),
     "mlm_bytes": ("configs/mlm_bytes_perceiver_io.py", "", 32),
-    "perceiver_ar_8k": ("configs/perceiver_ar_bytes.py", "", 16),
+    "perceiver_ar_8k": ("configs/perceiver_ar_bytes.py", "", 8),
 }
 # The share of GPU memory JAX takes when the peers run on the same GPU (the rest is torch's).
 SHARED_GPU_MEMORY_FRACTION = "0.45"
@@ -81,6 +84,9 @@ flags.DEFINE_multi_string("set", [], "PATH=VALUE: sets config field PATH (as in 
                           "--config.PATH of the train launcher) of every config, e.g. "
                           "--set=model.encoder.attention_implementation=cudnn; repeatable.")
 flags.DEFINE_list("mode", ["train", "inference"], "Any of train, inference.")
+flags.DEFINE_bool("compile_only", False, "Compile each config's step without running it: "
+                  "compile time and XLA's memory figures (e.g. to size a batch for a GPU "
+                  "from a CPU). Not with --peers.")
 flags.DEFINE_integer("iters", 10, "Timed steps per measurement (median reported).")
 flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
 flags.DEFINE_bool("sweep", False, "Also run the encoder input-length sweep, both backends.")
@@ -267,6 +273,12 @@ def run_attention() -> list:
 
 
 def _row(run) -> str:
+  if run.get("compile_only"):
+    memory = sum(run.get(key, 0) for key in ("temp_bytes", "argument_bytes", "output_bytes"))
+    return (f"{run['name'][:36]:36s} {run['mode']:9s} {run['batch_size']:6d} "
+            f"{'-':>10s} {'-':>10s} {run['compile_s']:8.1f}  compiled, not run: XLA temp "
+            f"{run.get('temp_bytes', 0) / 2 ** 30:.2f} GiB, with arguments and outputs "
+            f"{memory / 2 ** 30:.2f} GiB")
   if run.get("oom"):
     return (f"{run['name'][:36]:36s} {run['mode']:9s} {run['batch_size']:6d} out of device "
             "memory: pass a smaller --batch_size")
@@ -303,13 +315,16 @@ def _median(records: list) -> dict:
 
 
 def measure(name: str, config, batch_size, mode: str, peers=(), repeats: int = 1,
-            iters: int = 10, warmup: int = 2, peer_device: str = "cpu") -> dict:
+            iters: int = 10, warmup: int = 2, peer_device: str = "cpu",
+            compile_only: bool = False) -> dict:
   """Ours (and each of `peers`) `repeats` times interleaved; the median records, with the
   peers' under run['peers'][peer]. ratio = the median over repeats of ours / peer step time
   of the same repeat (measured back to back, so a slow drift of the machine's load cancels);
   ratio_of_medians = ours / peer median step time. A step that runs out of device memory is
   recorded as {..., 'oom': True, 'error'} (ours: the peers are then not run) and the run goes
-  on with the next config or mode."""
+  on with the next config or mode. `compile_only`: `benchmarking.compile_model`'s record."""
+  if compile_only:
+    return dict(benchmarking.compile_model(config, batch_size, mode), name=name)
   if peers:
     from perceiver_jax import torch_peers  # pylint: disable=import-outside-toplevel
   records = {}
@@ -391,6 +406,9 @@ def main(argv):
       raise ValueError(f"--mode entries must be in {benchmarking.MODES}, got {mode!r}.")
   if FLAGS.repeats < 1:
     raise ValueError(f"--repeats must be >= 1, got {FLAGS.repeats}.")
+  if FLAGS.compile_only and FLAGS.peers:
+    raise ValueError("--compile_only runs no steps, so there is nothing to compare with "
+                     "--peers; drop one of them.")
   logging.set_verbosity(logging.WARNING)  # Keeps Orbax's per-experiment INFO off the table.
   os.makedirs(FLAGS.output, exist_ok=True)
   configs = []
@@ -422,7 +440,7 @@ def main(argv):
   for name, config, batch_size in configs:
     for mode in FLAGS.mode:
       run = measure(name, config, batch_size, mode, FLAGS.peers, FLAGS.repeats, FLAGS.iters,
-                    FLAGS.warmup, peer_device)
+                    FLAGS.warmup, peer_device, FLAGS.compile_only)
       print(_row(run))
       for peer in run.get("peers", {}).values():
         print(_peer_row(peer))

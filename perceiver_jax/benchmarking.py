@@ -7,6 +7,8 @@
   forward, on random inputs of the config's shapes ([batch, ...] as `tasks.example_inputs`)
   placed on device first; a host transfer inside a timed step raises (transfer guard).
   FLOPs per step are analytic (`model_stats.flops` per example x batch, x3 for training).
+- `compile_model(config, batch_size, mode)`: the same program compiled, not run, on an
+  abstract state: compile time and XLA's memory figures at any batch size.
 - `scaling_sweep(lengths, ...)`: a `sweep_encoder` training step on inputs [batch, N, C]
   for each N: time and memory against input length, out-of-memory (or over an optional
   memory limit) recorded; `fit_exponent` is the slope of a log-log least-squares fit.
@@ -30,7 +32,7 @@ from perceiver_jax.encoder import PerceiverEncoder
 from perceiver_jax.experiment import build_experiment
 from perceiver_jax.model_stats import flops
 from perceiver_jax.objectives import INPUT_KEYS, make_objective
-from perceiver_jax.sharding import global_batch
+from perceiver_jax.sharding import batch_sharding, global_batch
 
 # Dense (no sparsity) peak FLOP/s per chip; float32 is the non-tensor-core (FMA) rate on
 # NVIDIA GPUs. TPUs publish no float32 peak (f32 matmuls run as several bf16 passes): None.
@@ -212,6 +214,33 @@ def benchmark_model(config, batch_size: Optional[int] = None, mode: str = "train
               flops_per_s=achieved,
               mfu=None if peak is None else achieved / (peak * info["num_devices"]),
               peak_memory_bytes=peak_memory_bytes(), **memory)
+
+
+def compile_model(config, batch_size: Optional[int] = None, mode: str = "train") -> dict:
+  """Compiles, without running, the train step (mode 'train') or forward (mode 'inference')
+  of training config `config` at `batch_size` on an abstract state: compile_s and XLA's
+  temp / argument / output bytes of the program `benchmark_model` runs. Sizes a batch for a
+  device from any machine (figures from another backend are estimates: fusion and buffer
+  reuse differ, and XLA:CPU keeps float32 copies of some bfloat16 values)."""
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+  config = at_batch_size(config, batch_size)
+  with tempfile.TemporaryDirectory() as workdir:
+    experiment = build_experiment(config, workdir)
+    try:
+      batch = jax.tree_util.tree_map(
+          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                         sharding=batch_sharding(experiment.mesh)),
+          random_batch(config, config.batch_size))
+      step = experiment.train_step if mode == "train" else _forward(experiment)
+      start = time.perf_counter()
+      compiled = step.lower(experiment.abstract_state, batch).compile()
+      compile_s = time.perf_counter() - start
+    finally:
+      experiment.checkpointer.close()
+  return dict(versions(), task=config.model.task, mode=mode, batch_size=config.batch_size,
+              dtype=config.model.get("dtype", "float32"), compile_s=compile_s,
+              compile_only=True, **(_compiled_bytes(compiled) or {}))
 
 
 def _encoder_step(encoder: PerceiverEncoder, learning_rate: float = 1e-3):

@@ -82,6 +82,18 @@ def test_benchmark_model_train(tiny_config):
   assert result["jax"] == jax.__version__ and result["mode"] == "train"
 
 
+def test_compile_only_reports_the_memory_of_the_program_that_runs(tiny_config):
+  for mode in benchmarking.MODES:
+    compiled = benchmarking.compile_model(tiny_config, 16, mode)
+    ran = benchmarking.benchmark_model(tiny_config, 16, mode, iters=1, warmup=0)
+    assert compiled["compile_only"] and "step_s" not in compiled
+    for key in ("temp_bytes", "argument_bytes", "output_bytes"):
+      assert compiled[key] == ran[key] > 0
+  run = benchmark.measure("tiny", tiny_config, 16, "train", compile_only=True)
+  assert run["batch_size"] == 16 and "compiled, not run: XLA temp" in benchmark._row(run)
+  with pytest.raises(ValueError, match="mode must be one of"):
+    benchmarking.compile_model(tiny_config, 16, "eval")
+
 def test_benchmark_model_bad_values(tiny_config):
   with pytest.raises(ValueError, match="mode"):
     benchmarking.benchmark_model(tiny_config, 8, mode="serve")
