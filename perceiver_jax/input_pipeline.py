@@ -14,7 +14,8 @@ stream), so `start_step=s` resumes exactly where an uninterrupted run would be. 
 (without decoding) at most one epoch of records to skip. Packed text packs each epoch on its
 own (the epoch's last row padded), so an epoch has ceil(tokens / max_seq_len) rows whatever
 its order: resuming counts one epoch's bytes, skips whole epochs unread and re-tokenizes at
-most one epoch.
+most one epoch. With `cache_dir` (the trainer passes its workdir) that count is kept in
+cache_dir/packed_rows/, so only the first resume of a run reads an epoch to count it.
 Eval: one pass over the split in order; the last batch is padded (`mask` 0.0) and processes
 with fewer examples add all-padding batches, so every process runs the same number of steps
 and every example counts once.
@@ -24,6 +25,9 @@ Datasets must be prepared with `tfds build` beforehand (nothing is downloaded he
 the builders in `perceiver_jax.datasets.OFFLINE_BUILDERS`, which are built on first use.
 """
 
+import hashlib
+import json
+import os
 from typing import Dict, Iterable, Iterator, Optional, Tuple
 
 import jax
@@ -242,8 +246,10 @@ def _epochs(records, config, first_epoch: int, key, per_epoch=lambda epoch: epoc
 
 
 def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start_step: int = 0,
-                        process_index=None, process_count=None) -> Iterator[Dict[str, np.ndarray]]:
-  """Infinite iterator of this process's train batches from `start_step` on (module doc)."""
+                        process_index=None, process_count=None,
+                        cache_dir: Optional[str] = None) -> Iterator[Dict[str, np.ndarray]]:
+  """Infinite iterator of this process's train batches from `start_step` on (module doc);
+  `cache_dir` keeps packed text's rows per epoch for later resumes."""
   config = data_config
   process_index, process_count, batch_size = _process(global_batch_size, process_index,
                                                       process_count)
@@ -262,7 +268,8 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start
   first_example = start_step * batch_size
 
   if config.task == "text_mlm" and config.pack:
-    rows_per_epoch = _num_packed_rows(records, config) if first_example else 1
+    rows_per_epoch = _rows_per_epoch(records, config, (process_index, process_count),
+                                     cache_dir) if first_example else 1
     first_epoch, offset = divmod(first_example, rows_per_epoch)
     ds = _epochs(records, config, first_epoch, shuffle_key, lambda epoch: text_ops.pack(
         epoch.map(_ids(config)), config.max_seq_len)).skip(offset).map(_row)
@@ -316,6 +323,30 @@ def _eval_rows(builder, config, split) -> tf.data.Dataset:
 def _num_packed_rows(records, config) -> int:
   return text_ops.count_packed_rows(records.map(lambda record: record[config.text_feature]),
                                     config.max_seq_len)
+
+
+def _rows_per_epoch(records, config, process: Tuple[int, int], cache_dir: Optional[str]) -> int:
+  """`_num_packed_rows` of process (index, count)'s share of the train split, read from /
+  written to a file in cache_dir/packed_rows/ named after (dataset, data_dir, split, process,
+  feature, max_seq_len) when cache_dir is given (written to a temporary name, then renamed:
+  never half-written)."""
+  if cache_dir is None:
+    return _num_packed_rows(records, config)
+  key = json.dumps([config.name, config.data_dir, config.train_split, list(process),
+                    config.text_feature, config.max_seq_len])
+  directory = os.path.join(cache_dir, "packed_rows")
+  path = os.path.join(directory, hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      stored = json.load(f)
+    if stored["key"] == key:
+      return stored["rows"]
+  rows = _num_packed_rows(records, config)
+  tf.io.gfile.makedirs(directory)
+  with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+    json.dump({"key": key, "rows": rows}, f)
+  tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+  return rows
 
 
 def _num_eval_rows(builder, config, split) -> int:

@@ -84,7 +84,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
                     "experiments.eval, or raise config.num_train_steps).", workdir, start)
   writer = MetricWriter(workdir, config.num_train_steps, start)
   batches = input_pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size,
-                                               seed=config.seed, start_step=start)
+                                               seed=config.seed, start_step=start,
+                                               cache_dir=workdir)
   preemption = _Preemption()
   checkpointer = experiment.checkpointer
   eval_metrics, previous = {}, None

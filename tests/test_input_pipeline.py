@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from perceiver_jax import data_config, input_pipeline
+from perceiver_jax import data_config, input_pipeline, text_ops
 from perceiver_jax.datasets import digits
 from perceiver_jax.tokenizer import EOS, PAD, SEP, BytesTokenizer
 
@@ -322,6 +322,25 @@ def test_text_train_packs_shuffled_epochs_and_resumes(corpus, monkeypatch):
       _assert_same(first, second)
   assert first_epochs == [4 * step // rows_per_epoch for step in (3, 17, 31)] != [0, 0, 0]
 
+
+def test_packed_rows_per_epoch_are_counted_once_per_run(corpus, monkeypatch, tmp_path):
+  """With cache_dir, the first resume counts an epoch's rows and keeps the count; later
+  resumes read it instead of the epoch and continue exactly as before; another max_seq_len
+  is another count."""
+  straight = _take(input_pipeline.make_train_iterator(corpus, global_batch_size=4, seed=1), 33)
+  counts, count_rows = [], text_ops.count_packed_rows
+  monkeypatch.setattr(text_ops, "count_packed_rows", lambda *args: (
+      counts.append(args[-1]) or count_rows(*args)))
+  for start_step in (17, 31, 30):
+    resumed = _take(input_pipeline.make_train_iterator(
+        corpus, global_batch_size=4, seed=1, start_step=start_step, cache_dir=str(tmp_path)), 2)
+    for first, second in zip(resumed, straight[start_step:start_step + 2], strict=True):
+      _assert_same(first, second)
+  assert counts == [16]  # Counted at the first resume only.
+  assert len(list((tmp_path / "packed_rows").glob("*.json"))) == 1
+  _take(input_pipeline.make_train_iterator(_with(corpus, max_seq_len=8), global_batch_size=4,
+                                           seed=1, start_step=5, cache_dir=str(tmp_path)), 1)
+  assert counts == [16, 8] and len(list((tmp_path / "packed_rows").glob("*.json"))) == 2
 
 def test_text_train_unpacked_rows_are_documents_and_resume(corpus):
   corpus = _with(corpus, pack=False)
