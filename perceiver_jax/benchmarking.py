@@ -17,6 +17,7 @@
 """
 
 import datetime
+import functools
 import tempfile
 import time
 from typing import Callable, Optional, Sequence
@@ -343,28 +344,43 @@ def parse_attention_shape(spec: str) -> dict:
               head_dim=head_dim, causal=causal)
 
 
-def attention_kernel(shape: dict, implementation: str, dtype: str = "float32",
-                     iters: int = 10, warmup: int = 2) -> dict:
-  """Times the jitted forward + backward (gradients of sum(out * w) for query, key and value)
-  of `attention.dot_product_attention` with `implementation`, or of `JAX_NN_XLA`, at a
-  `parse_attention_shape` shape on random inputs. The row: step_s (median), compile_s,
-  XLA's memory bytes and max_abs_error of the output against JAX_NN_XLA in float32; or
-  `unsupported` with the reason where the backend cannot run here (e.g. cudnn on CPU)."""
-  batch, q_len, kv_len = shape["batch"], shape["q_len"], shape["kv_len"]
-  heads, head_dim, causal = shape["heads"], shape["head_dim"], shape["causal"]
-  row = dict(shape, implementation=implementation, dtype=dtype)
+def _kernel_inputs(batch, q_len, kv_len, heads, head_dim, dtype):
+  """(query, key, value, out_weight) of `attention_kernel`: random, fixed by the shape."""
   keys = jax.random.split(jax.random.PRNGKey(0), 4)
   query, out_weight = (jax.random.normal(key, (batch, q_len, heads, head_dim), dtype)
                        for key in keys[:2])
   key_, value = (jax.random.normal(key, (batch, kv_len, heads, head_dim), dtype)
                  for key in keys[2:])
+  return query, key_, value, out_weight
 
-  mask = attention.causal_mask(q_len, kv_len) if causal else None  # Ours: end-aligned.
-  reference = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask,
-                                                           implementation="xla")
 
+def _jax_nn_xla(query, key, value, causal):
+  mask = attention.causal_mask(query.shape[1], key.shape[1]) if causal else None  # End-aligned.
+  return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation="xla")
+
+
+@functools.lru_cache(maxsize=8)
+def _reference_output(batch, q_len, kv_len, heads, head_dim, causal, dtype):
+  """JAX_NN_XLA's output in float32 on `_kernel_inputs` in float32, once per shape."""
+  inputs = _kernel_inputs(batch, q_len, kv_len, heads, head_dim, dtype)[:3]
+  return jax.jit(_jax_nn_xla, static_argnums=3)(
+      *[x.astype(jnp.float32) for x in inputs], causal)
+
+
+def attention_kernel(shape: dict, implementation: str, dtype: str = "float32",
+                     iters: int = 10, warmup: int = 2) -> dict:
+  """Times the jitted forward + backward (gradients of sum(out * w) for query, key and value)
+  of `attention.dot_product_attention` with `implementation`, or of `JAX_NN_XLA`, at a
+  `parse_attention_shape` shape on random inputs. The row: step_s (median), compile_s,
+  XLA's memory bytes and max_abs_error of the output against JAX_NN_XLA in float32 (computed
+  once per shape); or `unsupported` with the reason where the backend cannot run here (e.g.
+  cudnn on CPU)."""
+  dims = tuple(shape[name] for name in ("batch", "q_len", "kv_len", "heads", "head_dim"))
+  causal = shape["causal"]
+  row = dict(shape, implementation=implementation, dtype=dtype)
+  query, key_, value, out_weight = _kernel_inputs(*dims, dtype)
   if implementation == JAX_NN_XLA:
-    forward = reference
+    forward = lambda q, k, v: _jax_nn_xla(q, k, v, causal)
   else:
     forward = lambda q, k, v: attention.dot_product_attention(
         q, k, v, causal=causal, implementation=implementation)
@@ -374,8 +390,7 @@ def attention_kernel(shape: dict, implementation: str, dtype: str = "float32",
     timing = time_fn(step, query, key_, value, warmup=warmup, iters=iters)
   except ValueError as error:  # The backend's own check, e.g. cudnn off an NVIDIA GPU.
     return dict(row, unsupported=str(error))
-  as_f32 = [x.astype(jnp.float32) for x in (query, key_, value)]
   error = jnp.max(jnp.abs(jax.jit(forward)(query, key_, value).astype(jnp.float32)
-                          - jax.jit(reference)(*as_f32)))
+                          - _reference_output(*dims, causal, dtype)))
   return dict(row, step_s=timing["median_s"], compile_s=timing["compile_s"],
               max_abs_error=float(error), **(timing["memory"] or {}))

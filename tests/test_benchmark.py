@@ -405,6 +405,16 @@ def test_attention_kernel_error_flags_a_wrong_backend(monkeypatch):
   assert wrong["max_abs_error"] > 0.1
 
 
+def test_attention_kernel_reference_is_computed_once_per_shape(monkeypatch):
+  traced, real = [], jax.nn.dot_product_attention
+  monkeypatch.setattr(jax.nn, "dot_product_attention",
+                      lambda *args, **kwargs: traced.append(1) or real(*args, **kwargs))
+  shape = benchmarking.parse_attention_shape("1x5x7x1x8")
+  rows = [benchmarking.attention_kernel(shape, implementation, iters=1, warmup=0)
+          for implementation in ("xla", "chunked", "xla")]
+  assert len(traced) == 1 and all(row["max_abs_error"] < 1e-5 for row in rows)
+
+
 def test_set_fields_reads_values_as_the_fields_types():
   config = benchmark.load_config("configs/cifar10_perceiver.py:tiny")[1]
   benchmark.set_fields(config, [
