@@ -176,13 +176,14 @@ def sweep_lengths(min_length: int, max_length: int) -> list:
 
 
 def _memory(row, total=False):
-  """Device peak bytes where the backend reports them, else XLA's temp bytes (with `total`:
-  temp + argument + output bytes); a torch peer's peak step bytes."""
+  """XLA's temp bytes of the row's program (with `total`: temp + argument + output bytes) on
+  every backend: the device's peak bytes in use only grow within a process, so they cannot
+  tell one row from the next; a torch peer's peak step bytes."""
   if "peak_step_bytes" in row:
     return row["peak_step_bytes"]
   if total:
     return sum(row.get(k, 0) for k in ("temp_bytes", "argument_bytes", "output_bytes"))
-  return row.get("peak_memory_bytes") or row.get("temp_bytes")
+  return row.get("temp_bytes")
 
 
 def _plot_rows(axes, label, rows, style):
@@ -236,8 +237,7 @@ def run_sweep(output: str, peer_device: str) -> dict:
     fitted = _exponents(rows)
     if fitted:
       exponents[label] = fitted
-  memory_kind = ("peak device" if result[FLAGS.sweep_implementations[0]][0].get(
-      "peak_memory_bytes") else "XLA temp / torch peak step")
+  memory_kind = "XLA temp / torch peak step"
   axes[0].set(xlabel="input length N", ylabel="train step (s)", title="step time")
   axes[1].set(xlabel="input length N", ylabel=f"{memory_kind} memory (MiB)", title="memory")
   for axis in axes:
@@ -283,7 +283,7 @@ def _row(run) -> str:
     return (f"{run['name'][:36]:36s} {run['mode']:9s} {run['batch_size']:6d} out of device "
             "memory: pass a smaller --batch_size")
   mfu = "-" if run["mfu"] is None else f"{100 * run['mfu']:.1f}%"
-  memory = run["peak_memory_bytes"] or run.get("temp_bytes")
+  memory = _memory(run)
   memory = "-" if memory is None else f"{memory / 2 ** 20:.1f}"
   return (f"{run['name'][:36]:36s} {run['mode']:9s} {run['batch_size']:6d} "
           f"{run['step_s'] * 1e3:10.2f} {run['examples_per_s']:10.1f} {run['compile_s']:8.1f} "

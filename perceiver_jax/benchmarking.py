@@ -125,7 +125,9 @@ def time_fn(fn: Callable, *args, warmup: int = 2, iters: int = 10,
 
 
 def peak_memory_bytes() -> Optional[int]:
-  """The first device's peak bytes in use so far (None where the backend does not say: CPU)."""
+  """The first device's peak bytes in use since the process started (None where the backend
+  does not say: CPU). JAX cannot reset it, so within one process it covers every earlier
+  measurement too; XLA's compiled bytes are each program's own."""
   stats = jax.devices()[0].memory_stats()
   return None if not stats else stats.get("peak_bytes_in_use")
 
@@ -278,7 +280,8 @@ def scaling_sweep(lengths: Sequence[int], num_latents: int = 256, channels: int 
                   memory_limit_bytes: Optional[int] = None) -> list:
   """For each N in `lengths`: a `sweep_encoder` training step on inputs
   [batch_size, N, input_channels]. Each row: length, step_s, compile_s, XLA's
-  temp/argument/output bytes, the device's peak_memory_bytes so far (None on CPU), oom.
+  temp/argument/output bytes, the device's peak_memory_bytes so far in this process (None on
+  CPU), oom.
   A row is oom when the device runs out of memory, or, with `memory_limit_bytes`, when XLA's
   compiled temp + argument + output bytes exceed it (checked after compiling, before
   running: a CPU has no device memory to exhaust). The sweep stops after the first OOM row."""

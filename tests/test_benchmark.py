@@ -160,6 +160,8 @@ def test_launcher_end_to_end(launcher_output, tiny_config):
   assert benchmark.sweep_lengths(1024, 5000) == [1024, 2048, 4096]
   with pytest.raises(ValueError, match="sweep_min_length"):
     benchmark.sweep_lengths(64, 32)
+  # A GPU row: the process's device peak only grows, so tables and fits use XLA's bytes.
+  assert benchmark._memory({"peak_memory_bytes": 2 ** 30, "temp_bytes": 5}) == 5
   assert benchmark.batch_sizes(["16", "32"]) == [16, 32] and benchmark.batch_sizes([]) == []
   for bad in (["0"], ["x"], ["8", "-1"]):
     with pytest.raises(ValueError, match="--batch_size must be comma-separated ints >= 1"):
