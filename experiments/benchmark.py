@@ -2,7 +2,8 @@
 
 For each config and mode (train, inference) prints and records step time, examples/s,
 compile time, analytic FLOPs per step, FLOP/s, MFU and memory (perceiver_jax/benchmarking.py)
-to OUTPUT/results.json. --sweep adds the encoder length sweep (N = sweep_min_length doubling
+to OUTPUT/results.json (rewritten after every measurement, so a run cut short by a time
+limit keeps what it measured). --sweep adds the encoder length sweep (N = sweep_min_length doubling
 up to sweep_max_length; inputs [sweep_batch_size, N, 64]) for the attention backends
 --sweep_implementations (default 'xla' and 'chunked'), with the fitted log-log exponents,
 and plots time and memory against N to OUTPUT/scaling.png. --attention times the attention
@@ -212,28 +213,34 @@ def _exponents(rows):
           "memory": benchmarking.fit_exponent(xs, [_memory(row) for row in done])}
 
 
-def run_sweep(output: str, peer_device: str) -> dict:
-  """Every backend's and peer's sweep rows, fitted exponents, and the plot in output."""
+def run_sweep(output: str, peer_device: str, save=lambda sweep: None) -> dict:
+  """Every backend's and peer's sweep rows, fitted exponents, and the plot in output; each
+  backend's or peer's rows are printed and passed to `save` as soon as they are done."""
   lengths = sweep_lengths(FLAGS.sweep_min_length, FLAGS.sweep_max_length)
   limit = None if FLAGS.sweep_memory_limit_gb is None else int(
       FLAGS.sweep_memory_limit_gb * 2 ** 30)
   result, exponents = {}, {}
-  figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+
+  def done(label, rows):
+    result[label] = rows
+    _print_sweep_rows(label, rows)
+    save({"rows": result, "memory_limit_bytes": limit})
+
   for implementation in FLAGS.sweep_implementations:
-    result[implementation] = benchmarking.scaling_sweep(
+    done(implementation, benchmarking.scaling_sweep(
         lengths, FLAGS.sweep_num_latents, FLAGS.sweep_channels, implementation,
         batch_size=FLAGS.sweep_batch_size, iters=FLAGS.iters, warmup=FLAGS.warmup,
-        memory_limit_bytes=limit)
+        memory_limit_bytes=limit))
   if FLAGS.peers:
     from perceiver_jax import torch_peers  # pylint: disable=import-outside-toplevel
     encoder = benchmarking.sweep_encoder(FLAGS.sweep_num_latents, FLAGS.sweep_channels)
     for peer in FLAGS.peers:
-      result[peer] = torch_peers.encoder_sweep(
+      done(peer, torch_peers.encoder_sweep(
           peer, lengths, encoder, FLAGS.sweep_batch_size, iters=FLAGS.iters,
-          warmup=FLAGS.warmup, memory_limit_bytes=limit, device=peer_device)
+          warmup=FLAGS.warmup, memory_limit_bytes=limit, device=peer_device))
+  figure, axes = plt.subplots(1, 2, figsize=(10, 4))
   for label, rows in result.items():
     _plot_rows(axes, label, rows, "s--" if label in FLAGS.peers else "o-")
-    _print_sweep_rows(label, rows)
     fitted = _exponents(rows)
     if fitted:
       exponents[label] = fitted
@@ -395,6 +402,14 @@ def share_gpu_memory(peers, peer_device: str, environ=os.environ):
     environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", SHARED_GPU_MEMORY_FRACTION)
 
 
+def save_results(path: str, results: dict):
+  """Writes results.json as it stands (to a temporary name, then renamed), so a run stopped
+  by a time limit keeps what it measured."""
+  with open(path + ".tmp", "w") as f:
+    json.dump(results, f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}.")
@@ -436,7 +451,8 @@ def main(argv):
         + (f"; peers: torch {environment['torch']} on {peer_device}" if peer_device else ""))
   print(f"{'config':36s} {'mode':9s} {'batch':>6s} {'step ms':>10s} {'ex/s':>10s} "
         f"{'compile':>8s} {'GFLOP/st':>10s} {'TFLOP/s':>8s} {'MFU':>6s} {'mem MiB':>9s}")
-  runs = []
+  results = {"environment": environment, "runs": []}
+  path = os.path.join(FLAGS.output, "results.json")
   for name, config, batch_size in configs:
     for mode in FLAGS.mode:
       run = measure(name, config, batch_size, mode, FLAGS.peers, FLAGS.repeats, FLAGS.iters,
@@ -444,15 +460,16 @@ def main(argv):
       print(_row(run))
       for peer in run.get("peers", {}).values():
         print(_peer_row(peer))
-      runs.append(run)
-  results = {"environment": environment, "runs": runs}
+      results["runs"].append(run)
+      save_results(path, results)
   if FLAGS.attention:
     results["attention"] = run_attention()
+    save_results(path, results)
   if FLAGS.sweep:
-    results["sweep"] = run_sweep(FLAGS.output, peer_device)
-  with open(os.path.join(FLAGS.output, "results.json"), "w") as f:
-    json.dump(results, f, indent=1)
-  print(f"wrote {os.path.join(FLAGS.output, 'results.json')}")
+    results["sweep"] = run_sweep(FLAGS.output, peer_device, lambda sweep: save_results(
+        path, dict(results, sweep=sweep)))
+    save_results(path, results)
+  print(f"wrote {path}")
 
 
 if __name__ == "__main__":

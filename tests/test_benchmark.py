@@ -160,6 +160,7 @@ def test_launcher_end_to_end(launcher_output, tiny_config):
   assert results["environment"]["set"] == ["model.encoder.cross_attention_implementation=chunked"]
   assert list(results["sweep"]["rows"]) == ["xla", "transformers", "lucidrains"]
   assert (launcher_output / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert not (launcher_output / "results.json.tmp").exists()  # Saved after every step.
   with pytest.raises(ValueError, match="preset"):
     benchmark.load_config("no_such_preset")
   assert benchmark.sweep_lengths(1024, 5000) == [1024, 2048, 4096]
