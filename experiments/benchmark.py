@@ -281,11 +281,10 @@ def run_attention() -> list:
 
 def _row(run) -> str:
   if run.get("compile_only"):
-    memory = sum(run.get(key, 0) for key in ("temp_bytes", "argument_bytes", "output_bytes"))
     return (f"{run['name'][:36]:36s} {run['mode']:9s} {run['batch_size']:6d} "
             f"{'-':>10s} {'-':>10s} {run['compile_s']:8.1f}  compiled, not run: XLA temp "
             f"{run.get('temp_bytes', 0) / 2 ** 30:.2f} GiB, with arguments and outputs "
-            f"{memory / 2 ** 30:.2f} GiB")
+            f"{_memory(run, total=True) / 2 ** 30:.2f} GiB")
   if run.get("oom"):
     return (f"{run['name'][:36]:36s} {run['mode']:9s} {run['batch_size']:6d} out of device "
             "memory: pass a smaller --batch_size")
@@ -426,11 +425,11 @@ def main(argv):
                      "--peers; drop one of them.")
   logging.set_verbosity(logging.WARNING)  # Keeps Orbax's per-experiment INFO off the table.
   os.makedirs(FLAGS.output, exist_ok=True)
-  configs = []
+  configs, sizes = [], batch_sizes(FLAGS.batch_size)
   for spec in FLAGS.configs:
     name, config, batch_size = load_config(spec)
     set_fields(config, FLAGS.set)
-    for size in batch_sizes(FLAGS.batch_size) or [batch_size or config.batch_size]:
+    for size in sizes or [batch_size or config.batch_size]:
       configs.append((name, config, size))
   cpu_devices.configure(FLAGS.cpu_devices, [
       size for _, config, batch_size in configs

@@ -354,7 +354,6 @@ def peak_step_bytes(step, *args, device: str = "cpu") -> int:
   """Peak bytes torch's allocator on `device` holds during step(*args) beyond what it held
   before."""
   import torch  # pylint: disable=import-outside-toplevel
-  from torch.profiler import ProfilerActivity, profile  # pylint: disable=import-outside-toplevel
   if device == "cuda":
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -362,6 +361,7 @@ def peak_step_bytes(step, *args, device: str = "cpu") -> int:
     step(*args)
     torch.cuda.synchronize()
     return int(torch.cuda.max_memory_allocated() - before)
+  from torch.profiler import ProfilerActivity, profile  # pylint: disable=import-outside-toplevel
   from torch._C._profiler import _EventType  # pylint: disable=import-outside-toplevel
   with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
     step(*args)
