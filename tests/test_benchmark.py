@@ -12,7 +12,9 @@ import pytest
 
 from experiments import benchmark
 from perceiver_jax import benchmarking, tasks, torch_peers
+from perceiver_jax.experiment import build_experiment
 from perceiver_jax.model_stats import flops
+from perceiver_jax.sharding import global_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICE_KIND = jax.devices()[0].device_kind  # The tests also run on a GPU (BENCHMARKS.md).
@@ -72,8 +74,10 @@ def _model_flops(config):
   return flops(tasks.build(config.model), shape)
 
 
-def test_benchmark_model_train(tiny_config):
-  """(Inference mode runs in the launcher test below: one compile fewer.)"""
+def test_benchmark_model_train(tiny_config, monkeypatch):
+  """(Inference mode runs in the launcher test below: one compile fewer.) MFU against a
+  stand-in peak of 50 GFLOP/s per device (this device kind may have none)."""
+  monkeypatch.setattr(benchmarking, "peak_flops", lambda kind, dtype: 50e9)
   result = benchmarking.benchmark_model(tiny_config, batch_size=8, mode="train", iters=2,
                                         warmup=1)
   model_flops = _model_flops(tiny_config)
@@ -81,11 +85,23 @@ def test_benchmark_model_train(tiny_config):
   assert np.isfinite(result["examples_per_s"]) and result["examples_per_s"] > 0
   assert result["examples_per_s"] == pytest.approx(8 / result["step_s"])
   assert result["flops_per_s"] == pytest.approx(result["flops_per_step"] / result["step_s"])
-  assert (result["mfu"] is None) == (benchmarking.peak_flops(DEVICE_KIND, "float32") is None)
+  assert result["mfu"] == pytest.approx(
+      result["flops_per_s"] / (50e9 * result["num_devices"]))
   assert (result["peak_memory_bytes"] is None) == (jax.default_backend() == "cpu")
   assert result["temp_bytes"] > 0 and result["device_kind"] == DEVICE_KIND
   assert result["jax"] == jax.__version__ and result["mode"] == "train"
 
+
+def test_the_benchmarked_train_step_donates_its_state(tiny_config, tmp_path):
+  """The step benchmark_model times updates the state in place: its input buffers are gone."""
+  config = benchmarking.at_batch_size(tiny_config, 8)
+  experiment = build_experiment(config, str(tmp_path))
+  state = experiment.init()
+  batch = global_batch(benchmarking.random_batch(config, 8), experiment.mesh)
+  new_state, _ = experiment.train_step(state, batch)
+  experiment.checkpointer.close()
+  assert all(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(state["params"]))
+  assert not any(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(new_state["params"]))
 
 def test_compile_only_reports_the_memory_of_the_program_that_runs(tiny_config):
   for mode in benchmarking.MODES:
@@ -156,6 +172,7 @@ def test_launcher_end_to_end(launcher_output, tiny_config):
   assert run["flops_per_step"] == _model_flops(tiny_config) * 8  # Forward only.
   assert large["batch_size"] == 16 and large["flops_per_step"] == _model_flops(tiny_config) * 16
   assert np.isfinite(run["examples_per_s"]) and run["examples_per_s"] > 0
+  assert (run["mfu"] is None) == (benchmarking.peak_flops(DEVICE_KIND, "float32") is None)
   assert results["environment"]["device_kind"] == DEVICE_KIND
   assert results["environment"]["set"] == ["model.encoder.cross_attention_implementation=chunked"]
   assert list(results["sweep"]["rows"]) == ["xla", "transformers", "lucidrains"]
