@@ -15,7 +15,9 @@ Prepare the data once (download): `tfds build cifar10`.
 
 import ml_collections
 
-from perceiver_jax import data_config, optim, tasks
+from perceiver_jax import tasks
+from perceiver_jax.data import data_config
+from perceiver_jax.train import optim
 
 MEAN = (0.4914, 0.4822, 0.4465)  # CIFAR-10 training images, per channel, on the [0, 1] scale.
 STD = (0.2470, 0.2435, 0.2616)

@@ -10,7 +10,9 @@ mean-pooling the latents (the original Perceiver head). Runs on a 2-core CPU.
 
 import ml_collections
 
-from perceiver_jax import data_config, optim, tasks
+from perceiver_jax import tasks
+from perceiver_jax.data import data_config
+from perceiver_jax.train import optim
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:

@@ -25,7 +25,9 @@ Hardware: one or a few GPUs. Prepare the data once (download): `tfds build glue/
 
 import ml_collections
 
-from perceiver_jax import data_config, optim, tasks
+from perceiver_jax import tasks
+from perceiver_jax.data import data_config
+from perceiver_jax.train import optim
 
 # GLUE task -> (text features, classes, eval split, training examples).
 GLUE = {

@@ -22,7 +22,9 @@ archives in --manual_dir): `tfds build imagenet2012 --manual_dir=DIR`.
 
 import ml_collections
 
-from perceiver_jax import data_config, optim, tasks
+from perceiver_jax import tasks
+from perceiver_jax.data import data_config
+from perceiver_jax.train import optim
 
 MEAN = (0.485, 0.456, 0.406)  # ImageNet, per channel, on the [0, 1] scale.
 STD = (0.229, 0.224, 0.225)

@@ -25,7 +25,8 @@ Hardware: the paper trained on TPU pods. On a GPU node add --config.grad_accum_s
 import ml_collections
 
 from configs.imagenet_perceiver import imagenet_data, imagenet_training, tiny_training
-from perceiver_jax import optim, tasks
+from perceiver_jax import tasks
+from perceiver_jax.train import optim
 
 VARIANTS = ("", "fourier", "learned", "conv", "tiny")
 

@@ -23,7 +23,9 @@ mwparserfromhell`; pass --beam_pipeline_options for a distributed runner).
 
 import ml_collections
 
-from perceiver_jax import data_config, optim, tasks
+from perceiver_jax import tasks
+from perceiver_jax.data import data_config
+from perceiver_jax.train import optim
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:

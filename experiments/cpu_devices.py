@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 from absl import flags
 import jax
 
-from perceiver_jax.sharding import usable_cpu_cores
+from perceiver_jax.train.sharding import usable_cpu_cores
 
 flags.DEFINE_integer("cpu_devices", 0, "JAX CPU devices a CPU run splits its batch over "
                      "(experiments/cpu_devices.py). 0: one per core, as many as divide the "

@@ -8,7 +8,7 @@ import json
 from absl import app, flags
 
 from experiments.launch import FLAGS, setup_processes
-from perceiver_jax import trainer
+from perceiver_jax.train import trainer
 
 flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest).")
 

@@ -14,7 +14,7 @@ import jax
 from ml_collections import config_flags
 
 from experiments import cpu_devices
-from perceiver_jax.experiment import sharded_batch_sizes
+from perceiver_jax.train.experiment import sharded_batch_sizes
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/X.py[:variant]).",

@@ -13,8 +13,9 @@ import jax
 import numpy as np
 
 from experiments.launch import FLAGS, setup_processes
-from perceiver_jax import input_pipeline, plots
-from perceiver_jax.experiment import build_experiment
+from perceiver_jax.data import input_pipeline
+from experiments import plots
+from perceiver_jax.train.experiment import build_experiment
 
 flags.DEFINE_integer("num_images", 8, "Eval images in the attention grid.")
 

@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 
 from experiments.launch import FLAGS, setup_processes
-from perceiver_jax.experiment import build_experiment
-from perceiver_jax.generation import generate
-from perceiver_jax.tokenizer import BytesTokenizer
+from perceiver_jax.train.experiment import build_experiment
+from perceiver_jax.nn.generation import generate
+from perceiver_jax.data.tokenizer import BytesTokenizer
 
 flags.DEFINE_string("prompt", "", "Text the samples continue.")
 flags.DEFINE_integer("max_new_tokens", 200, "Bytes to generate.")

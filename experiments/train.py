@@ -6,7 +6,7 @@ Resumes from DIR's newest checkpoint when there is one; see perceiver_jax/traine
 from absl import app
 
 from experiments.launch import FLAGS, setup_processes
-from perceiver_jax import trainer
+from perceiver_jax.train import trainer
 
 
 def main(argv):

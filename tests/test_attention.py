@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from perceiver_jax import attention
+from perceiver_jax.nn import attention
 
 B = 2  # Batch of every small case.
 # Jitted once per configuration: eager op-by-op dispatch would dominate the runtime.

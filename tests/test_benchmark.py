@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from experiments import benchmark
-from perceiver_jax import benchmarking, tasks, torch_peers
-from perceiver_jax.experiment import build_experiment
-from perceiver_jax.model_stats import flops
-from perceiver_jax.sharding import global_batch
+from perceiver_jax import tasks
+from experiments.benchmark import benchmarking, torch_peers
+from perceiver_jax.train.experiment import build_experiment
+from perceiver_jax.nn.model_stats import flops
+from perceiver_jax.train.sharding import global_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICE_KIND = jax.devices()[0].device_kind  # The tests also run on a GPU (BENCHMARKS.md).

@@ -1,4 +1,4 @@
-"""Tests of perceiver_jax.checkpointing (CPU): round trips, sharded restore, retention, recovery."""
+"""Tests of perceiver_jax.train.checkpointing (CPU): round trips, sharded restore, retention, recovery."""
 
 import logging
 import os
@@ -11,7 +11,7 @@ import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
-from perceiver_jax.checkpointing import Checkpointer, abstract_with_sharding
+from perceiver_jax.train.checkpointing import Checkpointer, abstract_with_sharding
 
 
 def _train_state(seed: int):

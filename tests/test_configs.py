@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from perceiver_jax import data_config, optim, tasks
-import perceiver_jax.datasets  # pylint: disable=unused-import  # Registers our TFDS builders.
-from perceiver_jax.experiment import validate_config
-from perceiver_jax.model_stats import count_params, param_count, stats
-from perceiver_jax.objectives import make_objective
+from perceiver_jax import tasks
+from perceiver_jax.data import data_config
+from perceiver_jax.train import optim
+import perceiver_jax.data.datasets  # pylint: disable=unused-import  # Registers our TFDS builders.
+from perceiver_jax.train.experiment import validate_config
+from perceiver_jax.nn.model_stats import count_params, param_count, stats
+from perceiver_jax.train.objectives import make_objective
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from experiments import cpu_devices
-from perceiver_jax.sharding import usable_cpu_cores
+from perceiver_jax.train.sharding import usable_cpu_cores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

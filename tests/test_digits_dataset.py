@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 from sklearn import datasets
 
-from perceiver_jax.datasets import digits  # Importing the package registers the builder.
+from perceiver_jax.data.datasets import digits  # Importing the package registers the builder.
 
 
 def _forbid_downloads():

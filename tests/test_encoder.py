@@ -366,7 +366,7 @@ def test_chunked_attention_matches_xla():
 def test_cross_attention_implementation_is_the_cross_attentions_backend(monkeypatch):
   """cross_attention_implementation reaches the cross-attentions only (the others keep
   attention_implementation); left None it is attention_implementation; outputs agree."""
-  from perceiver_jax import attention  # pylint: disable=import-outside-toplevel
+  from perceiver_jax.nn import attention  # pylint: disable=import-outside-toplevel
   used, attend = [], attention.dot_product_attention
   monkeypatch.setattr(attention, "dot_product_attention", lambda *args, implementation, **kw: (
       used.append(implementation) or attend(*args, implementation=implementation, **kw)))
@@ -399,7 +399,7 @@ def test_activation_reaches_every_mlp():
 
 
 def _exact_gelu_everywhere(next_fun, args, kwargs, context):
-  from perceiver_jax.layers import MLP
+  from perceiver_jax.nn.layers import MLP
   if isinstance(context.module, MLP) and context.method_name == "__call__":
     if context.module.activation == "gelu":
       return context.module.clone(activation="gelu_exact", parent=None).apply(

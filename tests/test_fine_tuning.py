@@ -16,8 +16,9 @@ import transformers
 
 import transformers_parity
 from configs import glue_bytes_perceiver_io
-from perceiver_jax import convert, load_pretrained, trainer
-from perceiver_jax.experiment import build_experiment
+from perceiver_jax import convert, load_pretrained
+from perceiver_jax.train import trainer
+from perceiver_jax.train.experiment import build_experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from perceiver_jax import PerceiverDecoder, PerceiverEncoder, PerceiverIO, TrainableQuery
-from perceiver_jax.adapters import (FlowAdapter, ImageAdapter, VideoAdapter, extract_patches_3x3,
-                                    space_to_depth)
-from perceiver_jax.model_stats import count_params, flops, param_count, stats
-from perceiver_jax.position_encoding import fourier_features, fourier_num_channels
+from perceiver_jax.io.adapters import (FlowAdapter, ImageAdapter, VideoAdapter, extract_patches_3x3,
+                                       space_to_depth)
+from perceiver_jax.nn.model_stats import count_params, flops, param_count, stats
+from perceiver_jax.nn.position_encoding import fourier_features, fourier_num_channels
 
 KEY = jax.random.PRNGKey(0)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from perceiver_jax import image_ops
+from perceiver_jax.data import image_ops
 
 OPS = image_ops.RANDAUGMENT_OPS
 

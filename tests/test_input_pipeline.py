@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from perceiver_jax import data_config, input_pipeline, text_ops
-from perceiver_jax.datasets import digits
-from perceiver_jax.tokenizer import EOS, PAD, SEP, BytesTokenizer
+from perceiver_jax.data import data_config, input_pipeline, text_ops
+from perceiver_jax.data.datasets import digits
+from perceiver_jax.data.tokenizer import EOS, PAD, SEP, BytesTokenizer
 
 TOKENIZER = BytesTokenizer()
 
@@ -202,7 +202,7 @@ def test_failed_offline_build_says_it_builds_offline(tmp_path):
     with pytest.raises(input_pipeline.DatasetNotPreparedError,
                        match="builds offline") as error:
       input_pipeline.num_examples(config, "train")
-  assert "tfds build sklearn_digits --imports=perceiver_jax.datasets" in str(error.value)
+  assert "tfds build sklearn_digits --imports=perceiver_jax.data.datasets" in str(error.value)
 
 
 @pytest.mark.parametrize("field, value", [

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from perceiver_jax import losses
-from perceiver_jax.masking import mask_tokens
+from perceiver_jax.train import losses
+from perceiver_jax.data.masking import mask_tokens
 from random_params import random_data
 
 

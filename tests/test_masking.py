@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from perceiver_jax.masking import mask_tokens
-from perceiver_jax.tokenizer import MASK
+from perceiver_jax.data.masking import mask_tokens
+from perceiver_jax.data.tokenizer import MASK
 
 
 def _random_bytes(shape, seed=0):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from perceiver_jax.mixup import mixup_cutmix
+from perceiver_jax.data.mixup import mixup_cutmix
 
 
 def _batch(b=4, h=6, w=8, c=2, num_classes=5):

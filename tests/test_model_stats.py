@@ -7,7 +7,7 @@ import pytest
 
 from perceiver_jax import (ClassificationDecoder, Perceiver, PerceiverDecoder, PerceiverEncoder,
                            PerceiverIO, ProjectionDecoder, TrainableQuery)
-from perceiver_jax.model_stats import Stats, count_params, flops, param_count, stats
+from perceiver_jax.nn.model_stats import Stats, count_params, flops, param_count, stats
 
 
 def _encoder(**overrides):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from perceiver_jax import PerceiverDecoder, PerceiverEncoder, PerceiverIO, TrainableQuery
-from perceiver_jax.adapters import (AudioAdapter, MultimodalAdapter, OneHotAdapter, TextAdapter,
-                                    VideoAdapter, split_modalities)
-from perceiver_jax.model_stats import count_params, param_count
+from perceiver_jax.io.adapters import (AudioAdapter, MultimodalAdapter, OneHotAdapter, TextAdapter,
+                                       VideoAdapter, split_modalities)
+from perceiver_jax.nn.model_stats import count_params, param_count
 from random_params import random_data
 
 ADAPTERS = {

@@ -6,8 +6,8 @@ import ml_collections
 import numpy as np
 
 from perceiver_jax import tasks
-from perceiver_jax.objectives import make_objective
-from perceiver_jax.tokenizer import PAD
+from perceiver_jax.train.objectives import make_objective
+from perceiver_jax.data.tokenizer import PAD
 from random_params import random_data
 
 

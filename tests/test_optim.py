@@ -8,7 +8,8 @@ import optax
 import pytest
 
 from perceiver_jax import PerceiverEncoder
-from perceiver_jax.optim import default_config, make_optimizer, make_schedule, weight_decay_mask
+from perceiver_jax.train.optim import (default_config, make_optimizer, make_schedule,
+                                       weight_decay_mask)
 
 PEAK = 0.1
 

@@ -8,13 +8,12 @@ import pytest
 
 from perceiver_jax import (PerceiverDecoder, PerceiverEncoder, PerceiverIO, TrainableQuery,
                            fourier_features)
-from perceiver_jax.adapters import TextAdapter
-from perceiver_jax.model_stats import count_params, param_count, stats
-from perceiver_jax.output_adapters import (AudioOutput, ClassificationOutput, EmbeddingOutput,
-                                           FlowOutput, GridOutput, MultimodalOutput)
-from perceiver_jax.subsampling import random_points
-from perceiver_jax.output_queries import (FourierQuery, InputQuery, MultimodalQuery,
-                                          TrainableGridQuery)
+from perceiver_jax.io.adapters import TextAdapter
+from perceiver_jax.nn.model_stats import count_params, param_count, stats
+from perceiver_jax.io.output_adapters import (AudioOutput, ClassificationOutput, EmbeddingOutput,
+                                              FlowOutput, GridOutput, MultimodalOutput)
+from perceiver_jax.io.output_queries import (FourierQuery, InputQuery, MultimodalQuery,
+                                             TrainableGridQuery)
 from random_params import param_shapes as _shapes, random_data as _data, random_params as _params
 
 POINTS = np.array([5, 0, 11])  # Indices into a flattened (3, 4) grid.
@@ -313,12 +312,3 @@ def test_multimodal_errors():
   with pytest.raises(ValueError, match="mapping"):
     query.init(jax.random.PRNGKey(0), jnp.zeros((2, 5, 1)), subsampled_points={"audio": POINTS})
 
-
-def test_random_points_are_distinct_in_range_and_per_example():
-  points = np.asarray(random_points(jax.random.PRNGKey(0), 50, 20))
-  assert points.shape == (20,) and len(set(points)) == 20 and points.min() >= 0 and points.max() < 50
-  batch = np.asarray(random_points(jax.random.PRNGKey(0), 50, 20, batch_size=3))
-  assert batch.shape == (3, 20) and all(len(set(row)) == 20 for row in batch)
-  assert not np.array_equal(batch[0], batch[1])
-  with pytest.raises(ValueError, match="num_points"):
-    random_points(jax.random.PRNGKey(0), 5, 6)

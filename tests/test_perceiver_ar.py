@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from perceiver_jax.generation import generate, sample_logits
-from perceiver_jax.model_stats import count_params, flops, param_count
-from perceiver_jax.perceiver_ar import PerceiverAR
+from perceiver_jax.nn.generation import generate, sample_logits
+from perceiver_jax.nn.model_stats import count_params, flops, param_count
+from perceiver_jax.nn.perceiver_ar import PerceiverAR
 from random_params import random_params
 
 MODEL = PerceiverAR(vocab_size=11, max_context=12, num_latents=4, num_channels=16, num_heads=2,
@@ -160,3 +160,8 @@ def test_analytic_flops_match_xla_where_matmuls_dominate():
   variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), ids)
   xla_flops = jax.jit(model.apply).lower(variables, ids).compile().cost_analysis()["flops"]
   assert abs(flops(model, (128,)) - xla_flops) / xla_flops < 0.05
+
+
+def test_default_vocabulary_is_the_bytes_tokenizers():
+  from perceiver_jax.data.tokenizer import VOCAB_SIZE  # pylint: disable=import-outside-toplevel
+  assert PerceiverAR(max_context=12, num_latents=4).vocab_size == VOCAB_SIZE

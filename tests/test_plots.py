@@ -11,7 +11,9 @@ import numpy as np
 
 from configs import digits_perceiver
 from experiments.plot import plot_run
-from perceiver_jax import plots, tasks, trainer
+from perceiver_jax import tasks
+from experiments import plots
+from perceiver_jax.train import trainer
 from random_params import random_params
 
 

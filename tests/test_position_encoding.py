@@ -10,7 +10,7 @@ import pytest
 
 from perceiver_jax import (FourierPositionEncoding, RotaryPositionEmbedding,
                            TrainablePositionEncoding, fourier_features)
-from perceiver_jax.position_encoding import fourier_num_channels, rotary_dims
+from perceiver_jax.nn.position_encoding import fourier_num_channels, rotary_dims
 
 # --- Fourier features ------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from perceiver_jax import pretrained, tasks
+from perceiver_jax import tasks
+from perceiver_jax.convert import pretrained
 
 
 @pytest.fixture(scope="module")

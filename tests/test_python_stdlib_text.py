@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from perceiver_jax import data_config, input_pipeline
-from perceiver_jax.datasets import OFFLINE_BUILDERS, python_stdlib_text
-from perceiver_jax.tokenizer import EOS, NUM_SPECIAL, PAD, VOCAB_SIZE
+from perceiver_jax.data import data_config, input_pipeline
+from perceiver_jax.data.datasets import OFFLINE_BUILDERS, python_stdlib_text
+from perceiver_jax.data.tokenizer import EOS, NUM_SPECIAL, PAD, VOCAB_SIZE
 
 ROOT = python_stdlib_text.stdlib_root()
 

@@ -6,10 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from perceiver_jax import losses, tasks
-from perceiver_jax.masking import mask_tokens
-from perceiver_jax.model_stats import count_params, param_count
-from perceiver_jax.tokenizer import NUM_SPECIAL, PAD, VOCAB_SIZE
+from perceiver_jax import tasks
+from perceiver_jax.train import losses
+from perceiver_jax.data.masking import mask_tokens
+from perceiver_jax.nn.model_stats import count_params, param_count
+from perceiver_jax.data.tokenizer import NUM_SPECIAL, PAD, VOCAB_SIZE
 
 CASES = [(name, variant) for name, module in tasks.TASKS.items() for variant in module.VARIANTS]
 
@@ -51,8 +52,8 @@ def _loss(config, model, variables, inputs, rng):
   elif config.task == "optical_flow":
     loss = losses.end_point_error(out, jnp.asarray(targets.normal(size=out.shape), jnp.float32))
   elif config.task == "multimodal_autoencoding":
-    loss = tasks.multimodal_autoencoding.loss(
-        config, out, dict(inputs, label=jnp.argmax(inputs["label"], -1)))
+    loss = losses.multimodal_autoencoding_loss(
+        config.loss_weights, out, dict(inputs, label=jnp.argmax(inputs["label"], -1)))
   elif config.task == "language_modeling":
     labels = jnp.asarray(targets.integers(0, out.shape[-1], out.shape[:2]))
     loss = losses.softmax_cross_entropy(out, labels)

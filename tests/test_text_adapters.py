@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from perceiver_jax import PerceiverDecoder, PerceiverEncoder, PerceiverIO, TrainableQuery
-from perceiver_jax.adapters import AudioAdapter, PointCloudAdapter, TextAdapter
-from perceiver_jax.model_stats import count_params, param_count, stats
-from perceiver_jax.position_encoding import fourier_features, fourier_features_at, fourier_num_channels
-from perceiver_jax.tokenizer import PAD
+from perceiver_jax.io.adapters import AudioAdapter, PointCloudAdapter, TextAdapter
+from perceiver_jax.nn.model_stats import count_params, param_count, stats
+from perceiver_jax.nn.position_encoding import (fourier_features, fourier_features_at,
+                                                fourier_num_channels)
+from perceiver_jax.data.tokenizer import PAD
 
 
 def _init(module, inputs):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from perceiver_jax import text_ops
-from perceiver_jax.tokenizer import EOS, PAD, BytesTokenizer
+from perceiver_jax.data import text_ops
+from perceiver_jax.data.tokenizer import EOS, PAD, BytesTokenizer
 
 TOKENIZER = BytesTokenizer()
 CORPUS = ["hello world", "", "héllo wörld ✓", "日本語 🚀 text", "x",

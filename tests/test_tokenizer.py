@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from perceiver_jax.tokenizer import BOS, EOS, PAD, BytesTokenizer
+from perceiver_jax.data.tokenizer import BOS, EOS, PAD, BytesTokenizer
 
 TOKENIZER = BytesTokenizer()
 

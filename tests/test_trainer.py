@@ -17,9 +17,12 @@ import tensorflow_datasets as tfds
 
 from configs import digits_perceiver
 from experiments import cpu_devices
-from perceiver_jax import input_pipeline, pretrained, tasks, trainer
-from perceiver_jax.experiment import build_experiment
-from perceiver_jax.sharding import global_batch, usable_cpu_cores
+from perceiver_jax import tasks
+from perceiver_jax.data import input_pipeline
+from perceiver_jax.convert import pretrained
+from perceiver_jax.train import trainer
+from perceiver_jax.train.experiment import build_experiment
+from perceiver_jax.train.sharding import global_batch, usable_cpu_cores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,7 +12,7 @@ could not place or any config field it cannot honour. Inputs are in JAX layout: 
 [batch, 2, height, width, 3]; outputs are the transformers head's logits.
 
 `python -m perceiver_jax.convert --transformers DIR --output DIR` writes the converted model
-as a perceiver_jax checkpoint (`perceiver_jax.pretrained`).
+as a perceiver_jax checkpoint (`perceiver_jax.convert.pretrained`).
 """
 
 from typing import Tuple

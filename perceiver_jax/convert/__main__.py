@@ -3,15 +3,15 @@
   python -m perceiver_jax.convert --transformers DIR --output OUT
 
 OUT then holds the model config and an Orbax checkpoint of its variables
-(`perceiver_jax.pretrained`): `perceiver_jax.load_pretrained(OUT)` loads it, and
+(`perceiver_jax.convert.pretrained`): `perceiver_jax.load_pretrained(OUT)` loads it, and
 `--config.init_from=OUT` fine-tunes or evaluates from it (experiments/train.py, eval.py).
 """
 
 from absl import app, flags
 
-from perceiver_jax import pretrained
+from perceiver_jax.convert import pretrained
 from perceiver_jax.convert import convert
-from perceiver_jax.model_stats import count_params
+from perceiver_jax.nn.model_stats import count_params
 
 flags.DEFINE_string("transformers", None, "A transformers checkpoint directory (config.json + "
                     "model.safetensors or pytorch_model.bin), e.g. a local copy of "

@@ -16,7 +16,7 @@ What the heads hard-code in their `__init__` rather than config.json:
 
 from perceiver_jax import tasks
 from perceiver_jax.convert.weights import WeightReader, decoder_settings, encoder_settings
-from perceiver_jax.position_encoding import fourier_num_channels
+from perceiver_jax.nn.position_encoding import fourier_num_channels
 
 _PREPROCESSOR = "perceiver.input_preprocessor"
 _DECODER = "perceiver.decoder.decoder"

@@ -17,10 +17,10 @@ from types import ModuleType
 
 from perceiver_jax.tasks.building import expose_attention_settings
 
-from perceiver_jax.tasks import (audio_classification, image_classification,
-                                 language_modeling, masked_language_modeling,
-                                 multimodal_autoencoding, optical_flow, perceiver_classification,
-                                 point_cloud_classification, sequence_classification)
+from perceiver_jax.tasks import (audio_classification, image_classification, language_modeling,
+                                 masked_language_modeling, multimodal_autoencoding, optical_flow,
+                                 perceiver_classification, point_cloud_classification,
+                                 sequence_classification)
 
 TASKS = {module.TASK: module for module in (
     perceiver_classification, image_classification, masked_language_modeling,

@@ -16,8 +16,8 @@ setting). 527 AudioSet classes.
 import jax.numpy as jnp
 import ml_collections
 
-from perceiver_jax.adapters import AudioAdapter
-from perceiver_jax.models import PerceiverIO
+from perceiver_jax.io.adapters import AudioAdapter
+from perceiver_jax.nn.models import PerceiverIO
 from perceiver_jax.tasks.building import classification_model, imagenet_encoder
 
 TASK = "audio_classification"

@@ -16,11 +16,11 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 from ml_collections.config_dict import placeholder
 
-from perceiver_jax.decoder import PerceiverDecoder, TrainableQuery
-from perceiver_jax.encoder import PerceiverEncoder
-from perceiver_jax.models import PerceiverIO
-from perceiver_jax.output_adapters import ClassificationOutput
-from perceiver_jax.perceiver_ar import PerceiverAR
+from perceiver_jax.nn.decoder import PerceiverDecoder, TrainableQuery
+from perceiver_jax.nn.encoder import PerceiverEncoder
+from perceiver_jax.nn.models import PerceiverIO
+from perceiver_jax.io.output_adapters import ClassificationOutput
+from perceiver_jax.nn.perceiver_ar import PerceiverAR
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 

@@ -20,8 +20,8 @@ and their learned variant decodes with the query residual.
 import ml_collections
 import jax.numpy as jnp
 
-from perceiver_jax.adapters import ImageAdapter
-from perceiver_jax.models import PerceiverIO
+from perceiver_jax.io.adapters import ImageAdapter
+from perceiver_jax.nn.models import PerceiverIO
 from perceiver_jax.tasks.building import classification_model, imagenet_encoder
 
 TASK = "image_classification"

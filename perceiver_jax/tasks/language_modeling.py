@@ -15,9 +15,9 @@ Variants:
 import jax.numpy as jnp
 import ml_collections
 
-from perceiver_jax.perceiver_ar import PerceiverAR
+from perceiver_jax.nn.perceiver_ar import PerceiverAR
 from perceiver_jax.tasks.building import make
-from perceiver_jax.tokenizer import VOCAB_SIZE
+from perceiver_jax.data.tokenizer import VOCAB_SIZE
 
 TASK = "language_modeling"
 VARIANTS = ("bytes_8k",)

@@ -16,13 +16,13 @@ Pre-trained with LAMB (lr 1.25e-3, 500k steps; TF Model Garden's config uses bat
 import jax.numpy as jnp
 import ml_collections
 
-from perceiver_jax.adapters import TextAdapter
-from perceiver_jax.decoder import PerceiverDecoder, TrainableQuery
-from perceiver_jax.encoder import PerceiverEncoder
-from perceiver_jax.models import PerceiverIO
-from perceiver_jax.output_adapters import EmbeddingOutput
+from perceiver_jax.io.adapters import TextAdapter
+from perceiver_jax.nn.decoder import PerceiverDecoder, TrainableQuery
+from perceiver_jax.nn.encoder import PerceiverEncoder
+from perceiver_jax.nn.models import PerceiverIO
+from perceiver_jax.io.output_adapters import EmbeddingOutput
 from perceiver_jax.tasks.building import dtypes, make
-from perceiver_jax.tokenizer import VOCAB_SIZE
+from perceiver_jax.data.tokenizer import VOCAB_SIZE
 
 TASK = "masked_language_modeling"
 VARIANTS = ("bytes",)

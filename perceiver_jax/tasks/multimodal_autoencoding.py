@@ -10,8 +10,8 @@ query; padded to common channels) -> PerceiverDecoder(output_channels=512) -> Mu
 
 The full video has T*H*W queries (802,816 at 16x224x224), so decode in chunks or in training
 pass `subsampled_points={'image': [k] pixel indices, 'audio': [k'] patch indices}`; the image
-and audio outputs are then [b, k, 3] and [b, k' * samples_per_patch]. `loss` is the paper's
-weighted L1 + cross-entropy.
+and audio outputs are then [b, k, 3] and [b, k' * samples_per_patch].
+`train.losses.multimodal_autoencoding_loss` is the paper's weighted L1 + cross-entropy.
 
 Paper model (Perceiver IO App. I; sizes as the official code): 16 frames of 224x224, audio
 48 kHz with 1920 samples per frame (30,720) in patches of 16, 700 classes; video Fourier 32
@@ -29,14 +29,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from perceiver_jax.adapters import AudioAdapter, MultimodalAdapter, OneHotAdapter, VideoAdapter
-from perceiver_jax.decoder import PerceiverDecoder, TrainableQuery
-from perceiver_jax.encoder import PerceiverEncoder
-from perceiver_jax.losses import l1_loss, softmax_cross_entropy
-from perceiver_jax.models import PerceiverIO
-from perceiver_jax.output_adapters import (AudioOutput, ClassificationOutput, GridOutput,
-                                           MultimodalOutput)
-from perceiver_jax.output_queries import FourierQuery, MultimodalQuery
+from perceiver_jax.io.adapters import AudioAdapter, MultimodalAdapter, OneHotAdapter, VideoAdapter
+from perceiver_jax.nn.decoder import PerceiverDecoder, TrainableQuery
+from perceiver_jax.nn.encoder import PerceiverEncoder
+from perceiver_jax.nn.models import PerceiverIO
+from perceiver_jax.io.output_adapters import (AudioOutput, ClassificationOutput, GridOutput,
+                                              MultimodalOutput)
+from perceiver_jax.io.output_queries import FourierQuery, MultimodalQuery
 from perceiver_jax.tasks.building import dtypes, make
 
 TASK = "multimodal_autoencoding"
@@ -142,14 +141,3 @@ def example_inputs(config, batch_size: int = 1):
           "audio": jnp.zeros((batch_size, samples, 1), jnp.float32),
           "label": jnp.zeros((batch_size, config.num_classes), jnp.float32)}
 
-
-def loss(config, outputs, targets) -> jnp.ndarray:
-  """Weighted L1 on video and audio plus cross-entropy on the label (float32 scalar).
-
-  outputs as the model returns them; targets {'image': video, 'audio': samples [b, S] or
-  [b, S, 1], 'label': int labels [b]} at the same (possibly subsampled) points.
-  """
-  weights = config.loss_weights
-  return (weights.image * l1_loss(outputs["image"], targets["image"])
-          + weights.audio * l1_loss(outputs["audio"], targets["audio"])
-          + weights.label * softmax_cross_entropy(outputs["label"], targets["label"]))

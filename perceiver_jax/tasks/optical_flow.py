@@ -14,12 +14,12 @@ Paper model: 368x496 training crops (AutoFlow), 2048 latents x 512, one cross-at
 import jax.numpy as jnp
 import ml_collections
 
-from perceiver_jax.adapters import FlowAdapter
-from perceiver_jax.decoder import PerceiverDecoder
-from perceiver_jax.encoder import PerceiverEncoder
-from perceiver_jax.models import PerceiverIO
-from perceiver_jax.output_adapters import FlowOutput
-from perceiver_jax.output_queries import InputQuery
+from perceiver_jax.io.adapters import FlowAdapter
+from perceiver_jax.nn.decoder import PerceiverDecoder
+from perceiver_jax.nn.encoder import PerceiverEncoder
+from perceiver_jax.nn.models import PerceiverIO
+from perceiver_jax.io.output_adapters import FlowOutput
+from perceiver_jax.io.output_queries import InputQuery
 from perceiver_jax.tasks.building import make
 
 TASK = "optical_flow"

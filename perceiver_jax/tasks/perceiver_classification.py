@@ -16,9 +16,9 @@ Variants:
 import jax.numpy as jnp
 import ml_collections
 
-from perceiver_jax.decoder import ProjectionDecoder
-from perceiver_jax.encoder import PerceiverEncoder
-from perceiver_jax.models import Perceiver
+from perceiver_jax.nn.decoder import ProjectionDecoder
+from perceiver_jax.nn.encoder import PerceiverEncoder
+from perceiver_jax.nn.models import Perceiver
 from perceiver_jax.tasks.building import dtypes, make
 
 TASK = "perceiver_classification"

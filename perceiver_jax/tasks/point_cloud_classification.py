@@ -15,8 +15,8 @@ averages the latents into a linear layer; here the Perceiver IO classification q
 import jax.numpy as jnp
 import ml_collections
 
-from perceiver_jax.adapters import PointCloudAdapter
-from perceiver_jax.models import PerceiverIO
+from perceiver_jax.io.adapters import PointCloudAdapter
+from perceiver_jax.nn.models import PerceiverIO
 from perceiver_jax.tasks.building import classification_model, imagenet_encoder
 
 TASK = "point_cloud_classification"

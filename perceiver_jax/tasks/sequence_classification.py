@@ -12,12 +12,12 @@ GLUE tasks use 2 or 3 classes (1 for STS-B regression).
 import jax.numpy as jnp
 import ml_collections
 
-from perceiver_jax.adapters import TextAdapter
-from perceiver_jax.models import PerceiverIO
+from perceiver_jax.io.adapters import TextAdapter
+from perceiver_jax.nn.models import PerceiverIO
 from perceiver_jax.tasks.building import classification_model
 from perceiver_jax.tasks.masked_language_modeling import (text_encoder_config,
                                                           tiny_text_encoder_config)
-from perceiver_jax.tokenizer import VOCAB_SIZE
+from perceiver_jax.data.tokenizer import VOCAB_SIZE
 
 TASK = "sequence_classification"
 VARIANTS = ("bytes",)

@@ -1,0 +1,135 @@
+"""Decoders: Perceiver IO's query decoder and the two classification heads.
+
+- `PerceiverDecoder`: output queries [b, o, q] cross-attend to latents [b, n, d]; optional
+  query residual and MLP; optional final linear -> [b, o, output_channels or q].
+- `TrainableQuery`: learned decoder queries [b, num_queries, num_channels].
+- `ClassificationDecoder` (Perceiver IO): one trainable query -> PerceiverDecoder ->
+  logits [b, num_classes].
+- `ProjectionDecoder` (original Perceiver): mean over latents -> linear -> [b, num_classes].
+"""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from perceiver_jax.nn.layers import ACTIVATIONS, MLP, layer_norm
+from perceiver_jax.nn.multi_head_attention import MultiHeadAttention
+from perceiver_jax.nn.position_encoding import TrainablePositionEncoding
+from perceiver_jax.nn.subsampling import subsample
+from perceiver_jax.nn.attention import validate_implementation
+from perceiver_jax.nn.typing import DType, hyperparameters
+from perceiver_jax.nn.validation import check_choice, check_positive, check_rate
+
+
+class PerceiverDecoder(nn.Module):
+  """Cross-attention from output queries to latents: [b, o, q] x [b, n, d] -> [b, o, c].
+
+  x = Attn(LN(queries), LN(latents)); x += queries if use_query_residual;
+  x += MLP(LN(x)) if use_mlp; then Dense(output_channels) when output_channels is set.
+  qk_channels defaults to the latent channels, as the official decoder.
+  """
+  num_heads: int = 1
+  qk_channels: Optional[int] = None
+  v_channels: Optional[int] = None
+  widening_factor: int = 1
+  use_query_residual: bool = False
+  use_mlp: bool = True
+  output_channels: Optional[int] = None
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  attention_implementation: str = "xla"
+  chunk_size: int = 1024
+  activation: str = "gelu"  # The MLP's nonlinearity: a key of layers.ACTIVATIONS.
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  def __post_init__(self):
+    check_positive(self, "num_heads", "widening_factor", "output_channels")
+    check_choice(self, "activation", tuple(ACTIVATIONS))
+    check_rate(self, "dropout_rate", "attention_dropout_rate")
+    validate_implementation(self.attention_implementation, self.dtype,
+                            self.attention_dropout_rate, "attention_implementation")
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, queries, latents, deterministic: bool = True):
+    norm = lambda x, name: layer_norm(self.param_dtype, name)(x).astype(self.dtype)
+    queries = queries.astype(self.dtype)
+    x = MultiHeadAttention(
+        num_heads=self.num_heads, qk_channels=self.qk_channels, v_channels=self.v_channels,
+        dropout_rate=self.attention_dropout_rate, implementation=self.attention_implementation,
+        chunk_size=self.chunk_size, dtype=self.dtype, param_dtype=self.param_dtype,
+        name="attention")(norm(queries, "query_norm"), norm(latents, "latent_norm"),
+                          deterministic=deterministic)
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    if self.use_query_residual:
+      x = x + queries
+    if self.use_mlp:
+      x = x + MLP(self.widening_factor, self.dropout_rate, self.dtype, self.param_dtype,
+                  self.activation, name="mlp")(norm(x, "mlp_norm"), deterministic)
+    if self.output_channels is not None:
+      x = nn.Dense(self.output_channels, dtype=self.dtype, param_dtype=self.param_dtype,
+                   name="output")(x)
+    return x
+
+
+class TrainableQuery(nn.Module):
+  """Learned output queries [batch, num_queries, num_channels]; batch taken from `inputs`.
+
+  With `subsampled_points` (int [k] or [batch, k]) only those queries, [batch, k, channels].
+  """
+  num_queries: int
+  num_channels: int
+  init_scale: float = 0.02
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs, subsampled_points=None):
+    queries = TrainablePositionEncoding((self.num_queries,), self.num_channels, self.init_scale,
+                                        self.dtype, self.param_dtype,
+                                        name="queries")(inputs.shape[0])
+    return subsample(queries, subsampled_points)
+
+
+class ClassificationDecoder(PerceiverDecoder):
+  """Perceiver IO head: one learned query attends to the latents -> logits [b, num_classes].
+
+  Takes every PerceiverDecoder setting; its output layer has num_classes channels.
+  """
+  num_classes: int = 1000
+  num_query_channels: Optional[int] = None  # Defaults to the latent channels.
+
+  def __post_init__(self):
+    if self.output_channels is not None:
+      raise ValueError("ClassificationDecoder.output_channels must stay None: "
+                       "the output layer has num_classes channels.")
+    check_positive(self, "num_classes", "num_query_channels")
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, latents, deterministic: bool = True):
+    channels = self.num_query_channels or latents.shape[-1]
+    queries = TrainableQuery(1, channels, dtype=self.dtype, param_dtype=self.param_dtype,
+                             name="query")(latents)
+    settings = dict(hyperparameters(self, PerceiverDecoder), output_channels=self.num_classes)
+    return PerceiverDecoder(**settings, name="decoder")(queries, latents, deterministic)[:, 0]
+
+
+class ProjectionDecoder(nn.Module):
+  """Original Perceiver head: mean over latents [b, n, d] -> zero-initialised linear."""
+  num_classes: int
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  def __post_init__(self):
+    check_positive(self, "num_classes")
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, latents, deterministic: bool = True):
+    del deterministic  # No dropout in this head.
+    pooled = jnp.mean(latents.astype(jnp.float32), axis=1).astype(self.dtype)
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
+                    param_dtype=self.param_dtype, name="logits")(pooled)

@@ -1,0 +1,148 @@
+"""PerceiverEncoder: a latent array cross-attends to the inputs, then self-attention blocks.
+
+inputs [batch, index, channels] (+ pad_mask [batch, index], True = real input)
+  -> latents [batch, num_latents, num_latent_channels]
+
+Schedule: for block i in 1..L (L = num_self_attention_blocks), cross-attention layer i is
+applied first when i <= P (P = num_cross_attention_layers), then self-attention block i
+(num_self_attention_layers_per_block distinct layers). Cross-attention layers 2..P share one
+set of weights, and so do blocks 2..L; the first layer / block shares them too when
+first_cross_attention_layer_shared / first_self_attention_block_shared. Sharing reuses one
+module, so a shared set of parameters exists once.
+
+The defaults are Perceiver IO's ImageNet encoder (P=1, 8 blocks of 6 layers, all blocks
+shared); the original Perceiver uses P=8, L=8 with the first cross-attention unshared.
+
+`attention_implementation` is the attention backend of every layer unless
+`cross_attention_implementation` names another for the cross-attention: a one-head
+cross-attention over image inputs has head dims of 261 (pixels + Fourier features), beyond
+cuDNN's 256, so on a GPU cudnn self-attention goes with an 'xla' or 'chunked' cross-attention.
+"""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from perceiver_jax.nn.layers import ACTIVATIONS, CrossAttentionLayer, SelfAttentionBlock
+from perceiver_jax.nn.multi_head_attention import check_divisible
+from perceiver_jax.nn.attention import validate_implementation
+from perceiver_jax.nn.typing import DType
+from perceiver_jax.nn.validation import check_choice, check_positive, check_rate
+
+
+class PerceiverEncoder(nn.Module):
+  """Latent cross-attention and weight-shared self-attention tower; see module docstring."""
+  num_latents: int = 512
+  num_latent_channels: int = 1024
+  num_cross_attention_layers: int = 1
+  num_self_attention_blocks: int = 8
+  num_self_attention_layers_per_block: int = 6
+  first_cross_attention_layer_shared: bool = False
+  first_self_attention_block_shared: bool = True
+  num_cross_attention_heads: int = 1
+  num_self_attention_heads: int = 8
+  cross_attention_qk_channels: Optional[int] = None
+  cross_attention_v_channels: Optional[int] = None
+  self_attention_qk_channels: Optional[int] = None
+  self_attention_v_channels: Optional[int] = None
+  cross_attention_widening_factor: int = 1
+  self_attention_widening_factor: int = 1
+  use_query_residual: bool = True
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  latent_init_scale: float = 0.02
+  attention_implementation: str = "xla"
+  cross_attention_implementation: Optional[str] = None  # None: attention_implementation.
+  chunk_size: int = 1024
+  remat: bool = False
+  activation: str = "gelu"  # The MLPs' nonlinearity: a key of layers.ACTIVATIONS.
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  def __post_init__(self):
+    check_positive(self, "num_latents", "num_latent_channels", "num_cross_attention_layers",
+                   "num_self_attention_blocks", "num_self_attention_layers_per_block",
+                   "num_cross_attention_heads", "num_self_attention_heads",
+                   "cross_attention_widening_factor", "self_attention_widening_factor")
+    check_rate(self, "dropout_rate", "attention_dropout_rate")
+    check_choice(self, "activation", tuple(ACTIVATIONS))
+    if self.num_cross_attention_layers > self.num_self_attention_blocks:
+      raise ValueError(
+          f"num_cross_attention_layers={self.num_cross_attention_layers} exceeds "
+          f"num_self_attention_blocks={self.num_self_attention_blocks}: cross-attention i runs "
+          "before self-attention block i, so set num_cross_attention_layers <= "
+          "num_self_attention_blocks.")
+    for name in ("cross_attention_qk_channels", "cross_attention_v_channels"):
+      if getattr(self, name) is not None:
+        check_divisible(getattr(self, name), self.num_cross_attention_heads, name,
+                        "num_cross_attention_heads")
+    check_divisible(self.self_attention_qk_channels or self.num_latent_channels,
+                    self.num_self_attention_heads, "self_attention_qk_channels",
+                    "num_self_attention_heads")
+    check_divisible(self.self_attention_v_channels or self.self_attention_qk_channels
+                    or self.num_latent_channels, self.num_self_attention_heads,
+                    "self_attention_v_channels", "num_self_attention_heads")
+    validate_implementation(self.attention_implementation, self.dtype,
+                            self.attention_dropout_rate, "attention_implementation")
+    validate_implementation(self.cross_implementation, self.dtype, self.attention_dropout_rate,
+                            "cross_attention_implementation")
+    super().__post_init__()
+
+  @property
+  def cross_implementation(self) -> str:
+    """The cross-attention's backend."""
+    return self.cross_attention_implementation or self.attention_implementation
+
+  def _cross_attention(self, name):
+    cls = nn.remat(CrossAttentionLayer, static_argnums=(4,)) if self.remat else CrossAttentionLayer
+    return cls(
+        num_heads=self.num_cross_attention_heads, qk_channels=self.cross_attention_qk_channels,
+        v_channels=self.cross_attention_v_channels,
+        widening_factor=self.cross_attention_widening_factor,
+        use_query_residual=self.use_query_residual, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        implementation=self.cross_implementation, chunk_size=self.chunk_size,
+        activation=self.activation, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+
+  def _self_attention_block(self, name):
+    return SelfAttentionBlock(
+        num_layers=self.num_self_attention_layers_per_block,
+        num_heads=self.num_self_attention_heads, qk_channels=self.self_attention_qk_channels,
+        v_channels=self.self_attention_v_channels,
+        widening_factor=self.self_attention_widening_factor, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        implementation=self.attention_implementation, chunk_size=self.chunk_size,
+        remat=self.remat, activation=self.activation, dtype=self.dtype,
+        param_dtype=self.param_dtype, name=name)
+
+  @nn.compact
+  def __call__(self, inputs, pad_mask=None, deterministic: bool = True):
+    if inputs.ndim != 3:
+      raise ValueError(
+          f"PerceiverEncoder expects inputs [batch, index, channels], got shape {inputs.shape}; "
+          "flatten the index dims first.")
+    if self.cross_attention_qk_channels is None:
+      check_divisible(inputs.shape[-1], self.num_cross_attention_heads,
+                      "cross_attention_qk_channels (defaults to the input channels)",
+                      "num_cross_attention_heads")
+    p, l = self.num_cross_attention_layers, self.num_self_attention_blocks
+    cross_shared = block_shared = None
+    if p > 1 or self.first_cross_attention_layer_shared:
+      cross_shared = self._cross_attention("cross_attention_shared")
+    if l > 1 or self.first_self_attention_block_shared:
+      block_shared = self._self_attention_block("self_attention_block_shared")
+    cross_first = (cross_shared if self.first_cross_attention_layer_shared
+                   else self._cross_attention("cross_attention_first"))
+    block_first = (block_shared if self.first_self_attention_block_shared
+                   else self._self_attention_block("self_attention_block_first"))
+
+    latents = self.param("latents", nn.initializers.truncated_normal(self.latent_init_scale),
+                         (self.num_latents, self.num_latent_channels), self.param_dtype)
+    x = jnp.broadcast_to(latents.astype(self.dtype), (inputs.shape[0],) + latents.shape)
+    inputs = inputs.astype(self.dtype)
+    for i in range(l):
+      if i < p:
+        x = (cross_first if i == 0 else cross_shared)(x, inputs, pad_mask, deterministic)
+      x = (block_first if i == 0 else block_shared)(x, None, deterministic)
+    return x

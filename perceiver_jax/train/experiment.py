@@ -1,0 +1,136 @@
+"""An experiment built from a training config: model, optimizer, jitted sharded steps, checkpointer.
+
+`build_experiment(config, workdir)` checks the config's top-level fields (`validate_config`),
+builds the model (`tasks.build`), optimizer and objective, jits the train and eval steps over a
+device mesh (train_step.py) and opens the checkpointer; `Experiment.restore_or_init` gives the
+newest checkpoint's state or a fresh one (with `config.init_from`'s weights). Nothing here reads
+data: the training loop (trainer.py), the benchmark and the eval / sample / plot launchers share it.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Optional
+
+from absl import logging
+import jax
+
+from perceiver_jax import tasks
+from perceiver_jax.train import optim
+from perceiver_jax.convert import pretrained
+from perceiver_jax.train.checkpointing import Checkpointer
+from perceiver_jax.train.objectives import make_objective
+from perceiver_jax.train.sharding import make_mesh
+from perceiver_jax.train.train_step import init_state, jit_steps, make_eval_step, make_train_step
+
+REQUIRED = ("seed", "batch_size", "num_train_steps", "eval_every_steps", "checkpoint_every_steps",
+            "log_every_steps", "model", "data", "optimizer", "mesh", "checkpoint")
+
+
+def sharded_batch_sizes(config) -> tuple:
+  """(train micro-batch = batch_size / grad_accum_steps, eval_batch_size): the global batches
+  a step splits over the devices, so the device count must divide both."""
+  return (config.batch_size // config.get("grad_accum_steps", 1),
+          config.get("eval_batch_size", config.batch_size))
+
+
+def validate_config(config, num_devices: int):
+  """Raises ValueError naming the first missing or bad top-level field."""
+  for key in REQUIRED:
+    if key not in config:
+      raise ValueError(f"config.{key} is missing; every training config sets {REQUIRED}.")
+  for key in ("batch_size", "num_train_steps", "eval_every_steps", "checkpoint_every_steps",
+              "log_every_steps"):
+    if not isinstance(config[key], int) or config[key] < 1:
+      raise ValueError(f"config.{key} must be an int >= 1, got {config[key]!r}.")
+  accum = config.get("grad_accum_steps", 1)
+  if accum < 1 or config.batch_size % accum:
+    raise ValueError(f"config.grad_accum_steps={accum} must be >= 1 and divide "
+                     f"config.batch_size={config.batch_size}.")
+  devices = num_devices
+  micro_batch, eval_batch = sharded_batch_sizes(config)
+  if micro_batch % devices:
+    raise ValueError(f"config.batch_size / grad_accum_steps = {micro_batch} must "
+                     f"be divisible by the {devices} devices.")
+  if eval_batch % devices:
+    raise ValueError(f"config.eval_batch_size must be divisible by the {devices} devices.")
+  if config.get("init_from"):
+    pretrained.check_directory(config.init_from, "config.init_from")
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything built from a config: model, steps, shardings and checkpointer."""
+  config: object
+  mesh: object
+  model: object
+  init: object
+  train_step: object
+  eval_step: object
+  abstract_state: object
+  checkpointer: Checkpointer
+  workdir: str
+  init_modules: Optional[tuple] = None  # Modules loaded from config.init_from; None: all.
+
+  def restore_or_init(self, step: Optional[int] = None):
+    """(state, step): the given or newest readable checkpoint, else a fresh state at step 0
+    (with the weights of config.init_from when set)."""
+    if step is not None:
+      return self.checkpointer.restore(step, self.abstract_state), step
+    restored = self.checkpointer.restore_latest(self.abstract_state)
+    if restored is not None:
+      step, state = restored
+      logging.info("Resumed from the checkpoint at step %d.", step)
+      return state, step
+    state = self.init()
+    if self.config.get("init_from"):
+      state = self._load_pretrained(state)
+    return state, 0
+
+  def _load_pretrained(self, state):
+    source = self.config.init_from
+    fresh = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    variables, report = pretrained.overlay(fresh, pretrained.load_variables(source),
+                                           self.init_modules)
+    logging.info("Initialised %d arrays from %s; %d stay freshly initialised (%d of them "
+                 "because their shapes differ), %d pretrained arrays unused.",
+                 len(report["loaded"]), source, len(report["fresh"]) + len(report["mismatched"]),
+                 len(report["mismatched"]), len(report["unused"]))
+    if jax.process_index() == 0:
+      os.makedirs(self.workdir, exist_ok=True)
+      with open(os.path.join(self.workdir, "init_from.json"), "w") as f:
+        json.dump(dict(report, init_from=source), f, indent=1)
+    return dict(state, **variables)
+
+
+def build_experiment(config, workdir: str, devices=None) -> Experiment:
+  """Builds the model, optimizer, jitted steps and checkpointer that `config` describes
+  (over `devices`, by default every device of every process)."""
+  devices = jax.devices() if devices is None else devices
+  validate_config(config, len(devices))
+  init_modules = None
+  if config.get("init_from"):
+    config = config.copy_and_resolve_references()
+    config.model, init_modules = pretrained.inherit_model_config(
+        config.model, pretrained.load_model_config(config.init_from))
+  mesh = make_mesh(config.mesh.data, config.mesh.fsdp, devices)
+  model = tasks.build(config.model)
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  objective = make_objective(config)
+  init = functools.partial(init_state, model, tx, tasks.example_inputs(config.model, 1),
+                           config.seed)
+  abstract = jax.eval_shape(init)
+  train_step, eval_step, shardings = jit_steps(
+      make_train_step(model, tx, objective, schedule, config.get("grad_accum_steps", 1)),
+      make_eval_step(model, objective), mesh, abstract, fsdp=config.mesh.fsdp > 1,
+      min_fsdp_size=config.mesh.get("min_fsdp_size", 2 ** 10))
+  abstract = jax.tree_util.tree_map(
+      lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+      abstract, shardings)
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
+                              best_metric=config.checkpoint.get("best_metric"),
+                              best_mode=config.checkpoint.get("best_mode", "max"),
+                              async_save=config.checkpoint.get("async_save", True))
+  return Experiment(config, mesh, model, jax.jit(init, out_shardings=shardings), train_step,
+                    eval_step, abstract, checkpointer, workdir, init_modules)

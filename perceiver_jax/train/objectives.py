@@ -1,0 +1,132 @@
+"""Training objectives: what a task's model is fed and how its outputs are scored.
+
+An `Objective` has two pure functions the train and eval steps call:
+  prepare(batch, rng, train) -> (inputs, model_kwargs, targets)
+  score(outputs, targets)    -> (loss_sum, weight_sum, metric_sums)
+Scores are sums over examples (or masked positions) weighted by the batch's `mask`, never
+means, so gradient accumulation over micro-batches and padded evaluation batches are exact:
+the step divides by the total weight. Losses are float32.
+
+- classification (`image_classification`, `perceiver_classification`,
+  `point_cloud_classification`, `sequence_classification`): softmax cross-entropy with
+  label smoothing, optional mixup/CutMix in training; metrics `accuracy` (top-1), `top5`.
+- `masked_language_modeling`: BERT masking of `ids` on device (`masking.mask_tokens`), loss
+  and `accuracy` only at the masked bytes; padding is masked out of the encoder.
+- `language_modeling` (Perceiver AR): rows of max_context + 1 ids; the model reads the first
+  max_context and predicts the next byte at each latent position (PAD targets excluded);
+  metrics `accuracy` and `bits_per_byte` (cross-entropy / ln 2); the loss adds
+  `config.z_loss * logsumexp(logits)^2` when set.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from perceiver_jax.data.mixup import mixup_cutmix
+from perceiver_jax.data.masking import mask_tokens
+from perceiver_jax.data.tokenizer import PAD
+
+INPUT_KEYS = {"image_classification": "image", "perceiver_classification": "image",
+              "point_cloud_classification": "points", "sequence_classification": "ids"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  prepare: Callable[..., Any]
+  score: Callable[..., Any]
+
+
+def make_objective(config) -> Objective:
+  """The objective of config.model.task, with config.label_smoothing, config.mixup, config.mlm."""
+  task = config.model.task
+  if task in INPUT_KEYS:
+    return _classification(config, INPUT_KEYS[task])
+  if task == "masked_language_modeling":
+    return _masked_language_modeling(config)
+  if task == "language_modeling":
+    return _language_modeling(config)
+  raise ValueError(f"config.model.task={task!r} has no training objective yet; trainable tasks: "
+                   f"{sorted(INPUT_KEYS) + ['language_modeling', 'masked_language_modeling']}.")
+
+
+def _classification(config, input_key: str) -> Objective:
+  smoothing = config.get("label_smoothing", 0.0)
+  mixup = config.get("mixup", None)
+
+  def prepare(batch, rng, train):
+    inputs = batch[input_key]
+    kwargs = {"pad_mask": inputs != PAD} if input_key == "ids" else {}
+    num_classes = config.model.num_classes
+    targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes), smoothing)
+    if train and mixup is not None and (mixup.mixup_alpha > 0 or mixup.cutmix_alpha > 0):
+      inputs, targets = mixup_cutmix(inputs, targets, rng, mixup.mixup_alpha,
+                                     mixup.cutmix_alpha, mixup.switch_prob)
+    return inputs, kwargs, {"targets": targets, "label": batch["label"], "mask": batch["mask"]}
+
+  def score(logits, targets):
+    logits = logits.astype(jnp.float32)
+    weights = targets["mask"].astype(jnp.float32)
+    losses = optax.softmax_cross_entropy(logits, targets["targets"])
+    label = targets["label"]
+    top1 = (jnp.argmax(logits, -1) == label).astype(jnp.float32)
+    k = min(5, logits.shape[-1])
+    topk = jnp.any(jax.lax.top_k(logits, k)[1] == label[:, None], axis=-1).astype(jnp.float32)
+    metrics = {"accuracy": jnp.sum(top1 * weights), "top5": jnp.sum(topk * weights)}
+    return jnp.sum(losses * weights), jnp.sum(weights), metrics
+
+  return Objective(prepare, score)
+
+
+def _masked_language_modeling(config) -> Objective:
+  mlm = config.get("mlm", {})
+  mask_prob = mlm.get("mask_prob", 0.15)
+
+  def prepare(batch, rng, train):
+    del train  # Evaluation masks too (with the eval step's fixed rng).
+    ids = batch["ids"]
+    inputs, labels, weights = mask_tokens(rng, ids, mask_prob=mask_prob)
+    weights = weights * batch["mask"][:, None].astype(jnp.float32)
+    return inputs, {"pad_mask": ids != PAD}, {"labels": labels, "weights": weights}
+
+  def score(logits, targets):
+    logits = logits.astype(jnp.float32)
+    weights = targets["weights"]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets["labels"])
+    correct = (jnp.argmax(logits, -1) == targets["labels"]).astype(jnp.float32)
+    return (jnp.sum(losses * weights), jnp.sum(weights),
+            {"accuracy": jnp.sum(correct * weights)})
+
+  return Objective(prepare, score)
+
+
+def _language_modeling(config) -> Objective:
+  z_loss = config.get("z_loss", 0.0)
+  context = config.model.perceiver_ar.max_context
+
+  def prepare(batch, rng, train):
+    del rng, train  # Deterministic.
+    ids = batch["ids"]
+    if ids.shape[1] != context + 1:
+      raise ValueError(f"language modelling needs rows of max_context + 1 = {context + 1} ids; "
+                       f"got {ids.shape[1]}: set config.data.max_seq_len = {context + 1}.")
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    weights = (targets != PAD).astype(jnp.float32) * batch["mask"][:, None].astype(jnp.float32)
+    return inputs, {"pad_mask": inputs != PAD}, {"labels": targets, "weights": weights}
+
+  def score(logits, targets):
+    logits = logits.astype(jnp.float32)
+    latents = logits.shape[1]
+    labels, weights = targets["labels"][:, -latents:], targets["weights"][:, -latents:]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    cross_entropy = jnp.sum(losses * weights)
+    loss = cross_entropy
+    if z_loss:
+      loss = loss + z_loss * jnp.sum(jnp.square(jax.nn.logsumexp(logits, -1)) * weights)
+    return loss, jnp.sum(weights), {"accuracy": jnp.sum(correct * weights),
+                                   "bits_per_byte": cross_entropy / jnp.log(2.0)}
+
+  return Objective(prepare, score)

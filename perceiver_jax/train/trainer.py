@@ -1,0 +1,150 @@
+"""The training loop: build from a config, resume, train, evaluate, checkpoint.
+
+`train_and_evaluate(config, workdir)` runs config.num_train_steps steps of the jitted,
+sharded train step (train_step.py) on batches from the TFDS pipeline (input_pipeline.py):
+- resumes from the newest readable checkpoint in `workdir/checkpoints` when there is one;
+  the data position and every random draw are functions of (seed, step), so a run killed
+  at any point and restarted ends with the parameters an uninterrupted run reaches;
+- logs train metrics every log_every_steps (loss, accuracy, grad_norm, learning_rate,
+  examples_per_second, step_time) and evaluates every eval_every_steps, to metrics.jsonl,
+  TensorBoard and a progress bar (metric_writer.py); train metrics are fetched one step late
+  so the host never waits for the device;
+- saves every checkpoint_every_steps (async, keep-N plus the best by config.checkpoint.
+  best_metric), at the end, and when SIGTERM arrives (preemption), then exits cleanly;
+- stops with FloatingPointError when the loss or gradient norm turns NaN/Inf, keeping the
+  last good checkpoint (a state is checked before it is saved).
+`evaluate_checkpoint(config, workdir, step=None)` evaluates a saved state.
+
+Fine-tuning: with `config.init_from` = a pretrained model directory (`perceiver_jax.convert.pretrained`,
+e.g. written by `python -m perceiver_jax.convert`), the model takes the pretrained architecture
+(`pretrained.inherit_model_config`) and a fresh run starts from its weights (a resumed run
+from its own checkpoint); what was loaded is logged and written to workdir/init_from.json.
+"""
+
+import os
+import signal
+import time
+from typing import Dict, Optional
+
+from absl import logging
+import jax
+import numpy as np
+
+from perceiver_jax.data import input_pipeline
+from perceiver_jax.train.checkpointing import Checkpointer
+from perceiver_jax.train.experiment import Experiment, build_experiment
+from perceiver_jax.train.metric_writer import MetricWriter
+from perceiver_jax.train.sharding import global_batch
+
+
+def evaluate(experiment: Experiment, state) -> Dict[str, float]:
+  """Metrics over the whole eval split (each example once)."""
+  config = experiment.config
+  totals = None
+  for batch in input_pipeline.make_eval_iterator(
+      config.data, global_batch_size=config.get("eval_batch_size", config.batch_size)):
+    sums = experiment.eval_step(state, global_batch(batch, experiment.mesh))
+    totals = sums if totals is None else jax.tree_util.tree_map(np.add, totals, sums)
+  totals = jax.device_get(totals)
+  weight = max(float(totals.pop("weight")), 1e-8)
+  return {name: float(value) / weight for name, value in totals.items()}
+
+
+def _check_finite(step: int, metrics, checkpointer: Checkpointer):
+  bad = {k: float(metrics[k]) for k in ("loss", "grad_norm") if not np.isfinite(metrics[k])}
+  if bad:
+    checkpointer.wait()
+    raise FloatingPointError(
+        f"training diverged at step {step}: {bad}. Nothing after the last good checkpoint "
+        f"(step {checkpointer.latest_step()}) was saved; lower config.optimizer.learning_rate, "
+        "set config.optimizer.clip_norm, or use float32 compute (config.model.dtype).")
+
+
+class _Preemption:
+  """Records SIGTERM so the loop can save and stop at the next step boundary."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
+  """Trains (resuming if possible); returns the last evaluation's metrics."""
+  experiment = build_experiment(config, workdir)
+  state, start = experiment.restore_or_init()
+  if start >= config.num_train_steps:
+    logging.warning("%s already holds the final step %d; nothing to train (evaluate it with "
+                    "experiments.eval, or raise config.num_train_steps).", workdir, start)
+  writer = MetricWriter(workdir, config.num_train_steps, start)
+  batches = input_pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size,
+                                               seed=config.seed, start_step=start,
+                                               cache_dir=workdir)
+  preemption = _Preemption()
+  checkpointer = experiment.checkpointer
+  eval_metrics, previous = {}, None
+  window_start, window_steps = time.time(), 0
+  try:
+    for step in range(start + 1, config.num_train_steps + 1):
+      batch = global_batch(next(batches), experiment.mesh)
+      state, metrics = experiment.train_step(state, batch)
+      window_steps += 1
+      if previous is not None:  # The previous step's metrics are ready by now.
+        _check_finite(step - 1, jax.device_get(previous), checkpointer)
+      previous = metrics
+      last = step == config.num_train_steps
+      preempted = preemption.requested  # Read once: SIGTERM may arrive at any moment.
+      log_now = step % config.log_every_steps == 0 or last
+      eval_now = step % config.eval_every_steps == 0 or last
+      save_now = step % config.checkpoint_every_steps == 0 or last or preempted
+      if log_now or save_now:
+        fetched = jax.device_get(metrics)
+        _check_finite(step, fetched, checkpointer)
+      if log_now:
+        elapsed = time.time() - window_start
+        train = {k: v for k, v in fetched.items() if k != "weight"}
+        train.update(step_time=elapsed / window_steps,
+                     examples_per_second=window_steps * config.batch_size / elapsed)
+        writer.write(step, "train", train)
+        writer.progress(step, {"loss": train["loss"]})
+        window_start, window_steps = time.time(), 0
+      if eval_now:
+        eval_metrics = evaluate(experiment, state)
+        writer.write(step, "eval", eval_metrics)
+      if save_now:
+        # A step at or below the newest on disk is only there after a fallback past an
+        # unreadable checkpoint: replace those.
+        stale = (checkpointer.latest_step() or 0) >= step
+        checkpointer.save(step, state, eval_metrics if eval_now else None, force=stale)
+      if preempted:
+        logging.warning("SIGTERM: saved the checkpoint at step %d and stopped.", step)
+        break
+  finally:
+    preemption.restore()
+    checkpointer.wait()
+    writer.close()
+  return eval_metrics
+
+
+def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> Dict[str, float]:
+  """Evaluates the given (or newest) checkpoint, or with none the config.init_from model
+  (as step 0); appends the result to metrics.jsonl."""
+  experiment = build_experiment(config, workdir)
+  if step is None:
+    step = experiment.checkpointer.latest_step()
+    if step is None and not config.get("init_from"):
+      raise ValueError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')} to evaluate "
+                       "(set config.init_from to evaluate a pretrained model).")
+  state, step = experiment.restore_or_init(step)
+  metrics = evaluate(experiment, state)
+  writer = MetricWriter(workdir, config.num_train_steps, step)
+  writer.write(step, "eval", metrics)
+  writer.close()
+  experiment.checkpointer.close()
+  return metrics
