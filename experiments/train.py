@@ -1,6 +1,6 @@
 """Train a config: python -m experiments.train --config=configs/X.py[:variant] --workdir=DIR.
 
-Resumes from DIR's newest checkpoint when there is one; see perceiver_jax/trainer.py.
+Resumes from DIR's newest checkpoint when there is one; see perceiver_jax/train/trainer.py.
 """
 
 from absl import app

@@ -1,4 +1,4 @@
-"""Tests for perceiver_jax/benchmarking.py and the experiments/benchmark.py launcher."""
+"""Tests for experiments/benchmark/: benchmarking.py and the launcher."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import benchmark
+from experiments.benchmark import launcher as benchmark
 from perceiver_jax import tasks
 from experiments.benchmark import benchmarking, torch_peers
 from perceiver_jax.train.experiment import build_experiment
