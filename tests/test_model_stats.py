@@ -72,19 +72,36 @@ class _Linear(nn.Module):
     return nn.Dense(self.features)(x)
 
 
-def test_unregistered_adapter_is_a_clear_error_and_registration_works():
+class _CountedLinear(_Linear):
+  """The toy adapter with its analytic stats."""
+
+  @nn.nowrap
+  def stats(self, input_shape):
+    tokens, channels = input_shape
+    return Stats(channels * self.features + self.features, 2 * tokens * channels * self.features,
+                 (tokens, self.features))
+
+
+def test_adapter_without_stats_is_a_clear_error_and_a_stats_method_counts_it():
   model = PerceiverIO(_encoder(), TrainableQuery(4, 12), PerceiverDecoder(),
                       input_adapter=_Linear(10), output_adapter=_Linear(3))
-  with pytest.raises(TypeError, match="register"):
+  with pytest.raises(TypeError, match="_Linear; give it a method stats"):
     param_count(model, (20, 6))
+  with pytest.raises(TypeError, match="_Linear"):
+    stats(_Linear(3), (20, 6))
 
-  @stats.register
-  def _(module: _Linear, input_shape):
-    tokens, channels = input_shape
-    return Stats(channels * module.features + module.features,
-                 2 * tokens * channels * module.features, (tokens, module.features))
-
+  model = PerceiverIO(_encoder(), TrainableQuery(4, 12), PerceiverDecoder(),
+                      input_adapter=_CountedLinear(10), output_adapter=_CountedLinear(3))
   assert param_count(model, (20, 6)) == _init_count(model, (20, 6))
+  assert stats(model, (20, 6)).output_shape == (4, 3)
+
+
+def test_stats_run_on_bound_and_unbound_modules_alike():
+  """The stats methods read fields only (nn.nowrap): a bound module gives the same numbers."""
+  model = PerceiverIO(_encoder(), TrainableQuery(4, 12), PerceiverDecoder(output_channels=5))
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.ones((1, 20, 6)))
+  assert model.bind(variables).stats((20, 6)) == model.stats((20, 6))
+  assert model.stats((20, 6)).params == count_params(variables)
 
 
 def _xla_flops(model, input_shape):
