@@ -78,8 +78,8 @@ def test_dropout_is_off_when_deterministic_and_follows_the_rng_otherwise():
   np.testing.assert_array_equal(run(0), run(0))
   assert not np.allclose(run(0), run(1))
   no_dropout = PerceiverLayer(D, 2, 2, 8, dropout=0.0)
-  np.testing.assert_array_equal(
-      no_dropout.apply(variables, q, k, v, deterministic=False), no_dropout.apply(variables, q, k, v))
+  np.testing.assert_array_equal(no_dropout.apply(variables, q, k, v, deterministic=False),
+                                no_dropout.apply(variables, q, k, v))
 
 
 def test_zeta_call_convention_and_defaults():
