@@ -1,5 +1,7 @@
 """Analytic parameter counts equal init's; analytic FLOPs are within 10% of XLA's count."""
 
+import ast
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,6 +9,7 @@ import pytest
 
 from perceiver_jax import (ClassificationDecoder, Perceiver, PerceiverDecoder, PerceiverEncoder,
                            PerceiverIO, ProjectionDecoder, TrainableQuery)
+from perceiver_jax.nn import model_stats
 from perceiver_jax.nn.model_stats import Stats, count_params, flops, param_count, stats
 
 
@@ -153,3 +156,13 @@ def test_count_params_accepts_variables_or_params():
   model = Perceiver(_encoder(), ProjectionDecoder(4), num_frequency_bands=2)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.ones((1, 5, 3)))
   assert count_params(variables) == count_params(variables["params"]) > 0
+
+
+def test_model_stats_imports_no_model():
+  """The modules import model_stats for their stats methods, so it must not import them."""
+  tree = ast.parse(open(model_stats.__file__).read())
+  imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+  imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+               for alias in node.names}
+  ours = {name for name in imported if name.startswith("perceiver_jax")}
+  assert ours <= {"perceiver_jax.nn.multi_head_attention"}, ours
