@@ -1,5 +1,7 @@
 """Analytic parameter counts equal init's; analytic FLOPs are within 10% of XLA's count."""
 
+import ast
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,6 +9,7 @@ import pytest
 
 from perceiver_jax import (ClassificationDecoder, Perceiver, PerceiverDecoder, PerceiverEncoder,
                            PerceiverIO, ProjectionDecoder, TrainableQuery)
+from perceiver_jax.nn import model_stats
 from perceiver_jax.nn.model_stats import Stats, count_params, flops, param_count, stats
 
 
@@ -72,19 +75,36 @@ class _Linear(nn.Module):
     return nn.Dense(self.features)(x)
 
 
-def test_unregistered_adapter_is_a_clear_error_and_registration_works():
+class _CountedLinear(_Linear):
+  """The toy adapter with its analytic stats."""
+
+  @nn.nowrap
+  def stats(self, input_shape):
+    tokens, channels = input_shape
+    return Stats(channels * self.features + self.features, 2 * tokens * channels * self.features,
+                 (tokens, self.features))
+
+
+def test_adapter_without_stats_is_a_clear_error_and_a_stats_method_counts_it():
   model = PerceiverIO(_encoder(), TrainableQuery(4, 12), PerceiverDecoder(),
                       input_adapter=_Linear(10), output_adapter=_Linear(3))
-  with pytest.raises(TypeError, match="register"):
+  with pytest.raises(TypeError, match="_Linear; give it a method stats"):
     param_count(model, (20, 6))
+  with pytest.raises(TypeError, match="_Linear"):
+    stats(_Linear(3), (20, 6))
 
-  @stats.register
-  def _(module: _Linear, input_shape):
-    tokens, channels = input_shape
-    return Stats(channels * module.features + module.features,
-                 2 * tokens * channels * module.features, (tokens, module.features))
-
+  model = PerceiverIO(_encoder(), TrainableQuery(4, 12), PerceiverDecoder(),
+                      input_adapter=_CountedLinear(10), output_adapter=_CountedLinear(3))
   assert param_count(model, (20, 6)) == _init_count(model, (20, 6))
+  assert stats(model, (20, 6)).output_shape == (4, 3)
+
+
+def test_stats_run_on_bound_and_unbound_modules_alike():
+  """The stats methods read fields only (nn.nowrap): a bound module gives the same numbers."""
+  model = PerceiverIO(_encoder(), TrainableQuery(4, 12), PerceiverDecoder(output_channels=5))
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.ones((1, 20, 6)))
+  assert model.bind(variables).stats((20, 6)) == model.stats((20, 6))
+  assert model.stats((20, 6)).params == count_params(variables)
 
 
 def _xla_flops(model, input_shape):
@@ -136,3 +156,13 @@ def test_count_params_accepts_variables_or_params():
   model = Perceiver(_encoder(), ProjectionDecoder(4), num_frequency_bands=2)
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.ones((1, 5, 3)))
   assert count_params(variables) == count_params(variables["params"]) > 0
+
+
+def test_model_stats_imports_no_model():
+  """The modules import model_stats for their stats methods, so it must not import them."""
+  tree = ast.parse(open(model_stats.__file__).read())
+  imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+  imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+               for alias in node.names}
+  ours = {name for name in imported if name.startswith("perceiver_jax")}
+  assert ours <= {"perceiver_jax.nn.multi_head_attention"}, ours

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_jax.io.adapters.multimodal import modality_points, split_modalities
-from perceiver_jax.nn.model_stats import Stats, dense_stats, stats
+from perceiver_jax.nn import model_stats
+from perceiver_jax.nn.model_stats import Stats, dense_stats
 from perceiver_jax.nn.typing import DType
 from perceiver_jax.nn.validation import check_index_dims, check_positive
 
@@ -51,6 +52,12 @@ class ClassificationOutput(nn.Module):
       raise ValueError(f"ClassificationOutput expects [batch, 1, channels], got {decoded.shape}.")
     logits = decoded[:, 0]
     return logits if self.num_classes is None else _dense(self, self.num_classes, logits)
+
+  @nn.nowrap
+  def stats(self, decoded_shape) -> Stats:
+    """Decoded [1, c] -> logits [num_classes or c]."""
+    projection = _projection((decoded_shape[-1],), self.num_classes)
+    return Stats(projection.params, projection.flops, projection.output_shape[-1:])
 
 
 class GridOutput(nn.Module):
@@ -81,6 +88,13 @@ class GridOutput(nn.Module):
           f"{tuple(self.output_index_dims)}, got {decoded.shape}.")
     return decoded.reshape((decoded.shape[0],) + tuple(self.output_index_dims) + decoded.shape[2:])
 
+  @nn.nowrap
+  def stats(self, decoded_shape) -> Stats:
+    """Decoded [outputs, c] -> [*output_index_dims, num_output_channels or c]."""
+    projection = _projection(decoded_shape, self.num_output_channels)
+    return Stats(projection.params, projection.flops,
+                 tuple(self.output_index_dims) + projection.output_shape[-1:])
+
 
 class FlowOutput(GridOutput):
   """Optical flow [b, *output_index_dims, 2]: GridOutput divided by 100 (official FlowDecoder)."""
@@ -104,6 +118,12 @@ class AudioOutput(nn.Module):
       raise ValueError(f"AudioOutput expects [batch, patches, channels], got {decoded.shape}.")
     samples = _dense(self, self.samples_per_patch, decoded)
     return samples.reshape(samples.shape[0], -1)
+
+  @nn.nowrap
+  def stats(self, decoded_shape) -> Stats:
+    """Decoded [patches, c] -> samples [patches * samples_per_patch]."""
+    projection = _projection(decoded_shape, self.samples_per_patch)
+    return Stats(projection.params, projection.flops, (decoded_shape[0] * self.samples_per_patch,))
 
 
 class EmbeddingOutput(nn.Module):
@@ -135,6 +155,13 @@ class EmbeddingOutput(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (self.vocab_size,), self.param_dtype)
     return logits.astype(self.dtype) + bias.astype(self.dtype)
 
+  @nn.nowrap
+  def stats(self, decoded_shape) -> Stats:
+    """Decoded [outputs, c] -> logits [outputs, vocab_size] (tied embedding plus a bias)."""
+    outputs, channels = decoded_shape
+    return Stats(self.vocab_size, 2 * outputs * channels * self.vocab_size,
+                 (outputs, self.vocab_size))
+
 
 class MultimodalOutput(nn.Module):
   """Decoded [b, sum_m o_m, c] -> {modality: adapters[modality](its [b, o_m, c] slice)}.
@@ -164,42 +191,16 @@ class MultimodalOutput(nn.Module):
                                 subsampled_points=points.get(m))
             for m in sorted(self.adapters)}
 
+  @nn.nowrap
+  def stats(self, decoded_shape) -> Stats:
+    """Decoded [sum of outputs, c] -> {modality: its adapter's output shape}."""
+    parts = {m: model_stats.stats(self.adapters[m], (self.num_outputs[m], decoded_shape[-1]))
+             for m in sorted(self.adapters)}
+    return Stats(sum(s.params for s in parts.values()), sum(s.flops for s in parts.values()),
+                 {m: s.output_shape for m, s in parts.items()})
 
-def _projection(module, shape, features: Optional[int]) -> Stats:
+
+def _projection(shape, features: Optional[int]) -> Stats:
   if features is None:
     return Stats(0, 0, tuple(shape))
   return dense_stats(shape[-1], features, int(np.prod(shape[:-1])))
-
-
-@stats.register
-def _(module: ClassificationOutput, decoded_shape) -> Stats:
-  projection = _projection(module, (decoded_shape[-1],), module.num_classes)
-  return Stats(projection.params, projection.flops, projection.output_shape[-1:])
-
-
-@stats.register
-def _(module: GridOutput, decoded_shape) -> Stats:
-  projection = _projection(module, decoded_shape, module.num_output_channels)
-  return Stats(projection.params, projection.flops,
-               tuple(module.output_index_dims) + projection.output_shape[-1:])
-
-
-@stats.register
-def _(module: AudioOutput, decoded_shape) -> Stats:
-  projection = _projection(module, decoded_shape, module.samples_per_patch)
-  return Stats(projection.params, projection.flops, (decoded_shape[0] * module.samples_per_patch,))
-
-
-@stats.register
-def _(module: MultimodalOutput, decoded_shape) -> Stats:
-  parts = {m: stats(module.adapters[m], (module.num_outputs[m], decoded_shape[-1]))
-           for m in sorted(module.adapters)}
-  return Stats(sum(s.params for s in parts.values()), sum(s.flops for s in parts.values()),
-               {m: s.output_shape for m, s in parts.items()})
-
-
-@stats.register
-def _(module: EmbeddingOutput, decoded_shape) -> Stats:
-  outputs, channels = decoded_shape
-  return Stats(module.vocab_size, 2 * outputs * channels * module.vocab_size,
-               (outputs, module.vocab_size))

@@ -24,7 +24,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from perceiver_jax.nn.model_stats import Stats, stats
+from perceiver_jax.nn import model_stats
+from perceiver_jax.nn.model_stats import Stats
 from perceiver_jax.nn.position_encoding import (TrainablePositionEncoding, batched_fourier_features,
                                                 fourier_features_at, fourier_num_channels)
 from perceiver_jax.io.adapters.multimodal import modality_points, pad_to_common_channels
@@ -77,6 +78,14 @@ class FourierQuery(nn.Module):
     features = features.astype(self.dtype)
     return jnp.broadcast_to(features, (batch,) + features.shape[-2:])
 
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """Fourier features of the output grid [prod(output_index_dims), channels]."""
+    del input_shape  # Queries depend only on the batch size.
+    channels = fourier_num_channels(len(self.output_index_dims), self.num_frequency_bands,
+                                    self.concat_pos, self.sine_only)
+    return Stats(0, 0, (int(np.prod(self.output_index_dims)), channels))
+
 
 class TrainableGridQuery(nn.Module):
   """Learned queries, one per output grid point: [b, prod(output_index_dims), num_channels]."""
@@ -98,6 +107,13 @@ class TrainableGridQuery(nn.Module):
                                         name="queries")(inputs.shape[0])
     return subsample(queries, subsampled_points)
 
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """Learned queries [prod(output_index_dims), num_channels]."""
+    del input_shape  # Queries depend only on the batch size.
+    shape = (int(np.prod(self.output_index_dims)), self.num_channels)
+    return Stats(int(np.prod(shape)), 0, shape)
+
 
 class InputQuery(nn.Module):
   """The adapted inputs [b, n, c] are the queries (one output per input point)."""
@@ -106,6 +122,11 @@ class InputQuery(nn.Module):
     if inputs.ndim != 3:
       raise ValueError(f"InputQuery expects inputs [batch, index, channels], got {inputs.shape}.")
     return subsample(inputs, subsampled_points)
+
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """The adapted inputs [index, channels] are the queries."""
+    return Stats(0, 0, tuple(input_shape))
 
 
 class MultimodalQuery(nn.Module):
@@ -135,30 +156,10 @@ class MultimodalQuery(nn.Module):
     padded = pad_to_common_channels(self, queries, self.min_padding_size)
     return jnp.concatenate(list(padded.values()), axis=1)
 
-
-@stats.register
-def _(module: MultimodalQuery, input_shape) -> Stats:
-  parts = [stats(module.queries[name], input_shape) for name in sorted(module.queries)]
-  channels = max(s.output_shape[-1] for s in parts) + module.min_padding_size
-  params = sum(s.params + channels - s.output_shape[-1] for s in parts)
-  return Stats(params, 0, (sum(s.output_shape[0] for s in parts), channels))
-
-
-@stats.register
-def _(module: FourierQuery, input_shape) -> Stats:
-  del input_shape  # Queries depend only on the batch size.
-  channels = fourier_num_channels(len(module.output_index_dims), module.num_frequency_bands,
-                                  module.concat_pos, module.sine_only)
-  return Stats(0, 0, (int(np.prod(module.output_index_dims)), channels))
-
-
-@stats.register
-def _(module: TrainableGridQuery, input_shape) -> Stats:
-  del input_shape  # Queries depend only on the batch size.
-  shape = (int(np.prod(module.output_index_dims)), module.num_channels)
-  return Stats(int(np.prod(shape)), 0, shape)
-
-
-@stats.register
-def _(module: InputQuery, input_shape) -> Stats:
-  return Stats(0, 0, tuple(input_shape))
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """{modality: queries} -> [sum of queries, common channels], padding included."""
+    parts = [model_stats.stats(self.queries[name], input_shape) for name in sorted(self.queries)]
+    channels = max(s.output_shape[-1] for s in parts) + self.min_padding_size
+    params = sum(s.params + channels - s.output_shape[-1] for s in parts)
+    return Stats(params, 0, (sum(s.output_shape[0] for s in parts), channels))

@@ -12,8 +12,11 @@ from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from perceiver_jax.nn.layers import ACTIVATIONS, MLP, layer_norm
+from perceiver_jax.nn.model_stats import (Stats, attention_backend, attention_stats, dense_stats,
+                                          layer_norm_stats, mlp_stats)
 from perceiver_jax.nn.multi_head_attention import MultiHeadAttention
 from perceiver_jax.nn.position_encoding import TrainablePositionEncoding
 from perceiver_jax.nn.subsampling import subsample
@@ -73,6 +76,19 @@ class PerceiverDecoder(nn.Module):
                    name="output")(x)
     return x
 
+  @nn.nowrap
+  def stats(self, query_shape, latent_shape) -> Stats:
+    """Parameters and FLOPs for queries [outputs, q] and latents [n, d] -> [outputs, c]."""
+    query_shape = tuple(query_shape)
+    attn = attention_stats(query_shape, tuple(latent_shape), self.qk_channels, self.v_channels,
+                           None, self.num_heads, attention_backend(self))
+    total = layer_norm_stats(query_shape) + layer_norm_stats(latent_shape) + attn
+    if self.use_mlp:
+      total = total + layer_norm_stats(query_shape) + mlp_stats(query_shape, self.widening_factor)
+    if self.output_channels is not None:
+      total = total + dense_stats(query_shape[-1], self.output_channels, query_shape[0])
+    return total
+
 
 class TrainableQuery(nn.Module):
   """Learned output queries [batch, num_queries, num_channels]; batch taken from `inputs`.
@@ -91,6 +107,13 @@ class TrainableQuery(nn.Module):
                                         self.dtype, self.param_dtype,
                                         name="queries")(inputs.shape[0])
     return subsample(queries, subsampled_points)
+
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """The learned queries [num_queries, num_channels]; they depend on no input."""
+    del input_shape  # Queries depend only on the batch size.
+    shape = (self.num_queries, self.num_channels)
+    return Stats(int(np.prod(shape)), 0, shape)
 
 
 class ClassificationDecoder(PerceiverDecoder):
@@ -116,6 +139,15 @@ class ClassificationDecoder(PerceiverDecoder):
     settings = dict(hyperparameters(self, PerceiverDecoder), output_channels=self.num_classes)
     return PerceiverDecoder(**settings, name="decoder")(queries, latents, deterministic)[:, 0]
 
+  @nn.nowrap
+  def stats(self, latent_shape) -> Stats:
+    """Parameters and FLOPs for latents [n, d] -> logits [num_classes]."""
+    query = (1, self.num_query_channels or latent_shape[-1])
+    decoder = PerceiverDecoder(**dict(hyperparameters(self, PerceiverDecoder),
+                                      output_channels=self.num_classes))
+    total = Stats(int(np.prod(query)), 0, query) + decoder.stats(query, latent_shape)
+    return Stats(total.params, total.flops, (self.num_classes,))
+
 
 class ProjectionDecoder(nn.Module):
   """Original Perceiver head: mean over latents [b, n, d] -> zero-initialised linear."""
@@ -133,3 +165,9 @@ class ProjectionDecoder(nn.Module):
     pooled = jnp.mean(latents.astype(jnp.float32), axis=1).astype(self.dtype)
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
                     param_dtype=self.param_dtype, name="logits")(pooled)
+
+  @nn.nowrap
+  def stats(self, latent_shape) -> Stats:
+    """Parameters and FLOPs for latents [n, d] -> logits [num_classes]."""
+    dense = dense_stats(latent_shape[-1], self.num_classes, 1)
+    return Stats(dense.params, dense.flops, (self.num_classes,))

@@ -23,8 +23,11 @@ from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from perceiver_jax.nn.layers import ACTIVATIONS, CrossAttentionLayer, SelfAttentionBlock
+from perceiver_jax.nn.model_stats import (Stats, attention_backend, cross_layer_stats,
+                                          self_layer_stats)
 from perceiver_jax.nn.multi_head_attention import check_divisible
 from perceiver_jax.nn.attention import validate_implementation
 from perceiver_jax.nn.typing import DType
@@ -146,3 +149,26 @@ class PerceiverEncoder(nn.Module):
         x = (cross_first if i == 0 else cross_shared)(x, inputs, pad_mask, deterministic)
       x = (block_first if i == 0 else block_shared)(x, None, deterministic)
     return x
+
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """Parameters and FLOPs for inputs [index, channels] -> [num_latents, num_latent_channels];
+    a shared layer's parameters count once, its FLOPs once per application."""
+    p, l = self.num_cross_attention_layers, self.num_self_attention_blocks
+    latent_shape = (self.num_latents, self.num_latent_channels)
+    cross = cross_layer_stats(latent_shape, tuple(input_shape), self.cross_attention_qk_channels,
+                              self.cross_attention_v_channels,
+                              self.cross_attention_widening_factor,
+                              self.num_cross_attention_heads, attention_backend(self, cross=True))
+    layer = self_layer_stats(latent_shape, self.self_attention_qk_channels,
+                             self.self_attention_v_channels, self.self_attention_widening_factor,
+                             self.num_self_attention_heads, attention_backend(self))
+    per_block = self.num_self_attention_layers_per_block  # Distinct layers.
+    block = Stats(per_block * layer.params, per_block * layer.flops, latent_shape)
+    distinct_cross = (1 if p > 1 or self.first_cross_attention_layer_shared else 0) + (
+        0 if self.first_cross_attention_layer_shared else 1)
+    distinct_blocks = (1 if l > 1 or self.first_self_attention_block_shared else 0) + (
+        0 if self.first_self_attention_block_shared else 1)
+    latents = int(np.prod(latent_shape))
+    return Stats(latents + distinct_cross * cross.params + distinct_blocks * block.params,
+                 p * cross.flops + l * block.flops, latent_shape)

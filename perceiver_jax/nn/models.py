@@ -26,10 +26,13 @@ Both compose modules given as fields, so each part keeps its own dtype and param
 from typing import Optional, Sequence
 
 import flax.linen as nn
+import numpy as np
 
+from perceiver_jax.nn import model_stats
 from perceiver_jax.nn.decoder import PerceiverDecoder
 from perceiver_jax.nn.encoder import PerceiverEncoder
-from perceiver_jax.nn.position_encoding import concat_fourier_features
+from perceiver_jax.nn.model_stats import Stats
+from perceiver_jax.nn.position_encoding import concat_fourier_features, fourier_num_channels
 
 
 class Perceiver(nn.Module):
@@ -55,6 +58,15 @@ class Perceiver(nn.Module):
       pad_mask = pad_mask.reshape(x.shape[:2])
     latents = self.encoder(x, pad_mask, deterministic)
     return self.decoder(latents, deterministic)
+
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """Parameters and FLOPs for inputs [*index_dims, channels] -> logits [num_classes]."""
+    index_dims, channels = tuple(input_shape[:-1]), input_shape[-1]
+    channels += fourier_num_channels(len(index_dims), self.num_frequency_bands, self.concat_pos,
+                                     self.sine_only)
+    encoder = model_stats.stats(self.encoder, (int(np.prod(index_dims)), channels))
+    return encoder + model_stats.stats(self.decoder, encoder.output_shape)
 
 
 class PerceiverIO(nn.Module):
@@ -84,3 +96,18 @@ class PerceiverIO(nn.Module):
     if getattr(self.output_adapter, "uses_input_adapter", False):
       adapter_kwargs["input_adapter"] = self.input_adapter
     return self.output_adapter(decoded, deterministic=deterministic, **adapter_kwargs)
+
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """Parameters and FLOPs of every part for inputs of `input_shape` (what the input adapter
+    takes; [index, channels] without one) -> the output adapter's output shape."""
+    adapted = Stats(0, 0, tuple(input_shape))
+    if self.input_adapter is not None:
+      adapted = model_stats.stats(self.input_adapter, input_shape)
+    encoder = model_stats.stats(self.encoder, adapted.output_shape)
+    query = model_stats.stats(self.output_query, adapted.output_shape)
+    decoded = model_stats.stats(self.decoder, query.output_shape, encoder.output_shape)
+    total = adapted + encoder + query + decoded
+    if self.output_adapter is not None:
+      total = total + model_stats.stats(self.output_adapter, decoded.output_shape)
+    return total

@@ -9,7 +9,7 @@ logits [b, L, vocab_size] at positions n-L .. n-1 (each predicts the next token)
 Queries and keys get rotary embeddings (interleaved pairs) on `rotary_fraction` of each head's
 dims, by absolute position; MLPs use `activation` (squared ReLU by default).
 
-`model_stats.param_count(model, (n,))` / `flops` count it analytically (registered below).
+`model_stats.param_count(model, (n,))` / `flops` count it analytically (`PerceiverAR.stats`).
 The pieces are methods, so cached generation (generation.py) runs the same code:
   embed(ids, positions) -> x;  cross_keys_values(x, positions) -> (k, v)
   latents_forward(x_latents, latent_positions, latent_valid, k, v, kv_positions, kv_valid)
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from perceiver_jax.nn.attention import dot_product_attention, validate_implementation
 from perceiver_jax.nn.layers import ACTIVATIONS, MLP, layer_norm
-from perceiver_jax.nn.model_stats import Stats, stats
+from perceiver_jax.nn.model_stats import Stats
 from perceiver_jax.nn.position_encoding import RotaryPositionEmbedding, rotary_dims
 from perceiver_jax.nn.typing import DType
 from perceiver_jax.nn.validation import check_choice, check_positive, check_rate
@@ -209,20 +209,19 @@ class PerceiverAR(nn.Module):
     return self.latents_forward(x[:, -latents:], positions[:, -latents:],
                                 pad_mask[:, -latents:], k, v, positions, pad_mask, deterministic)
 
-
-@stats.register
-def _(model: PerceiverAR, input_shape) -> Stats:
-  """Parameters and forward FLOPs for ids of `input_shape` = (length,)."""
-  (length,) = input_shape
-  d, w, vocab = model.num_channels, model.widening_factor, model.vocab_size
-  latents = min(model.num_latents, length)
-  projection, mlp = d * d + d, 2 * w * d * d + w * d + d
-  params = vocab * d + (model.max_context * d if model.absolute_positions else 0)
-  params += 3 * 2 * d + 4 * projection + mlp  # Cross-attention: 3 norms, q/k/v/out, MLP.
-  params += model.num_layers * (2 * 2 * d + 4 * projection + mlp)
-  params += 2 * d + d * vocab + vocab  # Final norm and logits.
-  cross = 2 * length * 2 * d * d + 2 * latents * 2 * d * d + 4 * latents * length * d
-  layer = 8 * latents * d * d + 4 * latents * latents * d + 4 * latents * w * d * d
-  flops = (cross + 4 * latents * w * d * d + model.num_layers * layer
-           + 2 * latents * d * vocab)
-  return Stats(params, flops, (latents, vocab))
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """Parameters and forward FLOPs for ids of `input_shape` = (length,) -> [L, vocab_size]."""
+    (length,) = input_shape
+    d, w, vocab = self.num_channels, self.widening_factor, self.vocab_size
+    latents = min(self.num_latents, length)
+    projection, mlp = d * d + d, 2 * w * d * d + w * d + d
+    params = vocab * d + (self.max_context * d if self.absolute_positions else 0)
+    params += 3 * 2 * d + 4 * projection + mlp  # Cross-attention: 3 norms, q/k/v/out, MLP.
+    params += self.num_layers * (2 * 2 * d + 4 * projection + mlp)
+    params += 2 * d + d * vocab + vocab  # Final norm and logits.
+    cross = 2 * length * 2 * d * d + 2 * latents * 2 * d * d + 4 * latents * length * d
+    layer = 8 * latents * d * d + 4 * latents * latents * d + 4 * latents * w * d * d
+    flops = (cross + 4 * latents * w * d * d + self.num_layers * layer
+             + 2 * latents * d * vocab)
+    return Stats(params, flops, (latents, vocab))

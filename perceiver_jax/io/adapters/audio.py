@@ -12,7 +12,7 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from perceiver_jax.nn.model_stats import Stats, stats
+from perceiver_jax.nn.model_stats import Stats
 from perceiver_jax.nn.position_encoding import concat_fourier_features, fourier_num_channels
 from perceiver_jax.nn.typing import DType
 from perceiver_jax.nn.validation import check_positive
@@ -46,6 +46,14 @@ class AudioAdapter(nn.Module):
     return concat_fourier_features(patches, self.num_frequency_bands, resolution,
                                    self.concat_pos, self.sine_only, self.dtype)
 
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """Audio [samples] or [samples, channels] -> patches [patches, channels'] (no parameters)."""
+    num_samples, channels = (tuple(input_shape) + (1,))[:2]
+    channels = self.samples_per_patch * channels + fourier_num_channels(
+        1, self.num_frequency_bands, self.concat_pos, self.sine_only)
+    return Stats(0, 0, (_num_patches(self, num_samples), channels))
+
 
 def _num_patches(module: AudioAdapter, num_samples: int) -> int:
   if num_samples % module.samples_per_patch:
@@ -53,11 +61,3 @@ def _num_patches(module: AudioAdapter, num_samples: int) -> int:
         f"AudioAdapter got {num_samples} samples, not a multiple of AudioAdapter.samples_per_patch"
         f"={module.samples_per_patch}; crop or pad the audio.")
   return num_samples // module.samples_per_patch
-
-
-@stats.register
-def _(module: AudioAdapter, input_shape) -> Stats:
-  num_samples, channels = (tuple(input_shape) + (1,))[:2]
-  channels = module.samples_per_patch * channels + fourier_num_channels(
-      1, module.num_frequency_bands, module.concat_pos, module.sine_only)
-  return Stats(0, 0, (_num_patches(module, num_samples), channels))

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from perceiver_jax.nn.model_stats import Stats, dense_stats, stats
+from perceiver_jax.nn.model_stats import Stats, dense_stats
 from perceiver_jax.nn.position_encoding import concat_fourier_features, fourier_num_channels
 from perceiver_jax.nn.typing import DType
 from perceiver_jax.nn.validation import check_positive
@@ -59,14 +59,14 @@ class FlowAdapter(nn.Module):
     return concat_fourier_features(x, self.num_frequency_bands, self.max_resolution,
                                    self.concat_pos, self.sine_only, self.dtype)
 
-
-@stats.register
-def _(module: FlowAdapter, input_shape) -> Stats:
-  num_frames, height, width, channels = input_shape
-  tokens, features = height * width, num_frames * 9 * channels
-  total = Stats(0, 0, (tokens, features))
-  if module.out_channels is not None:
-    total = dense_stats(features, module.out_channels, tokens)
-  channels = total.output_shape[-1] + fourier_num_channels(
-      2, module.num_frequency_bands, module.concat_pos, module.sine_only)
-  return Stats(total.params, total.flops, (tokens, channels))
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """Frames [T, H, W, C] -> [H * W, channels] (3x3 patches, optional projection, Fourier)."""
+    num_frames, height, width, channels = input_shape
+    tokens, features = height * width, num_frames * 9 * channels
+    total = Stats(0, 0, (tokens, features))
+    if self.out_channels is not None:
+      total = dense_stats(features, self.out_channels, tokens)
+    channels = total.output_shape[-1] + fourier_num_channels(
+        2, self.num_frequency_bands, self.concat_pos, self.sine_only)
+    return Stats(total.params, total.flops, (tokens, channels))

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from perceiver_jax.nn.model_stats import Stats, dense_stats, stats
+from perceiver_jax.nn.model_stats import Stats, dense_stats
 from perceiver_jax.nn.position_encoding import (TrainablePositionEncoding, batched_fourier_features,
                                                 fourier_num_channels)
 from perceiver_jax.nn.typing import DType
@@ -151,6 +151,41 @@ class ImageAdapter(nn.Module):
       positions = nn.Dense(self.project_pos_dim, name="position_projection", **dense)(positions)
     return x + positions if self.concat_or_add == "add" else jnp.concatenate([x, positions], -1)
 
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """Images [H, W, C] -> [tokens, channels]: the prep_type's features plus positions."""
+    height, width, channels = input_shape
+    s = self.downsample
+    if self.prep_type in ("pixels", "conv1x1"):
+      grid = (_ceil_div(height, s), _ceil_div(width, s))
+    elif self.prep_type == "patches":
+      grid = block_grid((height, width), (s, s))
+    else:
+      grid = _conv_grid(self, (height, width))
+    tokens = int(np.prod(grid))
+    features = Stats(0, 0, (tokens, channels))
+    if self.prep_type == "patches":
+      features = Stats(0, 0, (tokens, s * s * channels))
+      if self.conv_after_patching:
+        features = dense_stats(s * s * channels, self.out_channels, tokens)
+    elif self.prep_type == "conv1x1":
+      features = dense_stats(channels, self.out_channels, tokens)
+    elif self.prep_type == "conv":
+      conv_tokens = _ceil_div(height, 2) * _ceil_div(width, 2)
+      features = Stats(49 * channels * self.out_channels + 2 * self.out_channels,
+                       2 * conv_tokens * 49 * channels * self.out_channels,
+                       (tokens, self.out_channels))
+    feature_channels = features.output_shape[-1]
+    num_positions = _position_channels(self, feature_channels)
+    encoding = _encoding_channels(self, feature_channels)
+    params = features.params + (tokens * encoding if self.position_encoding == "trainable" else 0)
+    flops = features.flops
+    if self.project_pos_dim is not None:
+      projection = dense_stats(encoding, self.project_pos_dim, tokens)
+      params, flops = params + projection.params, flops + projection.flops
+    out = feature_channels + (num_positions if self.concat_or_add == "concat" else 0)
+    return Stats(params, flops, (tokens, out))
+
 
 def _encoding_channels(module: ImageAdapter, feature_channels: int) -> int:
   """Channels of the position encoding before any projection."""
@@ -187,38 +222,3 @@ def _conv_grid(module: ImageAdapter, image_dims: Sequence[int]) -> tuple:
         f"unpadded 3x3 max-pool needs a 3x3 conv output), got {tuple(image_dims)}; use larger "
         f"images or stem_padding='same'.")
   return tuple((_ceil_div(n, 2) - 1) // 2 for n in image_dims)
-
-
-@stats.register
-def _(module: ImageAdapter, input_shape) -> Stats:
-  height, width, channels = input_shape
-  s = module.downsample
-  if module.prep_type in ("pixels", "conv1x1"):
-    grid = (_ceil_div(height, s), _ceil_div(width, s))
-  elif module.prep_type == "patches":
-    grid = block_grid((height, width), (s, s))
-  else:
-    grid = _conv_grid(module, (height, width))
-  tokens = int(np.prod(grid))
-  features = Stats(0, 0, (tokens, channels))
-  if module.prep_type == "patches":
-    features = Stats(0, 0, (tokens, s * s * channels))
-    if module.conv_after_patching:
-      features = dense_stats(s * s * channels, module.out_channels, tokens)
-  elif module.prep_type == "conv1x1":
-    features = dense_stats(channels, module.out_channels, tokens)
-  elif module.prep_type == "conv":
-    conv_tokens = _ceil_div(height, 2) * _ceil_div(width, 2)
-    features = Stats(49 * channels * module.out_channels + 2 * module.out_channels,
-                     2 * conv_tokens * 49 * channels * module.out_channels,
-                     (tokens, module.out_channels))
-  feature_channels = features.output_shape[-1]
-  num_positions = _position_channels(module, feature_channels)
-  encoding = _encoding_channels(module, feature_channels)
-  params = features.params + (tokens * encoding if module.position_encoding == "trainable" else 0)
-  flops = features.flops
-  if module.project_pos_dim is not None:
-    projection = dense_stats(encoding, module.project_pos_dim, tokens)
-    params, flops = params + projection.params, flops + projection.flops
-  out = feature_channels + (num_positions if module.concat_or_add == "concat" else 0)
-  return Stats(params, flops, (tokens, out))

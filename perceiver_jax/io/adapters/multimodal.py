@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from perceiver_jax.nn.model_stats import Stats, stats
+from perceiver_jax.nn import model_stats
+from perceiver_jax.nn.model_stats import Stats
 from perceiver_jax.nn.typing import DType
 from perceiver_jax.nn.validation import check_positive
 
@@ -99,16 +100,16 @@ class MultimodalAdapter(nn.Module):
     masked = jax.random.bernoulli(self.make_rng("masking"), prob, x.shape[:2])
     return jnp.where(masked[..., None], token, x)
 
-
-@stats.register
-def _(module: MultimodalAdapter, input_shapes) -> Stats:
-  per_modality = {name: stats(module.adapters[name], tuple(input_shapes[name]))
-                  for name in sorted(module.adapters)}
-  channels = max(s.output_shape[-1] for s in per_modality.values()) + module.min_padding_size
-  params = sum(s.params + channels - s.output_shape[-1] for s in per_modality.values())
-  params += channels * len(module.mask_probs or {})
-  tokens = sum(s.output_shape[0] for s in per_modality.values())
-  return Stats(params, sum(s.flops for s in per_modality.values()), (tokens, channels))
+  @nn.nowrap
+  def stats(self, input_shapes) -> Stats:
+    """{modality: shape} -> [sum of tokens, common channels]: the adapters plus padding."""
+    per_modality = {name: model_stats.stats(self.adapters[name], tuple(input_shapes[name]))
+                    for name in sorted(self.adapters)}
+    channels = max(s.output_shape[-1] for s in per_modality.values()) + self.min_padding_size
+    params = sum(s.params + channels - s.output_shape[-1] for s in per_modality.values())
+    params += channels * len(self.mask_probs or {})
+    tokens = sum(s.output_shape[0] for s in per_modality.values())
+    return Stats(params, sum(s.flops for s in per_modality.values()), (tokens, channels))
 
 
 def modality_points(subsampled_points, modalities, owner: str) -> dict:

@@ -6,7 +6,7 @@ The official multimodal autoencoder's label modality. No parameters.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from perceiver_jax.nn.model_stats import Stats, stats
+from perceiver_jax.nn.model_stats import Stats
 from perceiver_jax.nn.typing import DType
 
 
@@ -23,7 +23,7 @@ class OneHotAdapter(nn.Module):
           "one-hot encode integer labels with jax.nn.one_hot first.")
     return inputs[:, None, :].astype(self.dtype)
 
-
-@stats.register
-def _(module: OneHotAdapter, input_shape) -> Stats:
-  return Stats(0, 0, (1, input_shape[-1]))
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """One-hot labels [classes] -> one token [1, classes]."""
+    return Stats(0, 0, (1, input_shape[-1]))

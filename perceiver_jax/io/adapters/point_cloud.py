@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from perceiver_jax.nn.model_stats import Stats, stats
+from perceiver_jax.nn.model_stats import Stats
 from perceiver_jax.nn.position_encoding import fourier_features_at, fourier_num_channels
 from perceiver_jax.nn.typing import DType
 from perceiver_jax.nn.validation import check_positive
@@ -49,10 +49,10 @@ class PointCloudAdapter(nn.Module):
                                    self.concat_pos, self.sine_only)
     return jnp.concatenate([inputs.astype(self.dtype), features.astype(self.dtype)], axis=-1)
 
-
-@stats.register
-def _(module: PointCloudAdapter, input_shape) -> Stats:
-  num_points, channels = input_shape
-  channels += fourier_num_channels(module.num_position_dims, module.num_frequency_bands,
-                                   module.concat_pos, module.sine_only)
-  return Stats(0, 0, (num_points, channels))
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """Points [points, channels] -> [points, channels + Fourier features] (no parameters)."""
+    num_points, channels = input_shape
+    channels += fourier_num_channels(self.num_position_dims, self.num_frequency_bands,
+                                     self.concat_pos, self.sine_only)
+    return Stats(0, 0, (num_points, channels))

@@ -9,7 +9,7 @@ vocab_size], so a masked-language-model head can tie its weights to the input em
 import flax.linen as nn
 import jax.numpy as jnp
 
-from perceiver_jax.nn.model_stats import Stats, stats
+from perceiver_jax.nn.model_stats import Stats
 from perceiver_jax.data.tokenizer import VOCAB_SIZE
 from perceiver_jax.nn.typing import DType
 from perceiver_jax.nn.validation import check_positive
@@ -50,11 +50,11 @@ class TextAdapter(nn.Module):
     """Logits [..., vocab_size] = x [..., num_channels] @ embedding^T (weights tied)."""
     return self.embedding.attend(x)
 
-
-@stats.register
-def _(module: TextAdapter, input_shape) -> Stats:
-  (length,) = input_shape
-  if length > module.max_seq_len:
-    raise ValueError(f"{length} tokens exceed TextAdapter.max_seq_len={module.max_seq_len}.")
-  params = (module.vocab_size + module.max_seq_len) * module.num_channels
-  return Stats(params, 0, (length, module.num_channels))
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """Ids [length] -> embeddings [length, num_channels] (token and position tables)."""
+    (length,) = input_shape
+    if length > self.max_seq_len:
+      raise ValueError(f"{length} tokens exceed TextAdapter.max_seq_len={self.max_seq_len}.")
+    params = (self.vocab_size + self.max_seq_len) * self.num_channels
+    return Stats(params, 0, (length, self.num_channels))

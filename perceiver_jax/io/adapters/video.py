@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from perceiver_jax.io.adapters.image import block_grid, space_to_depth
-from perceiver_jax.nn.model_stats import Stats, stats
+from perceiver_jax.nn.model_stats import Stats
 from perceiver_jax.nn.position_encoding import concat_fourier_features, fourier_num_channels
 from perceiver_jax.nn.typing import DType
 from perceiver_jax.nn.validation import check_positive
@@ -45,12 +45,12 @@ class VideoAdapter(nn.Module):
     return concat_fourier_features(patches, self.num_frequency_bands, self.max_resolution,
                                    self.concat_pos, self.sine_only, self.dtype)
 
-
-@stats.register
-def _(module: VideoAdapter, input_shape) -> Stats:
-  frames, height, width, channels = input_shape
-  t, s = module.temporal_downsample, module.spatial_downsample
-  grid = block_grid((frames, height, width), (t, s, s))
-  channels = t * s * s * channels + fourier_num_channels(
-      3, module.num_frequency_bands, module.concat_pos, module.sine_only)
-  return Stats(0, 0, (grid[0] * grid[1] * grid[2], channels))
+  @nn.nowrap
+  def stats(self, input_shape) -> Stats:
+    """Video [T, H, W, C] -> [patches, channels'] (space-time patches, Fourier; no parameters)."""
+    frames, height, width, channels = input_shape
+    t, s = self.temporal_downsample, self.spatial_downsample
+    grid = block_grid((frames, height, width), (t, s, s))
+    channels = t * s * s * channels + fourier_num_channels(
+        3, self.num_frequency_bands, self.concat_pos, self.sine_only)
+    return Stats(0, 0, (grid[0] * grid[1] * grid[2], channels))
