@@ -14,7 +14,7 @@ import jax
 from ml_collections import config_flags
 
 from experiments import cpu_devices
-from perceiver_jax.train.experiment import sharded_batch_sizes
+from perceiver_jax.train.experiment import sharded_batch_sizes, validate_config
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/X.py[:variant]).",
@@ -40,8 +40,10 @@ class _QuietLibraries(python_logging.Filter):
 
 
 def setup_processes():
-  """Sets the CPU device count (--cpu_devices), joins the other processes of a multi-process
-  run (no-op for a single process) and keeps library INFO logs off the console."""
+  """Checks the config's fields (a missing one is named), sets the CPU device count
+  (--cpu_devices), joins the other processes of a multi-process run (no-op for a single
+  process) and keeps library INFO logs off the console."""
+  validate_config(FLAGS.config)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   cpu_devices.configure(
       FLAGS.cpu_devices, sharded_batch_sizes(FLAGS.config),
