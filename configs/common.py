@@ -2,8 +2,9 @@
 
 `get_config()` holds every top-level training field but `model` and `num_train_steps` (no
 default fits every experiment): each configs/X.py starts from it and overrides what its recipe
-changes. A config file's `get_config(arg)` takes comma-separated options the big_vision way,
-at most one from each of its OPTIONS groups, the first of a group being its default:
+changes; `tiny_run` shrinks a run to the tests' size. A config file's `get_config(arg)` takes
+comma-separated options the big_vision way (`parse_options`), in any order and at most one from
+each of its OPTIONS groups, the first of a group being its default:
 `configs/imagenet_perceiver_io.py:conv,tiny` is the 'conv' model at the test size.
 """
 

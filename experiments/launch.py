@@ -1,6 +1,6 @@
 """Flags and process setup shared by the launchers (train, eval).
 
---config=configs/X.py[:variant] with --config.field=value overrides (ml_collections
+--config=configs/X.py[:options] with --config.field=value overrides (ml_collections
 config_flags), --workdir, and the multi-process flags: on TPU pods and SLURM/Kubernetes GPU
 clusters `jax.distributed.initialize()` finds its peers itself (--distributed); elsewhere
 give --coordinator_address, --num_processes and --process_id. On CPU a run splits its batch
@@ -17,7 +17,7 @@ from experiments import cpu_devices
 from perceiver_jax.train.experiment import sharded_batch_sizes, validate_config
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/X.py[:variant]).",
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/X.py[:options]).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and TensorBoard.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with auto-detection.")

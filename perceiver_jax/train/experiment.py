@@ -51,12 +51,12 @@ def _has(config, path: str) -> bool:
 
 
 def validate_config(config, num_devices: Optional[int] = None):
-  """Raises ValueError naming the first missing or bad top-level field (and, given
-  `num_devices`, a batch they do not divide)."""
+  """Raises ValueError naming the first missing or bad field (and, given `num_devices`, a
+  batch they do not divide)."""
   for path in REQUIRED:
     if not _has(config, path):
-      raise ValueError(f"config.{path} is missing; every training config sets {REQUIRED} "
-                       "(start from configs/common.py's get_config()).")
+      raise ValueError(f"config.{path} is missing; a training config sets every field of "
+                       "experiment.REQUIRED (configs/common.py's get_config() has the defaults).")
   for key in ("batch_size", "eval_batch_size", "num_train_steps", "eval_every_steps",
               "checkpoint_every_steps", "log_every_steps", "grad_accum_steps"):
     if not isinstance(config[key], int) or config[key] < 1:
