@@ -8,23 +8,24 @@ self-attention layers, a [1, 256] query. Everything else is `configs/cifar10_per
 decoders: the original Perceiver's mean-pooled latents against a Perceiver IO query. Assumes
 one GPU. Prepare the data once (download): `tfds build cifar10`.
 
+Options: the size, 'full' (default) or 'tiny' (a test-size model, 2 steps).
+
   python -m experiments.train --config=configs/cifar10_perceiver_io.py --workdir=workdirs/cifar_io
-  --config=configs/cifar10_perceiver_io.py:tiny  is the test-size variant (2 steps).
 """
 
 import ml_collections
 
-from configs import cifar10_perceiver
+from configs import cifar10_perceiver, common
 from perceiver_jax import tasks
 
+OPTIONS = cifar10_perceiver.OPTIONS
 
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """The CIFAR-10 Perceiver IO run; variant 'tiny' trains a test-size model for 2 steps."""
-  if variant not in ("", "tiny"):
-    raise ValueError(f"configs/cifar10_perceiver_io.py variants are '' and 'tiny', got "
-                     f"{variant!r}.")
-  c = cifar10_perceiver.get_config(variant)
-  if variant == "tiny":
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """The CIFAR-10 Perceiver IO run with the options `arg` (see the module docstring)."""
+  options = common.parse_options(arg, OPTIONS)
+  c = cifar10_perceiver.get_config(arg)
+  if options.size == "tiny":
     c.model = tasks.tiny_config("image_classification", "fourier")
     c.model.input_adapter.max_resolution = (32, 32)
   else:

@@ -16,8 +16,9 @@ linearly), 10 epochs at batch 32; bf16.
 Evaluation uses the validation split (GLUE test labels are hidden) and reports accuracy; the
 official CoLA (Matthews correlation) and MRPC/QQP (F1) metrics are not computed.
 
-Variants: the GLUE task, '' = 'sst2', 'cola', 'mrpc', 'qqp', 'mnli' (validation_matched),
-'qnli', 'rte' (STS-B is regression and not supported); 'tiny' is a test-size model on sst2.
+Options: the GLUE task, 'sst2' (default), 'cola', 'mrpc', 'qqp', 'mnli' (validation_matched),
+'qnli', 'rte' (STS-B is regression and not supported); the size, 'full' (default) or 'tiny'
+(a test-size model, 2 steps), e.g. `:mrpc,tiny`.
 Hardware: one or a few GPUs. Prepare the data once (download): `tfds build glue/sst2`.
 
   python -m experiments.train --config=configs/glue_bytes_perceiver_io.py:mrpc --workdir=DIR
@@ -25,60 +26,45 @@ Hardware: one or a few GPUs. Prepare the data once (download): `tfds build glue/
 
 import ml_collections
 
+from configs import common
 from perceiver_jax import tasks
-from perceiver_jax.data import data_config
-from perceiver_jax.train import optim
 
 # GLUE task -> (text features, classes, eval split, training examples).
 GLUE = {
-    "cola": (("sentence",), 2, "validation", 8551),
     "sst2": (("sentence",), 2, "validation", 67_349),
+    "cola": (("sentence",), 2, "validation", 8551),
     "mrpc": (("sentence1", "sentence2"), 2, "validation", 3668),
     "qqp": (("question1", "question2"), 2, "validation", 363_846),
     "mnli": (("premise", "hypothesis"), 3, "validation_matched", 392_702),
     "qnli": (("question", "sentence"), 2, "validation", 104_743),
     "rte": (("sentence1", "sentence2"), 2, "validation", 2490),
 }
-VARIANTS = ("", "tiny") + tuple(GLUE)
+OPTIONS = {"task": tuple(GLUE), "size": common.SIZES}
 
 
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """Fine-tuning on the GLUE task `variant` (see the module docstring)."""
-  if variant not in VARIANTS:
-    raise ValueError(f"configs/glue_bytes_perceiver_io.py variants are {VARIANTS}, got "
-                     f"{variant!r}.")
-  glue_task = variant if variant in GLUE else "sst2"
-  text_features, num_classes, eval_split, train_examples = GLUE[glue_task]
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.init_from = ml_collections.config_dict.placeholder(str)  # Pretrained model dir (fine-tune).
-  c.model = tasks.default_config("sequence_classification")
-  c.model.dtype = "bfloat16"
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """Fine-tuning on a GLUE task with the options `arg` (see the module docstring)."""
+  options = common.parse_options(arg, OPTIONS)
+  text_features, num_classes, eval_split, train_examples = GLUE[options.task]
+  c = common.get_config()
+  if options.size == "tiny":
+    c.model = tasks.tiny_config("sequence_classification")
+  else:
+    c.model = tasks.default_config("sequence_classification")
+    c.model.dtype = "bfloat16"
   c.model.num_classes = num_classes
-  c.data = data_config.default_config()
-  c.data.update(name=f"glue/{glue_task}", task="text_classification",
+  c.data.update(name=f"glue/{options.task}", task="text_classification",
                 text_features=text_features, label_feature="label",
                 max_seq_len=c.model.max_seq_len, eval_split=eval_split)
-  c.optimizer = optim.default_config()
   c.optimizer.update(name="lamb", learning_rate=3e-5, b1=0.9, b2=0.999, eps=1e-6,
                      weight_decay=0.01, schedule="warmup_cosine", warmup_steps=200)
-  c.mesh = dict(data=-1, fsdp=1, min_fsdp_size=2 ** 16)
-  c.checkpoint = dict(keep=2, best_metric="accuracy", best_mode="max", async_save=True)
-  c.label_smoothing = 0.0
-  c.mixup = dict(mixup_alpha=0.0, cutmix_alpha=0.0, switch_prob=0.5)  # Off: ids do not mix.
-  c.grad_accum_steps = 1
+  c.mesh.min_fsdp_size = 2 ** 16
   c.batch_size = 32
   c.eval_batch_size = 64
   c.num_train_steps = 10 * train_examples // c.batch_size
   c.log_every_steps = 50
   c.eval_every_steps = train_examples // c.batch_size  # Every epoch.
   c.checkpoint_every_steps = c.eval_every_steps
-  if variant == "tiny":
-    c.model = tasks.tiny_config("sequence_classification")
-    c.model.num_classes = num_classes
-    c.data.update(max_seq_len=c.model.max_seq_len, shuffle_buffer=64)
-    c.optimizer.warmup_steps = 1
-    c.batch_size, c.eval_batch_size = 16, 16
-    c.num_train_steps, c.log_every_steps = 2, 1
-    c.eval_every_steps, c.checkpoint_every_steps = 2, 2
+  if options.size == "tiny":
+    common.tiny_run(c)
   return c

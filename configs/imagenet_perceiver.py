@@ -16,73 +16,54 @@ inputs each will not fit in memory at once, add --config.grad_accum_steps=N (the
 as the big batch) and --config.model.encoder.remat=True. Prepare the data once (needs the ImageNet
 archives in --manual_dir): `tfds build imagenet2012 --manual_dir=DIR`.
 
+Options: the size, 'full' (default) or 'tiny' (a test-size model on 8x8 images, 2 steps).
+
   python -m experiments.train --config=configs/imagenet_perceiver.py --workdir=workdirs/inet_p
-  --config=configs/imagenet_perceiver.py:tiny  is the test-size variant (8x8, 2 steps).
 """
 
 import ml_collections
 
+from configs import common
 from perceiver_jax import tasks
-from perceiver_jax.data import data_config
-from perceiver_jax.train import optim
 
+OPTIONS = {"size": common.SIZES}
 MEAN = (0.485, 0.456, 0.406)  # ImageNet, per channel, on the [0, 1] scale.
 STD = (0.229, 0.224, 0.225)
 TRAIN_IMAGES = 1_281_167
 
 
-def imagenet_data(image_size) -> ml_collections.ConfigDict:
-  """The ImageNet data section (the official pipeline's augmentation) at `image_size`."""
-  data = data_config.default_config()
-  data.update(name="imagenet2012", eval_split="validation", image_size=tuple(image_size),
-              train_augment="randaugment", randaugment_layers=4, randaugment_magnitude=5.0,
-              eval_crop_fraction=0.875, mean=MEAN, std=STD)
-  return data
-
-
-def imagenet_training(config, epochs: int):
-  """Sets `config`'s ImageNet run length (batch 1024), label smoothing and mixup/CutMix."""
+def imagenet_training(config, image_size, epochs: int):
+  """Sets `config`'s ImageNet data (the official pipeline's augmentation) at `image_size`, run
+  length (batch 1024), checkpoints, label smoothing and mixup/CutMix."""
+  config.data.update(name="imagenet2012", eval_split="validation", image_size=tuple(image_size),
+                     train_augment="randaugment", randaugment_layers=4,
+                     randaugment_magnitude=5.0, eval_crop_fraction=0.875, mean=MEAN, std=STD)
   config.label_smoothing = 0.1
-  config.mixup = dict(mixup_alpha=0.2, cutmix_alpha=1.0, switch_prob=0.5)
-  config.grad_accum_steps = 1
+  config.mixup.update(mixup_alpha=0.2, cutmix_alpha=1.0)
   config.batch_size = 1024
   config.eval_batch_size = 1024
   steps_per_epoch = TRAIN_IMAGES // config.batch_size  # 1,251
   config.num_train_steps = epochs * TRAIN_IMAGES // config.batch_size
-  config.log_every_steps = 100
   config.eval_every_steps = 5 * steps_per_epoch
   config.checkpoint_every_steps = steps_per_epoch
-  config.checkpoint = dict(keep=3, best_metric="accuracy", best_mode="max", async_save=True)
+  config.checkpoint.keep = 3
+  config.mesh.min_fsdp_size = 2 ** 16
 
 
-def tiny_training(config):
-  """Shrinks `config`'s run to 2 steps of 16 images (for tests)."""
-  config.data.shuffle_buffer = 64
-  config.batch_size, config.eval_batch_size = 16, 16
-  config.num_train_steps, config.log_every_steps = 2, 1
-  config.eval_every_steps, config.checkpoint_every_steps = 2, 2
-
-
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """The Perceiver ImageNet run; variant 'tiny' trains a test-size model for 2 steps."""
-  if variant not in ("", "tiny"):
-    raise ValueError(f"configs/imagenet_perceiver.py variants are '' and 'tiny', got "
-                     f"{variant!r}.")
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.init_from = ml_collections.config_dict.placeholder(str)  # Pretrained model dir (fine-tune).
-  c.model = tasks.default_config("perceiver_classification", "imagenet")
-  c.model.dtype = "bfloat16"
-  c.data = imagenet_data(c.model.input_shape[:2])
-  c.optimizer = optim.default_config()
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """The Perceiver ImageNet run with the options `arg` (see the module docstring)."""
+  options = common.parse_options(arg, OPTIONS)
+  c = common.get_config()
+  if options.size == "tiny":
+    c.model = tasks.tiny_config("perceiver_classification", "imagenet")
+    c.model.num_classes = 1000  # ImageNet's labels.
+  else:
+    c.model = tasks.default_config("perceiver_classification", "imagenet")
+    c.model.dtype = "bfloat16"
   c.optimizer.update(name="lamb", learning_rate=4e-3, b1=0.9, b2=0.999, eps=1e-6,
                      weight_decay=0.1, schedule="step", warmup_steps=0,
                      decay_boundaries=(0.7, 0.85, 0.95), decay_factor=0.1, clip_norm=10.0)
-  c.mesh = dict(data=-1, fsdp=1, min_fsdp_size=2 ** 16)
-  imagenet_training(c, epochs=120)  # 150,136 steps.
-  if variant == "tiny":
-    c.model = tasks.tiny_config("perceiver_classification", "imagenet")
-    c.model.num_classes = 1000  # ImageNet's labels.
-    c.data.image_size = c.model.input_shape[:2]
-    tiny_training(c)
+  imagenet_training(c, c.model.input_shape[:2], epochs=120)  # 150,136 steps.
+  if options.size == "tiny":
+    common.tiny_run(c)
   return c

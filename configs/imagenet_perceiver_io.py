@@ -1,12 +1,13 @@
 """Perceiver IO ImageNet classification (TFDS 'imagenet2012'): the Perceiver IO paper's table.
 
-Variants (the `image_classification` task model of the same name; paper top-1 / parameters):
+Options: the model, the `image_classification` task variant of the same name (paper top-1 /
+parameters):
 - 'fourier' (default): pixels + 2-D Fourier features: 79.0%, 48.4M.
 - 'learned': 1x1 conv + learned positions: 72.7%, 62.3M.
 - 'conv': 7x7/2 conv + BatchNorm + 3x3/2 max-pool, Fourier features of the 56x56 grid:
   82.1%, 48.6M.
-- 'tiny': the test-size 'conv' model (BatchNorm included) on 8x8 images for 2 steps (the
-  test-size 'fourier' model trains in `configs/cifar10_perceiver_io.py:tiny`).
+and the size, 'full' (default) or 'tiny': that model at test size on 8x8 images for 2 steps,
+e.g. `:conv,tiny` (BatchNorm included).
 Recipe (the official code's): LAMB (b1 0.9, b2 0.999, eps 1e-6, weight decay 0.1 off biases
 and norm scales, global-norm clipping at 10), lr 5e-4 * batch / 256 = 2e-3 flat for half the
 steps then cosine to 0, no warm-up; 110 epochs of the 1,281,167 training images at batch 1024;
@@ -24,36 +25,27 @@ Hardware: the paper trained on TPU pods. On a GPU node add --config.grad_accum_s
 
 import ml_collections
 
-from configs.imagenet_perceiver import imagenet_data, imagenet_training, tiny_training
+from configs import common
+from configs.imagenet_perceiver import imagenet_training
 from perceiver_jax import tasks
-from perceiver_jax.train import optim
 
-VARIANTS = ("", "fourier", "learned", "conv", "tiny")
+OPTIONS = {"model": ("fourier", "learned", "conv"), "size": common.SIZES}
 
 
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """The Perceiver IO ImageNet run of `variant` (see the module docstring)."""
-  if variant not in VARIANTS:
-    raise ValueError(f"configs/imagenet_perceiver_io.py variants are {VARIANTS}, got "
-                     f"{variant!r}.")
-  tiny = variant == "tiny"
-  model_variant = {"": "fourier", "tiny": "conv"}.get(variant, variant)
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.init_from = ml_collections.config_dict.placeholder(str)  # Pretrained model dir (fine-tune).
-  if tiny:
-    c.model = tasks.tiny_config("image_classification", model_variant)
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """The Perceiver IO ImageNet run with the options `arg` (see the module docstring)."""
+  options = common.parse_options(arg, OPTIONS)
+  c = common.get_config()
+  if options.size == "tiny":
+    c.model = tasks.tiny_config("image_classification", options.model)
     c.model.num_classes = 1000  # ImageNet's labels.
   else:
-    c.model = tasks.default_config("image_classification", model_variant)
+    c.model = tasks.default_config("image_classification", options.model)
     c.model.dtype = "bfloat16"
-  c.data = imagenet_data(c.model.image_shape[:2])
-  imagenet_training(c, epochs=110)  # Batch 1024, 137,625 steps.
-  c.optimizer = optim.default_config()
+  imagenet_training(c, c.model.image_shape[:2], epochs=110)  # Batch 1024, 137,625 steps.
   c.optimizer.update(name="lamb", learning_rate=5e-4 * c.batch_size / 256, b1=0.9, b2=0.999,
                      eps=1e-6, weight_decay=0.1, schedule="constant_cosine",
                      constant_fraction=0.5, warmup_steps=0, clip_norm=10.0)
-  c.mesh = dict(data=-1, fsdp=1, min_fsdp_size=2 ** 16)
-  if tiny:
-    tiny_training(c)
+  if options.size == "tiny":
+    common.tiny_run(c)
   return c

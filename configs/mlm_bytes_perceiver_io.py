@@ -16,51 +16,41 @@ Hardware: TPU pods in the paper; on GPUs shard the optimizer state with
 once: `tfds build wikipedia/20230601.en` (an Apache Beam build: `pip install apache-beam
 mwparserfromhell`; pass --beam_pipeline_options for a distributed runner).
 
+Options: the size, 'full' (default) or 'tiny' (a test-size model, 2 steps on the offline
+'python_stdlib_text/small' corpus).
+
   python -m experiments.train --config=configs/mlm_bytes_perceiver_io.py --workdir=workdirs/mlm
-  --config=configs/mlm_bytes_perceiver_io.py:tiny  is the test-size variant (2 steps on the
-  offline 'python_stdlib_text/small' corpus).
 """
 
 import ml_collections
 
+from configs import common
 from perceiver_jax import tasks
-from perceiver_jax.data import data_config
-from perceiver_jax.train import optim
+
+OPTIONS = {"size": common.SIZES}
 
 
-def get_config(variant: str = "") -> ml_collections.ConfigDict:
-  """The byte MLM pre-training run; variant 'tiny' trains a test-size model for 2 steps."""
-  if variant not in ("", "tiny"):
-    raise ValueError(f"configs/mlm_bytes_perceiver_io.py variants are '' and 'tiny', got "
-                     f"{variant!r}.")
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.init_from = ml_collections.config_dict.placeholder(str)  # Pretrained model dir (fine-tune).
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  """The byte MLM pre-training run with the options `arg` (see the module docstring)."""
+  options = common.parse_options(arg, OPTIONS)
+  c = common.get_config()
   c.model = tasks.default_config("masked_language_modeling")
   c.model.dtype = "bfloat16"
-  c.data = data_config.default_config()
   c.data.update(name="wikipedia/20230601.en", task="text_mlm", text_feature="text",
                 max_seq_len=c.model.max_seq_len, pack=True, train_split="train[10000:]",
                 eval_split="train[:10000]")
-  c.mlm = dict(mask_prob=0.15)
-  c.optimizer = optim.default_config()
   c.optimizer.update(name="lamb", learning_rate=1.25e-3, b1=0.9, b2=0.999, eps=1e-6,
                      weight_decay=0.01, schedule="warmup_cosine", warmup_steps=1000)
-  c.mesh = dict(data=-1, fsdp=1, min_fsdp_size=2 ** 16)
-  c.checkpoint = dict(keep=3, best_metric="loss", best_mode="min", async_save=True)
-  c.grad_accum_steps = 1
+  c.mesh.min_fsdp_size = 2 ** 16
+  c.checkpoint.update(keep=3, best_metric="loss", best_mode="min")
   c.batch_size = 512
   c.eval_batch_size = 512
   c.num_train_steps = 500_000
-  c.log_every_steps = 100
   c.eval_every_steps = 10_000
   c.checkpoint_every_steps = 5000
-  if variant == "tiny":
+  if options.size == "tiny":
     c.model = tasks.tiny_config("masked_language_modeling")
     c.data.update(name="python_stdlib_text/small", max_seq_len=c.model.max_seq_len,
-                  train_split="train", eval_split="test", shuffle_buffer=64)
-    c.optimizer.warmup_steps = 1
-    c.batch_size, c.eval_batch_size = 16, 16
-    c.num_train_steps, c.log_every_steps = 2, 1
-    c.eval_every_steps, c.checkpoint_every_steps = 2, 2
+                  train_split="train", eval_split="test")
+    common.tiny_run(c)
   return c

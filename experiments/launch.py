@@ -1,6 +1,6 @@
 """Flags and process setup shared by the launchers (train, eval).
 
---config=configs/X.py[:variant] with --config.field=value overrides (ml_collections
+--config=configs/X.py[:options] with --config.field=value overrides (ml_collections
 config_flags), --workdir, and the multi-process flags: on TPU pods and SLURM/Kubernetes GPU
 clusters `jax.distributed.initialize()` finds its peers itself (--distributed); elsewhere
 give --coordinator_address, --num_processes and --process_id. On CPU a run splits its batch
@@ -14,10 +14,10 @@ import jax
 from ml_collections import config_flags
 
 from experiments import cpu_devices
-from perceiver_jax.train.experiment import sharded_batch_sizes
+from perceiver_jax.train.experiment import sharded_batch_sizes, validate_config
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/X.py[:variant]).",
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/X.py[:options]).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and TensorBoard.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with auto-detection.")
@@ -40,8 +40,10 @@ class _QuietLibraries(python_logging.Filter):
 
 
 def setup_processes():
-  """Sets the CPU device count (--cpu_devices), joins the other processes of a multi-process
-  run (no-op for a single process) and keeps library INFO logs off the console."""
+  """Checks the config's fields (a missing one is named), sets the CPU device count
+  (--cpu_devices), joins the other processes of a multi-process run (no-op for a single
+  process) and keeps library INFO logs off the console."""
+  validate_config(FLAGS.config)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   cpu_devices.configure(
       FLAGS.cpu_devices, sharded_batch_sizes(FLAGS.config),

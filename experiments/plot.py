@@ -33,7 +33,7 @@ def plot_run(config, workdir: str, num_images: int = 8) -> list:
   state, _ = experiment.restore_or_init(experiment.checkpointer.latest_step())
   experiment.checkpointer.close()
   batch = next(iter(input_pipeline.make_eval_iterator(
-      config.data, global_batch_size=config.get("eval_batch_size", config.batch_size))))
+      config.data, global_batch_size=config.eval_batch_size)))
   images = batch["image"][:num_images]
   variables = {"params": state["params"]}
   predictions = np.argmax(jax.device_get(experiment.model.apply(variables, images)), axis=-1)

@@ -1,4 +1,4 @@
-"""Train a config: python -m experiments.train --config=configs/X.py[:variant] --workdir=DIR.
+"""Train a config: python -m experiments.train --config=configs/X.py[:options] --workdir=DIR.
 
 Resumes from DIR's newest checkpoint when there is one; see perceiver_jax/train/trainer.py.
 """

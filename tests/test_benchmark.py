@@ -192,6 +192,16 @@ def test_launcher_end_to_end(launcher_output, tiny_config):
       benchmark.batch_sizes(bad)
 
 
+def test_configs_entries_keep_a_files_options_together():
+  entries = ["configs/imagenet_perceiver_io.py:conv", "tiny", "cifar10_study",
+             "configs/digits_perceiver.py:tiny", "configs/cifar10_perceiver.py"]
+  specs = benchmark.config_specs(entries)
+  assert specs == ["configs/imagenet_perceiver_io.py:conv,tiny"] + entries[2:]
+  name, config, batch_size = benchmark.load_config(specs[0])
+  assert (name, config.model.variant, config.num_train_steps, batch_size) == (
+      specs[0], "conv", 2, None)
+
+
 def test_peers_on_the_gpu_leave_torch_part_of_its_memory():
   environ = {}
   benchmark.share_gpu_memory([], "auto", environ)

@@ -1,42 +1,53 @@
-"""Every experiment config and variant: it passes the trainer's checks, its model builds and
-initialises (abstractly) at the data's shapes, its dataset's TFDS features fit the model, and
-the paper configs reproduce the papers' parameter counts, run lengths and learning-rate
-schedules. Training itself runs in tests/test_trainer.py (digits, MLM in bf16 on mock text)
-and tests/test_fine_tuning.py (glue_bytes_perceiver_io:tiny from a converted checkpoint)."""
+"""Every experiment config and option combination: it passes the trainer's checks, its model
+builds and initialises (abstractly) at the data's shapes, its dataset's TFDS features fit the
+model, and the paper configs reproduce the papers' parameter counts, run lengths and
+learning-rate schedules; options compose (configs/common.py parses them) and every config holds
+the common defaults. Training itself runs in tests/test_trainer.py (digits, MLM in bf16 on mock
+text, Perceiver AR) and tests/test_fine_tuning.py (glue_bytes_perceiver_io:tiny from a
+converted checkpoint)."""
 
 import glob
 import importlib
+import itertools
 import os
+import subprocess
+import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from configs import common
 from perceiver_jax import tasks
 from perceiver_jax.data import data_config
 from perceiver_jax.train import optim
 import perceiver_jax.data.datasets  # pylint: disable=unused-import  # Registers our TFDS builders.
-from perceiver_jax.train.experiment import validate_config
+from perceiver_jax.train.experiment import REQUIRED, validate_config
 from perceiver_jax.nn.model_stats import count_params, param_count, stats
 from perceiver_jax.train.objectives import make_objective
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = {
-    "digits_perceiver": ("", "tiny"),
-    "perceiver_ar_bytes": ("", "stdlib", "tiny"),
-    "cifar10_perceiver": ("", "tiny"),
-    "cifar10_perceiver_io": ("", "tiny"),
-    "imagenet_perceiver": ("", "tiny"),
-    "imagenet_perceiver_io": ("", "fourier", "learned", "conv", "tiny"),
-    "mlm_bytes_perceiver_io": ("", "tiny"),
-    "glue_bytes_perceiver_io": ("", "tiny", "cola", "sst2", "mrpc", "qqp", "mnli", "qnli",
-                                "rte"),
-}
-ALL = [(name, variant) for name, variants in VARIANTS.items() for variant in variants]
-# No abstract init for models that another variant's repeats (up to the number of classes).
-NO_ABSTRACT_INIT = {("glue_bytes_perceiver_io", v) for v in VARIANTS["glue_bytes_perceiver_io"][2:]}
-NO_ABSTRACT_INIT |= {("imagenet_perceiver_io", "fourier"), ("perceiver_ar_bytes", "stdlib")}
+NAMES = ("digits_perceiver", "perceiver_ar_bytes", "cifar10_perceiver", "cifar10_perceiver_io",
+         "imagenet_perceiver", "imagenet_perceiver_io", "mlm_bytes_perceiver_io",
+         "glue_bytes_perceiver_io")
+
+
+def _module(name):
+  return importlib.import_module(f"configs.{name}")
+
+
+def _combinations(name):
+  """Every option string of config `name`, one choice of each group, e.g. 'conv,tiny'."""
+  return [",".join(choice) for choice in itertools.product(*_module(name).OPTIONS.values())]
+
+
+ALL = [(name, arg) for name in NAMES for arg in _combinations(name)]
+# No abstract init for models that another combination repeats (up to the number of classes).
+NO_ABSTRACT_INIT = {("glue_bytes_perceiver_io", f"{task},full")
+                    for task in ("cola", "mrpc", "qqp", "mnli", "qnli", "rte")}
+NO_ABSTRACT_INIT |= {("perceiver_ar_bytes", "stdlib,full")}
 DATA_TASKS = {"perceiver_classification": "image_classification",
               "image_classification": "image_classification",
               "masked_language_modeling": "text_mlm", "language_modeling": "text_mlm",
@@ -44,19 +55,111 @@ DATA_TASKS = {"perceiver_classification": "image_classification",
 IMAGENET_TRAIN, CIFAR10_TRAIN = 1_281_167, 50_000
 
 
-def _config(name, variant):
-  return importlib.import_module(f"configs.{name}").get_config(variant)
+def _config(name, arg):
+  return _module(name).get_config(arg)
+
+
+def _paths(config, prefix=""):
+  """The dotted paths of `config`'s fields, sections included."""
+  paths = []
+  for key, value in config.items():
+    paths.append(prefix + key)
+    if isinstance(value, ml_collections.ConfigDict):
+      paths += _paths(value, f"{prefix}{key}.")
+  return paths
 
 
 def test_every_config_file_is_covered():
   files = {os.path.basename(path)[:-3] for path in glob.glob(os.path.join(REPO, "configs", "*.py"))}
-  assert files - {"__init__"} == set(VARIANTS)
+  assert files - {"__init__", "common"} == set(NAMES)
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_unknown_variant_names_the_variants(name):
-  with pytest.raises(ValueError, match=f"configs/{name}.py variants are"):
+@pytest.mark.parametrize("name", NAMES)
+def test_unknown_option_raises_listing_the_valid_ones(name):
+  with pytest.raises(ValueError, match="unknown config option 'nope'.*size: full[|]tiny"):
     _config(name, "nope")
+  with pytest.raises(ValueError, match="'tiny' and 'full' both choose the size"):
+    _config(name, "tiny,full")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_options_default_and_compose_in_any_order(name):
+  configs = {arg: _config(name, arg).to_dict() for arg in _combinations(name)}
+  assert _config(name, "").to_dict() == configs[",".join(
+      choices[0] for choices in _module(name).OPTIONS.values())]
+  for arg, config in configs.items():
+    assert _config(name, ",".join(reversed(arg.split(",")))).to_dict() == config
+  # Each choice changes the config.
+  assert len({str(sorted(c.items())) for c in configs.values()}) == len(configs)
+
+
+def test_conv_tiny_is_the_conv_model_at_tiny_size():
+  config = _config("imagenet_perceiver_io", "conv,tiny")
+  expected = tasks.tiny_config("image_classification", "conv")
+  expected.num_classes = 1000
+  assert config.model.to_dict() == expected.to_dict()
+  assert tuple(config.data.image_size) == (8, 8) and config.data.name == "imagenet2012"
+  assert (config.num_train_steps, config.batch_size) == (2, 16)
+  full = _config("imagenet_perceiver_io", "conv")
+  assert full.model.to_dict() == dict(
+      tasks.default_config("image_classification", "conv").to_dict(), dtype="bfloat16")
+  assert _config("imagenet_perceiver_io", "tiny").model.variant == "fourier"
+  with pytest.raises(ValueError, match="'conv' and 'learned' both choose the model"):
+    _config("imagenet_perceiver_io", "conv,learned")
+
+
+def test_task_and_corpus_options_compose_with_tiny():
+  glue = _config("glue_bytes_perceiver_io", "mnli,tiny")
+  assert (glue.data.name, glue.data.eval_split, glue.model.num_classes) == (
+      "glue/mnli", "validation_matched", 3)
+  assert glue.model.encoder.to_dict() == tasks.tiny_config(
+      "sequence_classification").encoder.to_dict()
+  assert glue.num_train_steps == 2
+  stdlib = _config("perceiver_ar_bytes", "stdlib,tiny")
+  pg19 = _config("perceiver_ar_bytes", "tiny")
+  assert stdlib.model.to_dict() == pg19.model.to_dict() == tasks.tiny_config(
+      "language_modeling").to_dict()
+  assert (stdlib.data.name, pg19.data.name) == ("python_stdlib_text/small", "pg19")
+
+
+@pytest.mark.parametrize("name, arg", ALL)
+def test_every_config_holds_the_common_defaults(name, arg):
+  assert set(_paths(common.get_config())) <= set(_paths(_config(name, arg)))
+
+
+def test_required_fields_are_the_common_ones_with_model_and_run_length():
+  expected = {"model", "num_train_steps"}
+  for key, value in common.get_config().items():
+    if isinstance(value, ml_collections.ConfigDict) and key not in ("data", "optimizer"):
+      expected |= {f"{key}.{field}" for field in value}  # data and optimizer check their own.
+    else:
+      expected.add(key)
+  assert set(REQUIRED) == expected
+
+
+@pytest.mark.parametrize("path", REQUIRED + ("data.pack",))
+def test_validate_config_names_a_missing_field(path):
+  config = _config("digits_perceiver", "tiny")
+  *sections, field = path.split(".")
+  section = config
+  for name in sections:
+    section = section[name]
+  del section[field]
+  with pytest.raises(ValueError, match=f"config.{path} is missing"):
+    validate_config(config)
+
+
+def test_the_training_launcher_names_a_missing_field(tmp_path):
+  path = tmp_path / "no_accumulation.py"
+  path.write_text("from configs import digits_perceiver\n\n\ndef get_config():\n"
+                  "  config = digits_perceiver.get_config('tiny')\n"
+                  "  del config.grad_accum_steps\n  return config\n")
+  result = subprocess.run([sys.executable, "-m", "experiments.train", f"--config={path}",
+                           f"--workdir={tmp_path / 'work'}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, check=False)
+  assert result.returncode != 0
+  assert "ValueError: config.grad_accum_steps is missing" in result.stderr
+  assert not os.path.exists(tmp_path / "work")
 
 
 def _check_data_fits_model(config, input_shape, tmp_path):
@@ -82,9 +185,9 @@ def _check_data_fits_model(config, input_shape, tmp_path):
     assert features[data.label_feature].num_classes == model.num_classes
 
 
-@pytest.mark.parametrize("name, variant", ALL)
-def test_config_is_valid_and_its_model_builds_at_the_data_shapes(name, variant, tmp_path):
-  config = _config(name, variant)
+@pytest.mark.parametrize("name, arg", ALL)
+def test_config_is_valid_and_its_model_builds_at_the_data_shapes(name, arg, tmp_path):
+  config = _config(name, arg)
   validate_config(config, 8)
   make_objective(config)
   _, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
@@ -97,31 +200,31 @@ def test_config_is_valid_and_its_model_builds_at_the_data_shapes(name, variant, 
   output_shape = stats(model, input_shape).output_shape
   if "num_classes" in config.model:
     assert output_shape == (config.model.num_classes,)
-  if (name, variant) not in NO_ABSTRACT_INIT:
+  if (name, arg) not in NO_ABSTRACT_INIT:
     variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), inputs)
     assert count_params(variables) == param_count(model, input_shape)
 
 
-@pytest.mark.parametrize("name, variant, millions", [
+@pytest.mark.parametrize("name, arg, millions", [
     ("imagenet_perceiver", "", 44.9),  # Perceiver paper, ImageNet.
     ("imagenet_perceiver_io", "fourier", 48.4),  # Perceiver IO paper, ImageNet table.
     ("imagenet_perceiver_io", "learned", 62.3),
     ("imagenet_perceiver_io", "conv", 48.6),
     ("mlm_bytes_perceiver_io", "", 201.1)])  # Perceiver IO paper, byte-level GLUE model.
-def test_paper_configs_have_the_papers_parameter_counts(name, variant, millions):
-  config = _config(name, variant)
+def test_paper_configs_have_the_papers_parameter_counts(name, arg, millions):
+  config = _config(name, arg)
   shape = tasks.example_inputs(config.model, 1).shape[1:]
   assert round(param_count(tasks.build(config.model), shape) / 1e6, 1) == millions
 
 
-@pytest.mark.parametrize("name, variant, examples, epochs", [
+@pytest.mark.parametrize("name, arg, examples, epochs", [
     ("cifar10_perceiver", "", CIFAR10_TRAIN, 10), ("cifar10_perceiver_io", "", CIFAR10_TRAIN, 10),
     ("imagenet_perceiver", "", IMAGENET_TRAIN, 120),
     ("imagenet_perceiver_io", "conv", IMAGENET_TRAIN, 110),
     ("glue_bytes_perceiver_io", "mrpc", 3668, 10),
     ("glue_bytes_perceiver_io", "mnli", 392_702, 10)])
-def test_run_lengths_are_the_recipes_epochs(name, variant, examples, epochs):
-  config = _config(name, variant)
+def test_run_lengths_are_the_recipes_epochs(name, arg, examples, epochs):
+  config = _config(name, arg)
   seen = config.num_train_steps * config.batch_size
   assert seen <= epochs * examples < seen + config.batch_size
 

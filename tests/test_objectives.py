@@ -2,9 +2,9 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
+from configs import common
 from perceiver_jax import tasks
 from perceiver_jax.train.objectives import make_objective
 from perceiver_jax.data.tokenizer import PAD
@@ -12,7 +12,7 @@ from random_params import random_data
 
 
 def _config(task, **extra):
-  config = ml_collections.ConfigDict()
+  config = common.get_config()
   config.model = tasks.tiny_config(task)
   config.update(extra)
   return config

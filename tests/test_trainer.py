@@ -306,7 +306,7 @@ def test_config_errors_name_the_field(data_dir, tmp_path):
 def test_perceiver_ar_trains_on_offline_text_and_samples_from_its_checkpoint(tmp_path):
   from configs import perceiver_ar_bytes
   from experiments.sample import sample_from_checkpoint
-  config = perceiver_ar_bytes.get_config("tiny")  # python_stdlib_text/small, built offline.
+  config = perceiver_ar_bytes.get_config("stdlib,tiny")  # python_stdlib_text/small: offline.
   config.data.data_dir = str(tmp_path / "tfds")
   metrics = trainer.train_and_evaluate(config, str(tmp_path / "work"))
   assert np.isfinite(metrics["bits_per_byte"]) and metrics["bits_per_byte"] > 0

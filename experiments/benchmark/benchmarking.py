@@ -147,8 +147,9 @@ def random_batch(config, batch_size: int, seed: int = 0) -> dict:
   if model.task in INPUT_KEYS and INPUT_KEYS[model.task] != "ids":
     batch[INPUT_KEYS[model.task]] = rng.standard_normal(shape).astype(np.float32)
   else:
-    vocab = model.get("vocab_size", 262)
+    vocab = model.vocab_size
     if model.task == "language_modeling":  # Rows of max_context + 1 ids.
+      vocab = model.perceiver_ar.vocab_size
       shape = (batch_size, shape[1] + 1)
     batch["ids"] = rng.integers(6, vocab, shape).astype(np.int32)
   if model.task in INPUT_KEYS:
@@ -206,7 +207,7 @@ def benchmark_model(config, batch_size: Optional[int] = None, mode: str = "train
       experiment.checkpointer.close()
   input_shape = tasks.example_inputs(config.model, 1).shape[1:]
   step_flops = flops(experiment.model, input_shape) * batch_size * (3 if mode == "train" else 1)
-  dtype = config.model.get("dtype", "float32")
+  dtype = config.model.dtype
   info = versions()
   peak = peak_flops(info["device_kind"], dtype)
   achieved = step_flops / timing["median_s"]
@@ -243,7 +244,7 @@ def compile_model(config, batch_size: Optional[int] = None, mode: str = "train")
     finally:
       experiment.checkpointer.close()
   return dict(versions(), task=config.model.task, mode=mode, batch_size=config.batch_size,
-              dtype=config.model.get("dtype", "float32"), compile_s=compile_s,
+              dtype=config.model.dtype, compile_s=compile_s,
               compile_only=True, **(_compiled_bytes(compiled) or {}))
 
 

@@ -1,4 +1,4 @@
-"""Benchmark configs: python -m experiments.benchmark --configs=PRESET|configs/X.py[:variant],...
+"""Benchmark configs: python -m experiments.benchmark --configs=PRESET|configs/X.py[:options],...
 
 For each config and mode (train, inference) prints and records step time, examples/s,
 compile time, analytic FLOPs per step, FLOP/s, MFU and memory (benchmarking.py)
@@ -57,7 +57,7 @@ from perceiver_jax.nn import attention  # pylint: disable=wrong-import-position
 from experiments.benchmark import benchmarking  # pylint: disable=wrong-import-position
 from perceiver_jax.train.experiment import sharded_batch_sizes  # pylint: disable=wrong-import-position
 
-# name -> (config file, variant, global batch size). The training runs' batches (1,024
+# name -> (config file, options, global batch size). The training runs' batches (1,024
 # images, 512 x 2,048 bytes, 64 x 8,193 bytes) span many accelerators; these are sized for
 # the 45% of an 80 GB GPU that ours gets beside a peer, from XLA:CPU's compiled memory
 # (--compile_only; BENCHMARKS.md; estimates until measured on a GPU; --batch_size overrides).
@@ -79,7 +79,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("configs", ["cifar10_study"],
-                  f"Presets {sorted(PRESETS)} or configs/X.py[:variant], comma-separated.")
+                  f"Presets {sorted(PRESETS)} or configs/X.py[:options], comma-separated "
+                  "(e.g. configs/imagenet_perceiver_io.py:conv,tiny,cifar10_study).")
 flags.DEFINE_list("batch_size", [], "Global batch sizes, comma-separated, each measured for "
                   "every config (default: the preset's, else the config's).")
 flags.DEFINE_multi_string("set", [], "PATH=VALUE: sets config field PATH (as in "
@@ -119,23 +120,35 @@ flags.DEFINE_string("output", None, "Directory for results.json (and scaling.png
 flags.mark_flag_as_required("output")
 
 
+def config_specs(entries) -> list:
+  """The --configs entries with each config file's options rejoined: the list flag splits
+  'configs/X.py:conv,tiny' into 'configs/X.py:conv' and 'tiny'."""
+  specs = []
+  for entry in entries:
+    if specs and ".py:" in specs[-1] and entry not in PRESETS and ".py" not in entry:
+      specs[-1] += "," + entry
+    else:
+      specs.append(entry)
+  return specs
+
+
 def load_config(spec: str):
-  """(name, config, batch size or None) of a preset name or 'configs/X.py[:variant]'."""
+  """(name, config, batch size or None) of a preset name or 'configs/X.py[:options]'."""
   if spec in PRESETS:
-    path, variant, batch_size = PRESETS[spec]
+    path, options, batch_size = PRESETS[spec]
   else:
-    path, _, variant = spec.partition(":")
+    path, _, options = spec.partition(":")
     batch_size = None
     if not path.endswith(".py"):
       raise ValueError(f"--configs entry {spec!r} is neither a preset {sorted(PRESETS)} nor "
-                       "a config file configs/X.py[:variant].")
+                       "a config file configs/X.py[:options].")
   full = path if os.path.exists(path) else os.path.join(ROOT, path)
   if not os.path.exists(full):
     raise ValueError(f"--configs entry {spec!r}: no config file {path!r}.")
   module_spec = importlib.util.spec_from_file_location("benchmark_config", full)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  return spec, module.get_config(variant), batch_size
+  return spec, module.get_config(options), batch_size
 
 
 def set_fields(config, assignments) -> None:
@@ -427,7 +440,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Keeps Orbax's per-experiment INFO off the table.
   os.makedirs(FLAGS.output, exist_ok=True)
   configs, sizes = [], batch_sizes(FLAGS.batch_size)
-  for spec in FLAGS.configs:
+  for spec in config_specs(FLAGS.configs):
     name, config, batch_size = load_config(spec)
     set_fields(config, FLAGS.set)
     for size in sizes or [batch_size or config.batch_size]:

@@ -413,7 +413,7 @@ def benchmark_peer(peer: str, config, batch_size: Optional[int] = None, mode: st
   _check_device(device)
   _prepare(device, seed)
   module = build_peer(peer, config.model).to(device)
-  autocast = _autocast(config.model.get("dtype", "float32"), device)
+  autocast = _autocast(config.model.dtype, device)
   batch = benchmarking.random_batch(config, batch_size, seed)
   images = torch.from_numpy(batch["image"]).to(device)
   labels = torch.from_numpy(batch["label"]).long().to(device)

@@ -1,7 +1,7 @@
 """The data settings of a training config (`config.data`): defaults and checks.
 
 `default_config()` lists every field the input pipelines read (input_pipeline.py), with what
-it does; `check_config(config)` raises ValueError naming a bad field. No TensorFlow here:
+it does; `check_config(config)` raises ValueError naming a missing or bad field. No TensorFlow here:
 configs and the benchmark import this on machines without it.
 """
 
@@ -42,7 +42,12 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def check_config(config):
-  """Raises ValueError naming the first bad data field and what it must be."""
+  """Raises ValueError naming the first missing or bad data field and what it must be."""
+  for field in default_config().keys():
+    if field not in config:
+      raise ValueError(f"config.data.{field} is missing; start from "
+                       "perceiver_jax.data.data_config.default_config().")
+
   def fail(field, expected):
     raise ValueError(f"data_config.{field} must be {expected}, got {config[field]!r}.")
 

@@ -17,6 +17,7 @@ from absl import logging
 import jax
 
 from perceiver_jax import tasks
+from perceiver_jax.data import data_config
 from perceiver_jax.train import optim
 from perceiver_jax.convert import pretrained
 from perceiver_jax.train.checkpointing import Checkpointer
@@ -24,38 +25,55 @@ from perceiver_jax.train.objectives import make_objective
 from perceiver_jax.train.sharding import make_mesh
 from perceiver_jax.train.train_step import init_state, jit_steps, make_eval_step, make_train_step
 
-REQUIRED = ("seed", "batch_size", "num_train_steps", "eval_every_steps", "checkpoint_every_steps",
-            "log_every_steps", "model", "data", "optimizer", "mesh", "checkpoint")
+# The fields every training config sets (configs/common.py has them all but `model` and
+# `num_train_steps`); a dotted name is a field of a section.
+REQUIRED = ("seed", "init_from", "batch_size", "eval_batch_size", "grad_accum_steps",
+            "num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+            "model", "data", "optimizer", "mesh.data", "mesh.fsdp", "mesh.min_fsdp_size",
+            "checkpoint.keep", "checkpoint.best_metric", "checkpoint.best_mode",
+            "checkpoint.async_save", "label_smoothing", "mixup.mixup_alpha", "mixup.cutmix_alpha",
+            "mixup.switch_prob", "mlm.mask_prob", "z_loss")
 
 
 def sharded_batch_sizes(config) -> tuple:
   """(train micro-batch = batch_size / grad_accum_steps, eval_batch_size): the global batches
   a step splits over the devices, so the device count must divide both."""
-  return (config.batch_size // config.get("grad_accum_steps", 1),
-          config.get("eval_batch_size", config.batch_size))
+  return config.batch_size // config.grad_accum_steps, config.eval_batch_size
 
 
-def validate_config(config, num_devices: int):
-  """Raises ValueError naming the first missing or bad top-level field."""
-  for key in REQUIRED:
-    if key not in config:
-      raise ValueError(f"config.{key} is missing; every training config sets {REQUIRED}.")
-  for key in ("batch_size", "num_train_steps", "eval_every_steps", "checkpoint_every_steps",
-              "log_every_steps"):
+def _has(config, path: str) -> bool:
+  *sections, field = path.split(".")
+  for section in sections:
+    if section not in config:
+      return False
+    config = config[section]
+  return field in config
+
+
+def validate_config(config, num_devices: Optional[int] = None):
+  """Raises ValueError naming the first missing or bad field (and, given `num_devices`, a
+  batch they do not divide)."""
+  for path in REQUIRED:
+    if not _has(config, path):
+      raise ValueError(f"config.{path} is missing; a training config sets every field of "
+                       "experiment.REQUIRED (configs/common.py's get_config() has the defaults).")
+  for key in ("batch_size", "eval_batch_size", "num_train_steps", "eval_every_steps",
+              "checkpoint_every_steps", "log_every_steps", "grad_accum_steps"):
     if not isinstance(config[key], int) or config[key] < 1:
       raise ValueError(f"config.{key} must be an int >= 1, got {config[key]!r}.")
-  accum = config.get("grad_accum_steps", 1)
-  if accum < 1 or config.batch_size % accum:
-    raise ValueError(f"config.grad_accum_steps={accum} must be >= 1 and divide "
+  accum = config.grad_accum_steps
+  if config.batch_size % accum:
+    raise ValueError(f"config.grad_accum_steps={accum} must divide "
                      f"config.batch_size={config.batch_size}.")
-  devices = num_devices
-  micro_batch, eval_batch = sharded_batch_sizes(config)
-  if micro_batch % devices:
-    raise ValueError(f"config.batch_size / grad_accum_steps = {micro_batch} must "
-                     f"be divisible by the {devices} devices.")
-  if eval_batch % devices:
-    raise ValueError(f"config.eval_batch_size must be divisible by the {devices} devices.")
-  if config.get("init_from"):
+  data_config.check_config(config.data)
+  if num_devices is not None:
+    micro_batch, eval_batch = sharded_batch_sizes(config)
+    if micro_batch % num_devices:
+      raise ValueError(f"config.batch_size / grad_accum_steps = {micro_batch} must "
+                       f"be divisible by the {num_devices} devices.")
+    if eval_batch % num_devices:
+      raise ValueError(f"config.eval_batch_size must be divisible by the {num_devices} devices.")
+  if config.init_from:
     pretrained.check_directory(config.init_from, "config.init_from")
 
 
@@ -84,7 +102,7 @@ class Experiment:
       logging.info("Resumed from the checkpoint at step %d.", step)
       return state, step
     state = self.init()
-    if self.config.get("init_from"):
+    if self.config.init_from:
       state = self._load_pretrained(state)
     return state, 0
 
@@ -110,7 +128,7 @@ def build_experiment(config, workdir: str, devices=None) -> Experiment:
   devices = jax.devices() if devices is None else devices
   validate_config(config, len(devices))
   init_modules = None
-  if config.get("init_from"):
+  if config.init_from:
     config = config.copy_and_resolve_references()
     config.model, init_modules = pretrained.inherit_model_config(
         config.model, pretrained.load_model_config(config.init_from))
@@ -122,15 +140,15 @@ def build_experiment(config, workdir: str, devices=None) -> Experiment:
                            config.seed)
   abstract = jax.eval_shape(init)
   train_step, eval_step, shardings = jit_steps(
-      make_train_step(model, tx, objective, schedule, config.get("grad_accum_steps", 1)),
+      make_train_step(model, tx, objective, schedule, config.grad_accum_steps),
       make_eval_step(model, objective), mesh, abstract, fsdp=config.mesh.fsdp > 1,
-      min_fsdp_size=config.mesh.get("min_fsdp_size", 2 ** 10))
+      min_fsdp_size=config.mesh.min_fsdp_size)
   abstract = jax.tree_util.tree_map(
       lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
       abstract, shardings)
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
-                              best_metric=config.checkpoint.get("best_metric"),
-                              best_mode=config.checkpoint.get("best_mode", "max"),
-                              async_save=config.checkpoint.get("async_save", True))
+                              best_metric=config.checkpoint.best_metric,
+                              best_mode=config.checkpoint.best_mode,
+                              async_save=config.checkpoint.async_save)
   return Experiment(config, mesh, model, jax.jit(init, out_shardings=shardings), train_step,
                     eval_step, abstract, checkpointer, workdir, init_modules)

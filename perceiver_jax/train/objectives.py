@@ -15,7 +15,7 @@ the step divides by the total weight. Losses are float32.
 - `language_modeling` (Perceiver AR): rows of max_context + 1 ids; the model reads the first
   max_context and predicts the next byte at each latent position (PAD targets excluded);
   metrics `accuracy` and `bits_per_byte` (cross-entropy / ln 2); the loss adds
-  `config.z_loss * logsumexp(logits)^2` when set.
+  `config.z_loss * logsumexp(logits)^2` when it is not 0.
 """
 
 import dataclasses
@@ -53,15 +53,15 @@ def make_objective(config) -> Objective:
 
 
 def _classification(config, input_key: str) -> Objective:
-  smoothing = config.get("label_smoothing", 0.0)
-  mixup = config.get("mixup", None)
+  smoothing = config.label_smoothing
+  mixup = config.mixup
 
   def prepare(batch, rng, train):
     inputs = batch[input_key]
     kwargs = {"pad_mask": inputs != PAD} if input_key == "ids" else {}
     num_classes = config.model.num_classes
     targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes), smoothing)
-    if train and mixup is not None and (mixup.mixup_alpha > 0 or mixup.cutmix_alpha > 0):
+    if train and (mixup.mixup_alpha > 0 or mixup.cutmix_alpha > 0):
       inputs, targets = mixup_cutmix(inputs, targets, rng, mixup.mixup_alpha,
                                      mixup.cutmix_alpha, mixup.switch_prob)
     return inputs, kwargs, {"targets": targets, "label": batch["label"], "mask": batch["mask"]}
@@ -81,8 +81,7 @@ def _classification(config, input_key: str) -> Objective:
 
 
 def _masked_language_modeling(config) -> Objective:
-  mlm = config.get("mlm", {})
-  mask_prob = mlm.get("mask_prob", 0.15)
+  mask_prob = config.mlm.mask_prob
 
   def prepare(batch, rng, train):
     del train  # Evaluation masks too (with the eval step's fixed rng).
@@ -103,7 +102,7 @@ def _masked_language_modeling(config) -> Objective:
 
 
 def _language_modeling(config) -> Objective:
-  z_loss = config.get("z_loss", 0.0)
+  z_loss = config.z_loss
   context = config.model.perceiver_ar.max_context
 
   def prepare(batch, rng, train):

@@ -42,7 +42,7 @@ def evaluate(experiment: Experiment, state) -> Dict[str, float]:
   config = experiment.config
   totals = None
   for batch in input_pipeline.make_eval_iterator(
-      config.data, global_batch_size=config.get("eval_batch_size", config.batch_size)):
+      config.data, global_batch_size=config.eval_batch_size):
     sums = experiment.eval_step(state, global_batch(batch, experiment.mesh))
     totals = sums if totals is None else jax.tree_util.tree_map(np.add, totals, sums)
   totals = jax.device_get(totals)
@@ -138,7 +138,7 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> Dic
   experiment = build_experiment(config, workdir)
   if step is None:
     step = experiment.checkpointer.latest_step()
-    if step is None and not config.get("init_from"):
+    if step is None and not config.init_from:
       raise ValueError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')} to evaluate "
                        "(set config.init_from to evaluate a pretrained model).")
   state, step = experiment.restore_or_init(step)
