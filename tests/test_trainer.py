@@ -57,7 +57,7 @@ def _final_params(config, workdir, step):
   experiment = build_experiment(config, workdir)
   state = experiment.checkpointer.restore(step, experiment.abstract_state)
   experiment.checkpointer.close()
-  return jax.device_get(state["params"])
+  return jax.device_get(state.params)
 
 
 def _assert_trees_close(a, b, rtol=1e-6, atol=1e-7):
@@ -144,18 +144,18 @@ def test_one_device_eight_devices_and_fsdp_agree(data_dir, tmp_path):
   one, state_one = _run_steps(config, str(tmp_path / "a"), jax.devices()[:1], batches)
   eight, state_eight = _run_steps(config, str(tmp_path / "b"), jax.devices(), batches)
   np.testing.assert_allclose(eight, one, rtol=1e-5)
-  _assert_trees_close(jax.device_get(state_eight["params"]), jax.device_get(state_one["params"]),
+  _assert_trees_close(jax.device_get(state_eight.params), jax.device_get(state_one.params),
                       rtol=1e-4, atol=1e-6)
 
   fsdp_config = _config(data_dir, **{"mesh.data": 2, "mesh.fsdp": 4, "mesh.min_fsdp_size": 64})
   fsdp, state_fsdp = _run_steps(fsdp_config, str(tmp_path / "c"), jax.devices(), batches)
   np.testing.assert_allclose(fsdp, one, rtol=1e-5)
-  sharded = [x for x in jax.tree_util.tree_leaves(state_fsdp["params"])
+  sharded = [x for x in jax.tree_util.tree_leaves(state_fsdp.params)
              if "fsdp" in str(x.sharding.spec)]
   assert sharded, "no parameter is sharded over the fsdp axis"
   for x in sharded:  # Each device holds a quarter of the array.
     assert x.addressable_shards[0].data.size * 4 == x.size
-  moments = [x for x in jax.tree_util.tree_leaves(state_fsdp["opt_state"])
+  moments = [x for x in jax.tree_util.tree_leaves(state_fsdp.opt_state)
              if hasattr(x, "sharding") and "fsdp" in str(x.sharding.spec)]
   assert len(moments) >= 2 * len(sharded)  # Adam's two moments are sharded like the params.
 
@@ -169,7 +169,7 @@ def test_gradient_accumulation_equals_the_big_batch(data_dir, tmp_path):
   accumulated = _config(data_dir, grad_accum_steps=2, **overrides)
   small, state_small = _run_steps(accumulated, str(tmp_path / "b"), jax.devices(), batches)
   np.testing.assert_allclose(small, big, rtol=1e-5)
-  _assert_trees_close(jax.device_get(state_small["params"]), jax.device_get(state_big["params"]),
+  _assert_trees_close(jax.device_get(state_small.params), jax.device_get(state_big.params),
                       rtol=1e-5, atol=1e-7)
 
 

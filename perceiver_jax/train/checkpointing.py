@@ -1,13 +1,14 @@
 """Checkpoints of a train-state pytree with orbax: the `keep` newest steps plus the best one.
 
-The state is any pytree of jax arrays, e.g. {"step": int32[], "params": {...}, "opt_state":
-optax state, "batch_stats": {...}, "rng": uint32[2]}, possibly sharded (NamedSharding over a
-Mesh). Step s is written to `<directory>/s.orbax-checkpoint-tmp-*` and renamed to
-`<directory>/s` once complete, so an interrupted save never hides the last good step; leftover
-tmp directories are removed when a Checkpointer opens the directory. Restoring takes an
-abstract state (jax.ShapeDtypeStruct leaves with .sharding, see `abstract_with_sharding`) and
-returns arrays placed in those shardings, with the abstract tree's structure (optax
-namedtuples included). `restore_latest` skips unreadable steps, newest first, with a warning.
+The state is any pytree of jax arrays, e.g. a TrainState (train_state.py), possibly sharded
+(NamedSharding over a Mesh); Orbax stores it by field name, so a dict with a TrainState's
+keys (the state before TrainState) restores as one. Step s is written to
+`<directory>/s.orbax-checkpoint-tmp-*` and renamed to `<directory>/s` once complete, so an
+interrupted save never hides the last good step; leftover tmp directories are removed when a
+Checkpointer opens the directory. Restoring takes an abstract state (jax.ShapeDtypeStruct
+leaves with .sharding, see `abstract_with_sharding`) and returns arrays placed in those
+shardings, with the abstract tree's structure (optax namedtuples included). `restore_latest`
+skips unreadable steps, newest first, with a warning.
 
 Retention: the `keep` newest steps, plus, with `best_metric`, the step whose saved metrics
 have the best value of it (missing or NaN counts as worst), however old. All file I/O is

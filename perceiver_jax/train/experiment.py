@@ -22,7 +22,8 @@ from perceiver_jax.convert import pretrained
 from perceiver_jax.train.checkpointing import Checkpointer
 from perceiver_jax.train.objectives import make_objective
 from perceiver_jax.train.sharding import make_mesh
-from perceiver_jax.train.train_step import init_state, jit_steps, make_eval_step, make_train_step
+from perceiver_jax.train.train_state import TrainState, init_state
+from perceiver_jax.train.train_step import jit_steps, make_eval_step, make_train_step
 
 REQUIRED = ("seed", "batch_size", "num_train_steps", "eval_every_steps", "checkpoint_every_steps",
             "log_every_steps", "model", "data", "optimizer", "mesh", "checkpoint")
@@ -88,10 +89,9 @@ class Experiment:
       state = self._load_pretrained(state)
     return state, 0
 
-  def _load_pretrained(self, state):
+  def _load_pretrained(self, state: TrainState) -> TrainState:
     source = self.config.init_from
-    fresh = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    variables, report = pretrained.overlay(fresh, pretrained.load_variables(source),
+    variables, report = pretrained.overlay(state.variables, pretrained.load_variables(source),
                                            self.init_modules)
     logging.info("Initialised %d arrays from %s; %d stay freshly initialised (%d of them "
                  "because their shapes differ), %d pretrained arrays unused.",
@@ -101,7 +101,7 @@ class Experiment:
       os.makedirs(self.workdir, exist_ok=True)
       with open(os.path.join(self.workdir, "init_from.json"), "w") as f:
         json.dump(dict(report, init_from=source), f, indent=1)
-    return dict(state, **variables)
+    return state.replace(**variables)
 
 
 def build_experiment(config, workdir: str, devices=None) -> Experiment:
