@@ -4,6 +4,7 @@ SIGTERM, a two-process jax.distributed run, the NaN guard and evaluation of a ch
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -251,6 +252,34 @@ def test_two_process_distributed_run_trains(data_dir, tmp_path):
   assert [(r["step"], r["split"]) for r in records][-1] == (4, "eval")
   assert all(np.isfinite(r["loss"]) for r in records)
   assert _committed_steps(workdir) == [4]
+
+
+def test_sigterm_to_one_of_two_processes_saves_the_same_step_on_both(data_dir, tmp_path):
+  """jax's preemption service: the process not signalled learns of it and stops with it."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  workdir = str(tmp_path / "work")
+  processes = [_launch(workdir, data_dir, f"--coordinator_address=localhost:{port}",
+                       "--num_processes=2", f"--process_id={i}",
+                       "--config.num_train_steps=100000", "--config.eval_every_steps=100000",
+                       "--config.checkpoint_every_steps=100000", "--config.log_every_steps=2",
+                       env=env) for i in range(2)]
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 240
+  while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
+    assert all(p.poll() is None for p in processes), processes[0].stderr.read()[-3000:]
+    assert time.time() < deadline
+    time.sleep(0.05)
+  processes[1].send_signal(signal.SIGTERM)
+  stopped = []
+  for process in processes:
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-3000:]
+    stopped += re.findall(r"saved the checkpoint at step (\d+) and stopped", stderr)
+  assert len(stopped) == 2 and stopped[0] == stopped[1], stopped
+  assert _committed_steps(workdir) == [int(stopped[0])]
 
 
 # The NaN guard, evaluation of a checkpoint and config errors.

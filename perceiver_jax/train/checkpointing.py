@@ -199,6 +199,12 @@ class Checkpointer:
                        f"the saved state: use a new directory.") from error
     return None
 
+  def reached_preemption(self, step: int) -> bool:
+    """True at the step every process of a jax.distributed run saves at after a preemption
+    notice (SIGTERM) reached any of them (orbax's; always False without jax.distributed).
+    Every process must call it at every step."""
+    return self._manager.reached_preemption(step)
+
   def latest_step(self) -> Optional[int]:
     """The newest saved (or being saved) step, or None."""
     return self._manager.latest_step()
