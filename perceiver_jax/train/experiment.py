@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 from absl import logging
 import jax
@@ -69,12 +69,12 @@ class Experiment:
   init: object
   train_step: object
   eval_step: object
-  abstract_state: object
+  abstract_state: TrainState  # Of jax.ShapeDtypeStructs with their shardings.
   checkpointer: Checkpointer
   workdir: str
   init_modules: Optional[tuple] = None  # Modules loaded from config.init_from; None: all.
 
-  def restore_or_init(self, step: Optional[int] = None):
+  def restore_or_init(self, step: Optional[int] = None) -> Tuple[TrainState, int]:
     """(state, step): the given or newest readable checkpoint, else a fresh state at step 0
     (with the weights of config.init_from when set)."""
     if step is not None:
