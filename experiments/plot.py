@@ -35,7 +35,7 @@ def plot_run(config, workdir: str, num_images: int = 8) -> list:
   batch = next(iter(input_pipeline.make_eval_iterator(
       config.data, global_batch_size=config.eval_batch_size)))
   images = batch["image"][:num_images]
-  variables = {"params": state["params"]}
+  variables = state.variables
   predictions = np.argmax(jax.device_get(experiment.model.apply(variables, images)), axis=-1)
   maps = plots.cross_attention_maps(experiment.model, variables, images)
   paths.append(plots.plot_attention_grid(images, maps, batch["label"][:num_images],

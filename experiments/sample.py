@@ -37,7 +37,7 @@ def sample_from_checkpoint(config, workdir: str, prompt: str, max_new_tokens: in
   tokenizer = BytesTokenizer()
   ids = [tokenizer.eos_id] + list(tokenizer.encode(prompt))  # Documents follow EOS in training.
   prompt_ids = jnp.asarray([ids] * num_samples, jnp.int32)
-  tokens = generate(experiment.model, {"params": state["params"]}, prompt_ids, max_new_tokens,
+  tokens = generate(experiment.model, state.variables, prompt_ids, max_new_tokens,
                     rng=jax.random.PRNGKey(seed), temperature=temperature, top_k=top_k,
                     top_p=top_p)
   return [tokenizer.decode(row) for row in jax.device_get(tokens).tolist()]

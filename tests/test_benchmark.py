@@ -101,8 +101,8 @@ def test_the_benchmarked_train_step_donates_its_state(tiny_config, tmp_path):
   batch = global_batch(benchmarking.random_batch(config, 8), experiment.mesh)
   new_state, _ = experiment.train_step(state, batch)
   experiment.checkpointer.close()
-  assert all(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(state["params"]))
-  assert not any(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(new_state["params"]))
+  assert all(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(state.params))
+  assert not any(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(new_state.params))
 
 def test_compile_only_reports_the_memory_of_the_program_that_runs(tiny_config):
   for mode in benchmarking.MODES:

@@ -12,6 +12,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
 from perceiver_jax.train.checkpointing import Checkpointer, abstract_with_sharding
+from perceiver_jax.train.train_state import TrainState
 
 
 def _train_state(seed: int):
@@ -23,9 +24,8 @@ def _train_state(seed: int):
   opt_state = tx.init(params)
   grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
   updates, opt_state = tx.update(grads, opt_state, params)
-  return {"step": jnp.int32(seed), "params": optax.apply_updates(params, updates),
-          "opt_state": opt_state, "batch_stats": {},
-          "rng": jax.random.key_data(jax.random.PRNGKey(seed))}
+  return TrainState(step=jnp.int32(seed), params=optax.apply_updates(params, updates),
+                    opt_state=opt_state, batch_stats={}, rng=jax.random.PRNGKey(seed))
 
 
 def _small_state(value: float):
@@ -69,8 +69,19 @@ def test_round_trip_of_adamw_state_is_exact(open_checkpointer):
   step, restored = checkpointer.restore_latest(_abstract(state))
   assert step == 7
   _assert_trees_equal(restored, state)
-  assert isinstance(restored["opt_state"][0], optax.ScaleByAdamState)
+  assert isinstance(restored, TrainState)
+  assert isinstance(restored.opt_state[0], optax.ScaleByAdamState)
   _assert_trees_equal(checkpointer.restore(7, _abstract(state)), state)
+
+
+def test_a_dict_state_saved_before_train_state_restores_as_one(open_checkpointer):
+  state = _train_state(2)
+  checkpointer = open_checkpointer()
+  checkpointer.save(2, {field: getattr(state, field) for field in
+                        ("step", "params", "opt_state", "batch_stats", "rng")})
+  restored = checkpointer.restore(2, _abstract(state))
+  assert isinstance(restored, TrainState)
+  _assert_trees_equal(restored, state)
 
 
 def test_restore_reshards_onto_the_8_device_mesh(open_checkpointer):
@@ -78,25 +89,25 @@ def test_restore_reshards_onto_the_8_device_mesh(open_checkpointer):
   assert devices.size == 8
   state = _train_state(1)
   rows = NamedSharding(Mesh(devices, ("data",)), P("data"))
-  saved = dict(state, params={"dense": {
-      "kernel": jax.device_put(state["params"]["dense"]["kernel"], rows),
-      "bias": state["params"]["dense"]["bias"]}})
+  saved = state.replace(params={"dense": {
+      "kernel": jax.device_put(state.params["dense"]["kernel"], rows),
+      "bias": state.params["dense"]["bias"]}})
   checkpointer = open_checkpointer()
   checkpointer.save(1, saved)
 
   grid = Mesh(devices.reshape(4, 2), ("a", "b"))
   shardings = jax.tree.map(lambda _: NamedSharding(grid, P()), state)
-  shardings["params"]["dense"]["kernel"] = NamedSharding(grid, P("a", "b"))
+  shardings.params["dense"]["kernel"] = NamedSharding(grid, P("a", "b"))
   restored = checkpointer.restore(1, abstract_with_sharding(jax.eval_shape(lambda: state),
                                                             shardings))
-  kernel = restored["params"]["dense"]["kernel"]
-  assert kernel.sharding == shardings["params"]["dense"]["kernel"]
-  reference = np.asarray(state["params"]["dense"]["kernel"])
+  kernel = restored.params["dense"]["kernel"]
+  assert kernel.sharding == shardings.params["dense"]["kernel"]
+  reference = np.asarray(state.params["dense"]["kernel"])
   assert len(kernel.addressable_shards) == 8
   for shard in kernel.addressable_shards:
     assert shard.data.shape == (2, 2)
     np.testing.assert_array_equal(np.asarray(shard.data), reference[shard.index])
-  assert restored["step"].sharding == NamedSharding(grid, P())
+  assert restored.step.sharding == NamedSharding(grid, P())
   _assert_trees_equal(restored, state)
 
 

@@ -63,6 +63,6 @@ def test_convert_cli_then_fine_tune_glue_from_the_byte_mlm(tmp_path):
   state, step = experiment.restore_or_init()
   experiment.checkpointer.close()
   assert step == run_config.num_train_steps
-  trained = jax.device_get(state["params"]["encoder"]["latents"])
+  trained = jax.device_get(state.params["encoder"]["latents"])
   np.testing.assert_allclose(trained, variables["params"]["encoder"]["latents"], atol=0.05)
   assert not np.array_equal(trained, variables["params"]["encoder"]["latents"])  # Trained.

@@ -4,6 +4,7 @@ SIGTERM, a two-process jax.distributed run, the NaN guard and evaluation of a ch
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -57,7 +58,7 @@ def _final_params(config, workdir, step):
   experiment = build_experiment(config, workdir)
   state = experiment.checkpointer.restore(step, experiment.abstract_state)
   experiment.checkpointer.close()
-  return jax.device_get(state["params"])
+  return jax.device_get(state.params)
 
 
 def _assert_trees_close(a, b, rtol=1e-6, atol=1e-7):
@@ -144,18 +145,18 @@ def test_one_device_eight_devices_and_fsdp_agree(data_dir, tmp_path):
   one, state_one = _run_steps(config, str(tmp_path / "a"), jax.devices()[:1], batches)
   eight, state_eight = _run_steps(config, str(tmp_path / "b"), jax.devices(), batches)
   np.testing.assert_allclose(eight, one, rtol=1e-5)
-  _assert_trees_close(jax.device_get(state_eight["params"]), jax.device_get(state_one["params"]),
+  _assert_trees_close(jax.device_get(state_eight.params), jax.device_get(state_one.params),
                       rtol=1e-4, atol=1e-6)
 
   fsdp_config = _config(data_dir, **{"mesh.data": 2, "mesh.fsdp": 4, "mesh.min_fsdp_size": 64})
   fsdp, state_fsdp = _run_steps(fsdp_config, str(tmp_path / "c"), jax.devices(), batches)
   np.testing.assert_allclose(fsdp, one, rtol=1e-5)
-  sharded = [x for x in jax.tree_util.tree_leaves(state_fsdp["params"])
+  sharded = [x for x in jax.tree_util.tree_leaves(state_fsdp.params)
              if "fsdp" in str(x.sharding.spec)]
   assert sharded, "no parameter is sharded over the fsdp axis"
   for x in sharded:  # Each device holds a quarter of the array.
     assert x.addressable_shards[0].data.size * 4 == x.size
-  moments = [x for x in jax.tree_util.tree_leaves(state_fsdp["opt_state"])
+  moments = [x for x in jax.tree_util.tree_leaves(state_fsdp.opt_state)
              if hasattr(x, "sharding") and "fsdp" in str(x.sharding.spec)]
   assert len(moments) >= 2 * len(sharded)  # Adam's two moments are sharded like the params.
 
@@ -169,7 +170,7 @@ def test_gradient_accumulation_equals_the_big_batch(data_dir, tmp_path):
   accumulated = _config(data_dir, grad_accum_steps=2, **overrides)
   small, state_small = _run_steps(accumulated, str(tmp_path / "b"), jax.devices(), batches)
   np.testing.assert_allclose(small, big, rtol=1e-5)
-  _assert_trees_close(jax.device_get(state_small["params"]), jax.device_get(state_big["params"]),
+  _assert_trees_close(jax.device_get(state_small.params), jax.device_get(state_big.params),
                       rtol=1e-5, atol=1e-7)
 
 
@@ -251,6 +252,34 @@ def test_two_process_distributed_run_trains(data_dir, tmp_path):
   assert [(r["step"], r["split"]) for r in records][-1] == (4, "eval")
   assert all(np.isfinite(r["loss"]) for r in records)
   assert _committed_steps(workdir) == [4]
+
+
+def test_sigterm_to_one_of_two_processes_saves_the_same_step_on_both(data_dir, tmp_path):
+  """jax's preemption service: the process not signalled learns of it and stops with it."""
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  workdir = str(tmp_path / "work")
+  processes = [_launch(workdir, data_dir, f"--coordinator_address=localhost:{port}",
+                       "--num_processes=2", f"--process_id={i}",
+                       "--config.num_train_steps=100000", "--config.eval_every_steps=100000",
+                       "--config.checkpoint_every_steps=100000", "--config.log_every_steps=2",
+                       env=env) for i in range(2)]
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 240
+  while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
+    assert all(p.poll() is None for p in processes), processes[0].stderr.read()[-3000:]
+    assert time.time() < deadline
+    time.sleep(0.05)
+  processes[1].send_signal(signal.SIGTERM)
+  stopped = []
+  for process in processes:
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr[-3000:]
+    stopped += re.findall(r"saved the checkpoint at step (\d+) and stopped", stderr)
+  assert len(stopped) == 2 and stopped[0] == stopped[1], stopped
+  assert _committed_steps(workdir) == [int(stopped[0])]
 
 
 # The NaN guard, evaluation of a checkpoint and config errors.

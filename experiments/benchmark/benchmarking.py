@@ -163,11 +163,8 @@ def _forward(experiment):
   model = experiment.model
 
   def forward(state, batch):
-    inputs, kwargs, _ = objective.prepare(batch, state["rng"], False)
-    variables = {"params": state["params"]}
-    if state["batch_stats"]:
-      variables["batch_stats"] = state["batch_stats"]
-    return model.apply(variables, inputs, deterministic=True, **kwargs)
+    inputs, kwargs, _ = objective.prepare(batch, state.rng, False)
+    return model.apply(state.variables, inputs, deterministic=True, **kwargs)
 
   return jax.jit(forward)
 

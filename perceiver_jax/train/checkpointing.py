@@ -1,13 +1,14 @@
 """Checkpoints of a train-state pytree with orbax: the `keep` newest steps plus the best one.
 
-The state is any pytree of jax arrays, e.g. {"step": int32[], "params": {...}, "opt_state":
-optax state, "batch_stats": {...}, "rng": uint32[2]}, possibly sharded (NamedSharding over a
-Mesh). Step s is written to `<directory>/s.orbax-checkpoint-tmp-*` and renamed to
-`<directory>/s` once complete, so an interrupted save never hides the last good step; leftover
-tmp directories are removed when a Checkpointer opens the directory. Restoring takes an
-abstract state (jax.ShapeDtypeStruct leaves with .sharding, see `abstract_with_sharding`) and
-returns arrays placed in those shardings, with the abstract tree's structure (optax
-namedtuples included). `restore_latest` skips unreadable steps, newest first, with a warning.
+The state is any pytree of jax arrays, e.g. a TrainState (train_state.py), possibly sharded
+(NamedSharding over a Mesh); Orbax stores it by field name, so a dict with a TrainState's
+keys (the state before TrainState) restores as one. Step s is written to
+`<directory>/s.orbax-checkpoint-tmp-*` and renamed to `<directory>/s` once complete, so an
+interrupted save never hides the last good step; leftover tmp directories are removed when a
+Checkpointer opens the directory. Restoring takes an abstract state (jax.ShapeDtypeStruct
+leaves with .sharding, see `abstract_with_sharding`) and returns arrays placed in those
+shardings, with the abstract tree's structure (optax namedtuples included). `restore_latest`
+skips unreadable steps, newest first, with a warning.
 
 Retention: the `keep` newest steps, plus, with `best_metric`, the step whose saved metrics
 have the best value of it (missing or NaN counts as worst), however old. All file I/O is
@@ -197,6 +198,12 @@ class Checkpointer:
                        f"model or optimizer config changed, abstract_state no longer matches "
                        f"the saved state: use a new directory.") from error
     return None
+
+  def reached_preemption(self, step: int) -> bool:
+    """True at the step every process of a jax.distributed run saves at after a preemption
+    notice (SIGTERM) reached any of them (orbax's; always False without jax.distributed).
+    Every process must call it at every step."""
+    return self._manager.reached_preemption(step)
 
   def latest_step(self) -> Optional[int]:
     """The newest saved (or being saved) step, or None."""

@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 from absl import logging
 import jax
@@ -23,7 +23,8 @@ from perceiver_jax.convert import pretrained
 from perceiver_jax.train.checkpointing import Checkpointer
 from perceiver_jax.train.objectives import make_objective
 from perceiver_jax.train.sharding import make_mesh
-from perceiver_jax.train.train_step import init_state, jit_steps, make_eval_step, make_train_step
+from perceiver_jax.train.train_state import TrainState, init_state
+from perceiver_jax.train.train_step import jit_steps, make_eval_step, make_train_step
 
 # The fields every training config sets (configs/common.py has them all but `model` and
 # `num_train_steps`); a dotted name is a field of a section.
@@ -86,12 +87,12 @@ class Experiment:
   init: object
   train_step: object
   eval_step: object
-  abstract_state: object
+  abstract_state: TrainState  # Of jax.ShapeDtypeStructs with their shardings.
   checkpointer: Checkpointer
   workdir: str
   init_modules: Optional[tuple] = None  # Modules loaded from config.init_from; None: all.
 
-  def restore_or_init(self, step: Optional[int] = None):
+  def restore_or_init(self, step: Optional[int] = None) -> Tuple[TrainState, int]:
     """(state, step): the given or newest readable checkpoint, else a fresh state at step 0
     (with the weights of config.init_from when set)."""
     if step is not None:
@@ -106,10 +107,9 @@ class Experiment:
       state = self._load_pretrained(state)
     return state, 0
 
-  def _load_pretrained(self, state):
+  def _load_pretrained(self, state: TrainState) -> TrainState:
     source = self.config.init_from
-    fresh = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    variables, report = pretrained.overlay(fresh, pretrained.load_variables(source),
+    variables, report = pretrained.overlay(state.variables, pretrained.load_variables(source),
                                            self.init_modules)
     logging.info("Initialised %d arrays from %s; %d stay freshly initialised (%d of them "
                  "because their shapes differ), %d pretrained arrays unused.",
@@ -119,7 +119,7 @@ class Experiment:
       os.makedirs(self.workdir, exist_ok=True)
       with open(os.path.join(self.workdir, "init_from.json"), "w") as f:
         json.dump(dict(report, init_from=source), f, indent=1)
-    return dict(state, **variables)
+    return state.replace(**variables)
 
 
 def build_experiment(config, workdir: str, devices=None) -> Experiment:

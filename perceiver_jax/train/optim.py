@@ -5,8 +5,8 @@ global-norm clipping -> AdamW / LAMB / SGD-with-momentum moments -> decoupled we
 (masked off `bias` and normalisation `scale` leaves) -> LAMB trust ratio (per leaf) ->
 learning rate (the schedule, returned too so the trainer can log it).
 
-Schedules (peak = `learning_rate`, T = num_train_steps, W = `warmup_steps`; during the first
-W steps every schedule is the linear warm-up peak * step / W, 0 at step 0):
+Schedules, optax's joined (peak = `learning_rate`, T = num_train_steps, W = `warmup_steps`;
+during the first W steps every schedule is the linear warm-up peak * step / W, 0 at step 0):
 - 'constant': peak.
 - 'warmup_cosine': cosine from peak at W to `end_learning_rate_factor` * peak at T.
 - 'constant_cosine': peak until floor(`constant_fraction` * T), then cosine to the end value
@@ -21,7 +21,6 @@ import numbers
 from typing import Tuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -123,40 +122,25 @@ def _validate(opt_config, num_train_steps):
   return cfg
 
 
-def _cosine(step, start, end, peak, end_factor):
-  """Cosine from peak at `start` to end_factor * peak at `end`, flat outside."""
-  progress = jnp.clip((step - start) / (end - start), 0.0, 1.0)
-  return peak * (end_factor + (1.0 - end_factor) * 0.5 * (1.0 + jnp.cos(jnp.pi * progress)))
-
-
-def make_schedule(opt_config, num_train_steps: int) -> optax.Schedule:
-  """The learning rate as a function of the step; see the module docstring."""
-  return _schedule(_validate(opt_config, num_train_steps), num_train_steps)
-
-
-def _schedule(cfg, num_train_steps):
-  """make_schedule of an already validated section."""
-  peak, kind = float(cfg["learning_rate"]), cfg["schedule"]
-  warmup, end_factor = cfg["warmup_steps"], float(cfg["end_learning_rate_factor"])
-  decay_start = {"warmup_cosine": warmup,
-                 "constant_cosine": int(cfg["constant_fraction"] * num_train_steps)}.get(kind)
-  boundaries = jnp.asarray(_boundary_steps(cfg, num_train_steps), jnp.float32)
-  decay_factor = float(cfg["decay_factor"])
-
-  def schedule(step):
-    step = jnp.asarray(step, jnp.float32)
-    if kind == "constant":
-      lr = jnp.full_like(step, peak)
-    elif kind == "step":
-      passed = jnp.sum(step[..., None] >= boundaries, axis=-1)
-      lr = peak * decay_factor ** passed.astype(jnp.float32)
-    else:
-      lr = _cosine(step, decay_start, num_train_steps, peak, end_factor)
-    if warmup > 0:
-      lr = jnp.where(step < warmup, peak * step / warmup, lr)
-    return lr
-
-  return schedule
+def _schedule(cfg, num_train_steps: int) -> optax.Schedule:
+  """The learning rate as a function of the step (optax schedules); see the module docstring."""
+  peak, kind, warmup = float(cfg["learning_rate"]), cfg["schedule"], cfg["warmup_steps"]
+  end = float(cfg["end_learning_rate_factor"]) * peak
+  if kind == "warmup_cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, num_train_steps, end)
+  pieces = [(warmup, optax.constant_schedule(peak))]  # (first step, schedule from there).
+  if kind == "constant_cosine":
+    flat_end = int(cfg["constant_fraction"] * num_train_steps)
+    pieces.append((flat_end, optax.cosine_decay_schedule(peak, num_train_steps - flat_end,
+                                                         alpha=end / peak)))
+  elif kind == "step":
+    factor = float(cfg["decay_factor"])
+    pieces += [(boundary, optax.constant_schedule(peak * factor ** (i + 1)))
+               for i, boundary in enumerate(_boundary_steps(cfg, num_train_steps))]
+  if warmup:
+    pieces.insert(0, (0, optax.linear_schedule(0.0, peak, warmup)))
+  starts, schedules = zip(*pieces)
+  return optax.join_schedules(schedules, starts[1:])
 
 
 def weight_decay_mask(params):

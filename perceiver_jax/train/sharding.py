@@ -17,8 +17,7 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
-from jax.experimental import mesh_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
@@ -32,7 +31,8 @@ def usable_cpu_cores() -> int:
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
-  """A ('data', 'fsdp') mesh; `data=-1` takes every device the fsdp axis leaves."""
+  """A ('data', 'fsdp') mesh (jax.make_mesh: devices ordered for the topology); `data=-1`
+  takes every device the fsdp axis leaves."""
   devices = jax.devices() if devices is None else list(devices)
   count = len(devices)
   if fsdp < 1 or count % fsdp:
@@ -42,11 +42,8 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
   if data < 1 or data * fsdp != count:
     raise ValueError(f"config.mesh.data * config.mesh.fsdp = {data} * {fsdp} must equal the "
                      f"{count} devices (use data=-1 to fill).")
-  try:
-    grid = mesh_utils.create_device_mesh((data, fsdp), devices=devices)
-  except (ValueError, AssertionError, NotImplementedError):  # Device kinds without topology.
-    grid = np.asarray(devices).reshape(data, fsdp)
-  return Mesh(grid, AXES)
+  # Auto axes: jit places values by the in/out shardings (jax.make_mesh defaults to Explicit).
+  return jax.make_mesh((data, fsdp), AXES, (AxisType.Auto,) * len(AXES), devices=devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -1,9 +1,4 @@
-"""Train state, and the train and eval steps compiled with jit over a device mesh.
-
-The state is a plain dict of arrays:
-  {'step': int32 [], 'params': ..., 'opt_state': ..., 'batch_stats': ... or {}, 'rng': key}
-The step's randomness is fold_in(state['rng'], step): a function of the seed and the step
-only, so a resumed run draws exactly what an uninterrupted run would.
+"""The train and eval steps on a TrainState (train_state.py), compiled with jit over a mesh.
 
 `train_step(state, batch) -> (state, metrics)`: prepare -> model -> score (see objectives.py)
 over `grad_accum_steps` equal micro-batches (a lax.scan; gradients are summed and divided by
@@ -22,18 +17,9 @@ import optax
 
 from perceiver_jax.train.objectives import Objective
 from perceiver_jax.train.sharding import batch_sharding, replicated, state_shardings
+from perceiver_jax.train.train_state import TrainState
 
 STEP_KEY_EVAL = 7  # fold_in constant for evaluation randomness (MLM masking).
-
-
-def init_state(model, tx, example_inputs, seed: int) -> dict:
-  """A fresh state for `model` (un-jitted; wrap in jax.jit with out_shardings)."""
-  rng = jax.random.PRNGKey(seed)
-  init_rng, state_rng = jax.random.split(rng)
-  variables = model.init(init_rng, example_inputs)
-  params = variables["params"]
-  return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-          "batch_stats": variables.get("batch_stats", {}), "rng": state_rng}
 
 
 def _apply(model, params, batch_stats, inputs, kwargs, rng, train):
@@ -58,14 +44,14 @@ def make_train_step(model, tx: optax.GradientTransformation, objective: Objectiv
     loss_sum, weight, metric_sums = objective.score(out, targets)
     return loss_sum, (weight, metric_sums, new_stats)
 
-  def step(state, batch):
-    rng = jax.random.fold_in(state["rng"], state["step"])
-    params, batch_stats = state["params"], state["batch_stats"]
+  def step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    params, batch_stats = state.params, state.batch_stats
     if grad_accum_steps == 1:
       (loss_sum, aux), grads = jax.value_and_grad(micro_loss, has_aux=True)(
           params, batch_stats, batch, rng)
       weight, metric_sums, batch_stats = aux
-    else:
+    else:  # Not optax.MultiSteps: it averages per-micro-batch means, not sum / total weight.
       micro = jax.tree_util.tree_map(
           lambda x: x.reshape((grad_accum_steps, x.shape[0] // grad_accum_steps) + x.shape[1:]),
           batch)
@@ -88,12 +74,12 @@ def make_train_step(model, tx: optax.GradientTransformation, objective: Objectiv
           body, carry, (jnp.arange(grad_accum_steps), micro))
     denominator = jnp.maximum(weight, 1e-8)
     grads = jax.tree_util.tree_map(lambda g: g / denominator, grads)
-    updates, opt_state = tx.update(grads, state["opt_state"], params)
-    new_state = dict(state, step=state["step"] + 1, params=optax.apply_updates(params, updates),
-                     opt_state=opt_state, batch_stats=batch_stats)
+    updates, opt_state = tx.update(grads, state.opt_state, params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(params, updates),
+                              opt_state=opt_state, batch_stats=batch_stats)
     metrics = {name: value / denominator for name, value in metric_sums.items()}
     metrics.update(loss=loss_sum / denominator, grad_norm=optax.tree.norm(grads),
-                   learning_rate=schedule(state["step"]), weight=weight)
+                   learning_rate=schedule(state.step), weight=weight)
     return new_state, metrics
 
   return step
@@ -102,10 +88,10 @@ def make_train_step(model, tx: optax.GradientTransformation, objective: Objectiv
 def make_eval_step(model, objective: Objective):
   """The un-jitted eval step: metric sums over one batch (padding has weight 0)."""
 
-  def step(state, batch):
-    rng = jax.random.fold_in(state["rng"], STEP_KEY_EVAL)
+  def step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, STEP_KEY_EVAL)
     inputs, kwargs, targets = objective.prepare(batch, rng, False)
-    out, _ = _apply(model, state["params"], state["batch_stats"], inputs, kwargs, rng, False)
+    out, _ = _apply(model, state.params, state.batch_stats, inputs, kwargs, rng, False)
     loss_sum, weight, metric_sums = objective.score(out, targets)
     return dict(metric_sums, loss=loss_sum, weight=weight)
 

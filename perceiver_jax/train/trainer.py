@@ -10,7 +10,11 @@ sharded train step (train_step.py) on batches from the TFDS pipeline (input_pipe
   TensorBoard and a progress bar (metric_writer.py); train metrics are fetched one step late
   so the host never waits for the device;
 - saves every checkpoint_every_steps (async, keep-N plus the best by config.checkpoint.
-  best_metric), at the end, and when SIGTERM arrives (preemption), then exits cleanly;
+  best_metric) and at the end;
+- on preemption (SIGTERM) saves a checkpoint and returns: in a jax.distributed run jax's
+  preemption service tells every process, which all save the same step (one past the furthest
+  any had reached when the signal came: orbax's reached_preemption); a single process saves
+  the step after the signal. A restart resumes from that step;
 - stops with FloatingPointError when the loss or gradient norm turns NaN/Inf, keeping the
   last good checkpoint (a state is checked before it is saved).
 `evaluate_checkpoint(config, workdir, step=None)` evaluates a saved state.
@@ -61,18 +65,34 @@ def _check_finite(step: int, metrics, checkpointer: Checkpointer):
 
 
 class _Preemption:
-  """Records SIGTERM so the loop can save and stop at the next step boundary."""
+  """Whether to save and stop at a step because a preemption notice (SIGTERM) arrived.
 
-  def __init__(self):
-    self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+  In a jax.distributed run (with jax's preemption service, on by default) jax's own SIGTERM
+  handler tells every process, and the checkpointer's reached_preemption(step) is True on all
+  of them at the same step, one past the furthest any had reached. A single process records
+  the signal in a handler of its own and stops at the next step.
+  """
+
+  def __init__(self, checkpointer: Checkpointer):
+    self._checkpointer = checkpointer
+    self._synced = jax.distributed.is_initialized() and jax.config.jax_enable_preemption_service
+    self._signalled = False
+    if not self._synced:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
-    self.requested = True
+    self._signalled = True
+
+  def reached(self, step: int) -> bool:
+    """Whether to save `step` and stop; call it at every step."""
+    if self._synced:
+      return self._checkpointer.reached_preemption(step)
+    return self._signalled
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if not self._synced:
+      signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
 
 
 def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
@@ -86,8 +106,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   batches = input_pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size,
                                                seed=config.seed, start_step=start,
                                                cache_dir=workdir)
-  preemption = _Preemption()
   checkpointer = experiment.checkpointer
+  preemption = _Preemption(checkpointer)
   eval_metrics, previous = {}, None
   window_start, window_steps = time.time(), 0
   try:
@@ -99,7 +119,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
         _check_finite(step - 1, jax.device_get(previous), checkpointer)
       previous = metrics
       last = step == config.num_train_steps
-      preempted = preemption.requested  # Read once: SIGTERM may arrive at any moment.
+      preempted = preemption.reached(step)  # Read once: SIGTERM may arrive at any moment.
       log_now = step % config.log_every_steps == 0 or last
       eval_now = step % config.eval_every_steps == 0 or last
       save_now = step % config.checkpoint_every_steps == 0 or last or preempted
@@ -123,7 +143,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
         stale = (checkpointer.latest_step() or 0) >= step
         checkpointer.save(step, state, eval_metrics if eval_now else None, force=stale)
       if preempted:
-        logging.warning("SIGTERM: saved the checkpoint at step %d and stopped.", step)
+        logging.warning("SIGTERM (preemption): saved the checkpoint at step %d and stopped.",
+                        step)
         break
   finally:
     preemption.restore()
