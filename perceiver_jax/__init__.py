@@ -1,6 +1,6 @@
 """perceiver_jax: Perceiver, Perceiver IO and Perceiver AR in JAX/Flax linen."""
 
-from perceiver_jax.nn.attention import dot_product_attention
+from perceiver_jax.nn.attention import AttentionConfig, dot_product_attention
 from perceiver_jax.nn.decoder import (ClassificationDecoder, PerceiverDecoder, ProjectionDecoder,
                                       TrainableQuery)
 from perceiver_jax.nn.encoder import PerceiverEncoder

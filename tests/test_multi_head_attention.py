@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from perceiver_jax import MultiHeadAttention
+from perceiver_jax.nn.attention import AttentionConfig
 
 B, T, S, CQ, CKV = 2, 5, 7, 6, 8  # batch, q_len, kv_len, query channels, kv channels.
 
@@ -105,14 +106,11 @@ def test_explicit_channels():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(num_heads=0), "num_heads must be >= 1"),
-    (dict(num_heads=2, dropout_rate=1.0), "dropout_rate"),
-    (dict(num_heads=2, dropout_rate=-0.1), "dropout_rate"),
     (dict(num_heads=2, qk_channels=0), "qk_channels"),
     (dict(num_heads=2, output_channels=-1), "output_channels"),
     (dict(num_heads=2, rotary_fraction=1.5), "rotary_fraction"),
-    (dict(num_heads=2, implementation="flash"), "implementation='flash'"),
-    (dict(num_heads=2, implementation="cudnn", dtype=jnp.float32), "bfloat16 or float16"),
-    (dict(num_heads=2, implementation="cudnn", dtype=jnp.bfloat16, dropout_rate=0.1), "dropout"),
+    (dict(num_heads=2, attention=AttentionConfig("cudnn"), dtype=jnp.float32),
+     "implementation='cudnn'.*bfloat16 or float16"),
 ])
 def test_construction_errors(kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -145,8 +143,8 @@ def _case(name, implementation):
   settings = dict(CASES[name])
   mask_kind = settings.pop("mask", None)
   causal = settings.pop("causal", False)
-  module = MultiHeadAttention(num_heads=2, causal=causal, implementation=implementation,
-                              chunk_size=3, **settings)
+  module = MultiHeadAttention(num_heads=2, causal=causal,
+                              attention=AttentionConfig(implementation, chunk_size=3), **settings)
   xq, xkv = _data(0, B, T, CQ), _data(1, B, S, CKV)
   mask = None
   if mask_kind == "padding":
@@ -196,7 +194,8 @@ def test_backends_agree_on_outputs_and_param_gradients(name):
 def test_dropout_uses_the_dropout_rng():
   """Flax's default (threefry) 'dropout' rng drives the chunked backend's attention dropout."""
   xq, xkv = _data(0, B, T, CQ), _data(1, B, S, CKV)
-  module = MultiHeadAttention(num_heads=2, dropout_rate=0.5, implementation="chunked", chunk_size=3)
+  module = MultiHeadAttention(num_heads=2, attention=AttentionConfig("chunked", chunk_size=3,
+                                                                     dropout_rate=0.5))
   params = _params(module, xq, xkv)
   apply = jax.jit(lambda rng: module.apply({"params": params}, xq, xkv, deterministic=False,
                                            rngs={"dropout": rng}))
@@ -257,7 +256,7 @@ def test_folded_kv_projections_same_result_fewer_flops(implementation):
   kv = jnp.asarray(rng.standard_normal((2, 40, 6)), jnp.float32)
   mask = jnp.asarray(np.arange(40)[None] < np.array([[25], [0]]))  # Row 2 sees no key.
   modules = [MultiHeadAttention(num_heads=1, fold_kv_projections=fold,
-                                implementation=implementation, chunk_size=16)
+                                attention=AttentionConfig(implementation, chunk_size=16))
              for fold in (True, False)]
   params = modules[1].init(jax.random.PRNGKey(0), q, kv, mask)["params"]
   params = jax.tree_util.tree_map(  # Non-zero biases.

@@ -27,7 +27,8 @@ from perceiver_jax.nn.decoder import (ClassificationDecoder, PerceiverDecoder, P
                                       TrainableQuery)
 from perceiver_jax.nn.encoder import PerceiverEncoder
 from perceiver_jax.nn.models import Perceiver, PerceiverIO
-from perceiver_jax.nn.multi_head_attention import folds_kv_projections
+from perceiver_jax.nn.attention import AttentionConfig
+from perceiver_jax.nn.multi_head_attention import MultiHeadAttention
 from perceiver_jax.nn.position_encoding import fourier_num_channels
 from perceiver_jax.nn.typing import hyperparameters
 
@@ -54,18 +55,19 @@ def _layer_norm(shape) -> Stats:
 
 
 def _attention(q_shape, kv_shape, qk: Optional[int], v: Optional[int], out: Optional[int],
-               num_heads: int, implementation: str) -> Stats:
-  """MultiHeadAttention: four projections plus logits and weighted values; with folded
-  key/value projections (one head, 'xla', where it saves FLOPs) the query is mapped into the
-  input space and attends to the inputs, then the value projection applies to t rows."""
+               num_heads: int, config: AttentionConfig) -> Stats:
+  """MultiHeadAttention: four projections plus logits and weighted values; where the module
+  folds its key/value projections (`MultiHeadAttention.folds_kv_projections`) the query is
+  mapped into the input space and attends to the inputs, then the value projection applies
+  to t rows."""
   (t, c_q), (s, c_kv) = q_shape, kv_shape
-  qk = qk or c_kv
-  v = v or qk
+  module = MultiHeadAttention(num_heads, qk, v, out, attention=config)
+  qk, v = module.channels(c_kv)
   out = out or c_q
   projections = [dense_stats(c_q, qk, t), dense_stats(c_kv, qk, s), dense_stats(c_kv, v, s),
                  dense_stats(v, out, t)]
   total = functools.reduce(Stats.__add__, projections)
-  if folds_kv_projections(num_heads, implementation, t, s, c_kv, qk, v):
+  if module.folds_kv_projections(t, s, c_kv):
     flops = 2 * (t * c_q * qk + t * qk * c_kv + 2 * t * s * c_kv + t * c_kv * v + t * v * out)
     return Stats(total.params, flops, (t, out))
   return Stats(total.params, total.flops + 2 * t * s * (qk + v), (t, out))
@@ -77,14 +79,14 @@ def _mlp(shape, widening_factor: int) -> Stats:
       widening_factor * channels, channels, tokens)
 
 
-def _cross_layer(q_shape, kv_shape, qk, v, widening_factor, num_heads, implementation) -> Stats:
-  attn = _attention(q_shape, kv_shape, qk, v, None, num_heads, implementation)
+def _cross_layer(q_shape, kv_shape, qk, v, widening_factor, num_heads, config) -> Stats:
+  attn = _attention(q_shape, kv_shape, qk, v, None, num_heads, config)
   return (_layer_norm(q_shape) + _layer_norm(kv_shape) + attn + _layer_norm(attn.output_shape)
           + _mlp(attn.output_shape, widening_factor))
 
 
-def _self_layer(shape, qk, v, widening_factor, num_heads, implementation) -> Stats:
-  return (_layer_norm(shape) + _attention(shape, shape, qk, v, None, num_heads, implementation)
+def _self_layer(shape, qk, v, widening_factor, num_heads, config) -> Stats:
+  return (_layer_norm(shape) + _attention(shape, shape, qk, v, None, num_heads, config)
           + _layer_norm(shape) + _mlp(shape, widening_factor))
 
 
@@ -102,10 +104,10 @@ def _(module: PerceiverEncoder, input_shape) -> Stats:
   latent_shape = (module.num_latents, module.num_latent_channels)
   cross = _cross_layer(latent_shape, tuple(input_shape), module.cross_attention_qk_channels,
                        module.cross_attention_v_channels, module.cross_attention_widening_factor,
-                       module.num_cross_attention_heads, module.cross_implementation)
+                       module.num_cross_attention_heads, module.cross_attention_config)
   layer = _self_layer(latent_shape, module.self_attention_qk_channels,
                       module.self_attention_v_channels, module.self_attention_widening_factor,
-                      module.num_self_attention_heads, module.attention_implementation)
+                      module.num_self_attention_heads, module.attention)
   per_block = module.num_self_attention_layers_per_block  # Distinct layers.
   block = Stats(per_block * layer.params, per_block * layer.flops, latent_shape)
   distinct_cross = (1 if p > 1 or module.first_cross_attention_layer_shared else 0) + (
@@ -121,7 +123,7 @@ def _(module: PerceiverEncoder, input_shape) -> Stats:
 def _(module: PerceiverDecoder, query_shape, latent_shape) -> Stats:
   query_shape = tuple(query_shape)
   attn = _attention(query_shape, tuple(latent_shape), module.qk_channels, module.v_channels, None,
-                    module.num_heads, module.attention_implementation)
+                    module.num_heads, module.attention)
   total = _layer_norm(query_shape) + _layer_norm(latent_shape) + attn
   if module.use_mlp:
     total = total + _layer_norm(query_shape) + _mlp(query_shape, module.widening_factor)
