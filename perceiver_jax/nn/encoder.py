@@ -95,7 +95,8 @@ class PerceiverEncoder(nn.Module):
         v_channels=self.cross_attention_v_channels,
         widening_factor=self.cross_attention_widening_factor,
         use_query_residual=self.use_query_residual, dropout_rate=self.dropout_rate,
-        attention=self.cross_attention_config, activation=self.activation, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        attention=self.cross_attention_config, activation=self.activation, dtype=self.dtype,
+        param_dtype=self.param_dtype, name=name)
 
   def _self_attention_block(self, name):
     return SelfAttentionBlock(

@@ -3,10 +3,11 @@
 inputs_q [batch, q_len, q_channels], inputs_kv [batch, kv_len, kv_channels]
   -> [batch, q_len, output_channels]
 
-`attention` (an AttentionConfig) sets the backend, chunk size, attention dropout and whether the
-softmax weights [batch, heads, q_len, kv_len] are sown into 'intermediates' as
-'attention_weights'. qk_channels defaults to kv_channels (for self-attention that is the latent width),
+qk_channels defaults to kv_channels (for self-attention that is the latent width),
 v_channels to qk_channels and output_channels to q_channels. Both must divide by num_heads.
+`attention` (an AttentionConfig) sets the backend, chunk size and attention dropout, and
+whether the softmax weights [batch, heads, q_len, kv_len] are sown into the 'intermediates'
+collection as 'attention_weights'.
 
 Folded key/value projections: with one head, a softmax over keys K = X Wk + bk and values
 V = X Wv + bv of the kv inputs X [b, s, c] equals attending with queries q Wk^T [b, t, c] to X
