@@ -48,14 +48,13 @@ def _np_rope(x, positions, fraction, max_wavelength=10_000.0):
   return x
 
 
-def _np_module(params, inputs_q, inputs_kv, mask=None, causal=False, rotary_fraction=0.0,
-               q_positions=None, kv_positions=None):
-  """Dense projections, per-head softmax attention and output projection in float64."""
+def _np_weights(params, inputs_q, inputs_kv, mask=None, causal=False, rotary_fraction=0.0,
+                q_positions=None, kv_positions=None):
+  """Dense query and key projections and per-head softmax weights [b, h, t, s] in float64."""
   p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
   xq, xkv = np.asarray(inputs_q, np.float64), np.asarray(inputs_kv, np.float64)
   q = np.einsum("btc,chd->bthd", xq, p["query"]["kernel"]) + p["query"]["bias"]
   k = np.einsum("bsc,chd->bshd", xkv, p["key"]["kernel"]) + p["key"]["bias"]
-  v = np.einsum("bsc,chd->bshd", xkv, p["value"]["kernel"]) + p["value"]["bias"]
   if rotary_fraction:
     q, k = _np_rope(q, q_positions, rotary_fraction), _np_rope(k, kv_positions, rotary_fraction)
   t, s = q.shape[1], k.shape[1]
@@ -68,7 +67,15 @@ def _np_module(params, inputs_q, inputs_kv, mask=None, causal=False, rotary_frac
   logits = np.einsum("bthd,bshd->bhts", q, k) / np.sqrt(q.shape[-1])
   logits = np.where(allowed, logits, -np.inf)
   weights = np.exp(logits - logits.max(-1, keepdims=True))
-  weights /= weights.sum(-1, keepdims=True)
+  return weights / weights.sum(-1, keepdims=True)
+
+
+def _np_module(params, inputs_q, inputs_kv, mask=None, **kwargs):
+  """Dense projections, per-head softmax attention and output projection in float64."""
+  p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+  xkv = np.asarray(inputs_kv, np.float64)
+  v = np.einsum("bsc,chd->bshd", xkv, p["value"]["kernel"]) + p["value"]["bias"]
+  weights = _np_weights(params, inputs_q, inputs_kv, mask, **kwargs)
   out = np.einsum("bhts,bshd->bthd", weights, v)
   return np.einsum("bthd,hdo->bto", out, p["out"]["kernel"]) + p["out"]["bias"]
 
@@ -313,3 +320,42 @@ def test_kv_affine_map_errors():
     module.init(jax.random.PRNGKey(0), q, kv, kv_scale=jnp.ones(3))
   with pytest.raises(ValueError, match=r"shape \[kv_channels\]"):
     module.init(jax.random.PRNGKey(0), q, kv, kv_scale=jnp.ones(4), kv_bias=jnp.ones(4))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_sown_weights_are_the_softmax_of_queries_and_keys(name):
+  """With AttentionConfig(sow_weights=True) the module sows its softmax weights
+  [b, heads, t, s]: an independent float64 softmax(q k^T / sqrt(d) + mask) of its own
+  projections, summing to 1 over the keys; the output is unchanged."""
+  module, xq, xkv, call, ref = _case(name, "xla")
+  sowing = module.clone(attention=AttentionConfig(sow_weights=True))
+  params = _params(module, xq, xkv, **call)
+  out, state = jax.jit(lambda p: sowing.apply({"params": p}, xq, xkv, **call,
+                                              mutable=["intermediates"]))(params)
+  (weights,) = state["intermediates"]["attention_weights"]
+  assert weights.shape == (B, 2, T, S)
+  np.testing.assert_allclose(weights, _np_weights(params, xq, xkv, **ref), atol=1e-6, rtol=1e-5)
+  np.testing.assert_allclose(np.sum(weights, axis=-1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(out, module.apply({"params": params}, xq, xkv, **call), rtol=1e-6)
+
+
+def test_folded_attention_sows_the_same_weights():
+  """The folded one-head path (queries attend to the inputs themselves) sows the weights of
+  the literal keys: its softmax ignores the key bias, which only shifts whole rows."""
+  xq, xkv = _data(0, B, 3, CQ), _data(1, B, 40, CKV)
+  mask = jnp.asarray(np.arange(40)[None] < np.array([[40], [25]]))
+  module = MultiHeadAttention(num_heads=1, attention=AttentionConfig(sow_weights=True))
+  assert module.folds_kv_projections(3, 40, CKV)
+  params = _params(module, xq, xkv, mask)
+  _, state = module.apply({"params": params}, xq, xkv, mask, mutable=["intermediates"])
+  (weights,) = state["intermediates"]["attention_weights"]
+  np.testing.assert_allclose(weights, _np_weights(params, xq, xkv, mask), atol=1e-6, rtol=1e-5)
+  assert np.all(np.asarray(weights)[1, :, :, 25:] == 0)  # Padding gets no weight.
+
+
+def test_nothing_is_sown_by_default():
+  xq, xkv = _data(0, B, T, CQ), _data(1, B, S, CKV)
+  for module in (MultiHeadAttention(num_heads=2), MultiHeadAttention(num_heads=1)):
+    params = _params(module, xq, xkv)
+    _, state = module.apply({"params": params}, xq, xkv, mutable=["intermediates"])
+    assert not state.get("intermediates")

@@ -18,7 +18,7 @@ New modules (e.g. task adapters) join by registering with `stats.register`.
 
 import dataclasses
 import functools
-from typing import Mapping, Optional, Sequence, Tuple, Union
+from typing import Mapping, Sequence, Tuple, Union
 
 import jax
 import numpy as np
@@ -27,7 +27,6 @@ from perceiver_jax.nn.decoder import (ClassificationDecoder, PerceiverDecoder, P
                                       TrainableQuery)
 from perceiver_jax.nn.encoder import PerceiverEncoder
 from perceiver_jax.nn.models import Perceiver, PerceiverIO
-from perceiver_jax.nn.attention import AttentionConfig
 from perceiver_jax.nn.multi_head_attention import MultiHeadAttention
 from perceiver_jax.nn.position_encoding import fourier_num_channels
 from perceiver_jax.nn.typing import hyperparameters
@@ -54,16 +53,14 @@ def _layer_norm(shape) -> Stats:
   return Stats(2 * shape[-1], 0, tuple(shape))
 
 
-def _attention(q_shape, kv_shape, qk: Optional[int], v: Optional[int], out: Optional[int],
-               num_heads: int, config: AttentionConfig) -> Stats:
-  """MultiHeadAttention: four projections plus logits and weighted values; where the module
-  folds its key/value projections (`MultiHeadAttention.folds_kv_projections`) the query is
-  mapped into the input space and attends to the inputs, then the value projection applies
-  to t rows."""
+def _attention(q_shape, kv_shape, module: MultiHeadAttention) -> Stats:
+  """`module` on queries [t, c_q] and inputs [s, c_kv]: four projections plus logits and
+  weighted values; where the module folds its key/value projections
+  (`MultiHeadAttention.folds_kv_projections`) the query is mapped into the input space and
+  attends to the inputs, then the value projection applies to t rows."""
   (t, c_q), (s, c_kv) = q_shape, kv_shape
-  module = MultiHeadAttention(num_heads, qk, v, out, attention=config)
   qk, v = module.channels(c_kv)
-  out = out or c_q
+  out = module.output_channels or c_q
   projections = [dense_stats(c_q, qk, t), dense_stats(c_kv, qk, s), dense_stats(c_kv, v, s),
                  dense_stats(v, out, t)]
   total = functools.reduce(Stats.__add__, projections)
@@ -79,14 +76,14 @@ def _mlp(shape, widening_factor: int) -> Stats:
       widening_factor * channels, channels, tokens)
 
 
-def _cross_layer(q_shape, kv_shape, qk, v, widening_factor, num_heads, config) -> Stats:
-  attn = _attention(q_shape, kv_shape, qk, v, None, num_heads, config)
+def _cross_layer(q_shape, kv_shape, attention: MultiHeadAttention, widening_factor) -> Stats:
+  attn = _attention(q_shape, kv_shape, attention)
   return (_layer_norm(q_shape) + _layer_norm(kv_shape) + attn + _layer_norm(attn.output_shape)
           + _mlp(attn.output_shape, widening_factor))
 
 
-def _self_layer(shape, qk, v, widening_factor, num_heads, config) -> Stats:
-  return (_layer_norm(shape) + _attention(shape, shape, qk, v, None, num_heads, config)
+def _self_layer(shape, attention: MultiHeadAttention, widening_factor) -> Stats:
+  return (_layer_norm(shape) + _attention(shape, shape, attention)
           + _layer_norm(shape) + _mlp(shape, widening_factor))
 
 
@@ -102,12 +99,16 @@ def stats(module, *input_shapes: Sequence[int]) -> Stats:
 def _(module: PerceiverEncoder, input_shape) -> Stats:
   p, l = module.num_cross_attention_layers, module.num_self_attention_blocks
   latent_shape = (module.num_latents, module.num_latent_channels)
-  cross = _cross_layer(latent_shape, tuple(input_shape), module.cross_attention_qk_channels,
-                       module.cross_attention_v_channels, module.cross_attention_widening_factor,
-                       module.num_cross_attention_heads, module.cross_attention_config)
-  layer = _self_layer(latent_shape, module.self_attention_qk_channels,
-                      module.self_attention_v_channels, module.self_attention_widening_factor,
-                      module.num_self_attention_heads, module.attention)
+  cross_attention = MultiHeadAttention(
+      module.num_cross_attention_heads, module.cross_attention_qk_channels,
+      module.cross_attention_v_channels, attention=module.cross_attention_config,
+      dtype=module.dtype)
+  self_attention = MultiHeadAttention(
+      module.num_self_attention_heads, module.self_attention_qk_channels,
+      module.self_attention_v_channels, attention=module.attention, dtype=module.dtype)
+  cross = _cross_layer(latent_shape, tuple(input_shape), cross_attention,
+                       module.cross_attention_widening_factor)
+  layer = _self_layer(latent_shape, self_attention, module.self_attention_widening_factor)
   per_block = module.num_self_attention_layers_per_block  # Distinct layers.
   block = Stats(per_block * layer.params, per_block * layer.flops, latent_shape)
   distinct_cross = (1 if p > 1 or module.first_cross_attention_layer_shared else 0) + (
@@ -122,8 +123,9 @@ def _(module: PerceiverEncoder, input_shape) -> Stats:
 @stats.register
 def _(module: PerceiverDecoder, query_shape, latent_shape) -> Stats:
   query_shape = tuple(query_shape)
-  attn = _attention(query_shape, tuple(latent_shape), module.qk_channels, module.v_channels, None,
-                    module.num_heads, module.attention)
+  attention = MultiHeadAttention(module.num_heads, module.qk_channels, module.v_channels,
+                                 attention=module.attention, dtype=module.dtype)
+  attn = _attention(query_shape, tuple(latent_shape), attention)
   total = _layer_norm(query_shape) + _layer_norm(latent_shape) + attn
   if module.use_mlp:
     total = total + _layer_norm(query_shape) + _mlp(query_shape, module.widening_factor)
