@@ -411,3 +411,22 @@ def _exact_gelu_everywhere(next_fun, args, kwargs, context):
       return context.module.clone(activation="gelu_exact", parent=None).apply(
           {"params": context.module.variables["params"]}, *args, **kwargs)
   return next_fun(*args, **kwargs)
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_sown_weights_come_from_every_attention_layer(remat):
+  """attention=AttentionConfig(sow_weights=True) sows softmax weights [b, heads, q, kv] in the
+  cross-attention and every self-attention layer (once per call of a shared one)."""
+  x = _data(0, B, M, C)
+  settings = dict(num_cross_attention_layers=1, num_self_attention_blocks=2, remat=remat)
+  encoder = _encoder(attention=AttentionConfig(sow_weights=True), **settings)
+  params = {"params": _params(encoder, x)}
+  _, state = encoder.apply(params, x, mutable=["intermediates"])
+  sown = state["intermediates"]
+  (cross,) = sown["cross_attention_first"]["attention"]["attention_weights"]
+  assert cross.shape == (B, 1, N, M)
+  shared = sown["self_attention_block_shared"]["layer_0"]["attention"]["attention_weights"]
+  assert len(shared) == 2 and shared[0].shape == (B, 2, N, N)  # Blocks 1 and 2 share it.
+  for weights in (cross,) + shared:
+    np.testing.assert_allclose(np.sum(weights, axis=-1), 1.0, rtol=1e-5)
+  assert not np.allclose(shared[0], shared[1])  # Each block's own inputs.
