@@ -359,3 +359,15 @@ def test_nothing_is_sown_by_default():
     params = _params(module, xq, xkv)
     _, state = module.apply({"params": params}, xq, xkv, mutable=["intermediates"])
     assert not state.get("intermediates")
+
+
+def test_keys_values_then_attend_equals_the_call():
+  """The two steps a key/value cache runs (Perceiver AR's generation) give the module's output:
+  keys_values(inputs_kv, kv_positions) -> [b, s, heads, d] twice, then attend."""
+  module, xq, xkv, call, _ = _case("rotary_causal", "xla")
+  params = {"params": _params(module, xq, xkv, **call)}
+  key, value = module.apply(params, xkv, call["kv_positions"], method=module.keys_values)
+  assert key.shape == value.shape == (B, S, 2, CKV // 2)
+  out = module.apply(params, xq, key, value, call["mask"], q_positions=call["q_positions"],
+                     method=module.attend)
+  np.testing.assert_allclose(out, module.apply(params, xq, xkv, **call), rtol=1e-6, atol=1e-6)
