@@ -149,7 +149,8 @@ def set_fields(config, assignments) -> None:
       node = node.get(key) if hasattr(node, "get") else None
     if not sep or node is None or not hasattr(node, "get_type") or name not in node:
       raise ValueError(f"--set={assignment!r}: no config field {path!r}; write PATH=VALUE with "
-                       "a dotted path of an existing field, e.g. model.encoder.attention.chunk_size=512.")
+                       "a dotted path of an existing field, e.g. "
+                       "model.encoder.attention.chunk_size=512.")
     kind = node.get_type(name)
     if kind is bool:
       if text.lower() not in ("true", "false"):
