@@ -2,7 +2,8 @@
 
 Writes DIR/plots/learning_curves.png (from metrics.jsonl) and, for Perceiver image
 classifiers, DIR/plots/cross_attention.png: test images from the eval split with the
-cross-attention maps of the newest checkpoint's latents.
+cross-attention maps of the newest checkpoint's latents (the weights the model sows,
+`perceiver_jax.nn.attention_maps`).
 """
 
 import json
@@ -13,8 +14,9 @@ import jax
 import numpy as np
 
 from experiments.launch import FLAGS, setup_processes
-from perceiver_jax.data import input_pipeline
 from experiments import plots
+from perceiver_jax.data import input_pipeline
+from perceiver_jax.nn.attention_maps import cross_attention_maps
 from perceiver_jax.train.experiment import build_experiment
 
 flags.DEFINE_integer("num_images", 8, "Eval images in the attention grid.")
@@ -37,7 +39,7 @@ def plot_run(config, workdir: str, num_images: int = 8) -> list:
   images = batch["image"][:num_images]
   variables = state.variables
   predictions = np.argmax(jax.device_get(experiment.model.apply(variables, images)), axis=-1)
-  maps = plots.cross_attention_maps(experiment.model, variables, images)
+  maps = cross_attention_maps(experiment.model, variables, images)
   paths.append(plots.plot_attention_grid(images, maps, batch["label"][:num_images],
                                          predictions, os.path.join(directory,
                                                                    "cross_attention.png")))

@@ -2,18 +2,14 @@
 
 - `plot_learning_curves(records, path)`: loss and accuracy against step, train and eval,
   from metrics.jsonl records.
-- `cross_attention_maps(model, variables, inputs) -> [b, num_latents, *index_dims]`: the
-  first cross-attention's weights of a `Perceiver` (softmax over the input positions,
-  averaged over heads), reshaped to the input grid.
 - `plot_attention_grid(images, maps, labels, predictions, path)`: one row per image: the
-  image, then the attention maps of the latents that attend most sharply, overlaid.
+  image, then the attention maps of the latents that attend most sharply, overlaid (maps
+  [n, latents, H, W] from `perceiver_jax.nn.attention_maps.cross_attention_maps`).
 Matplotlib renders off-screen (Agg).
 """
 
 from typing import Mapping, Sequence
 
-import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
@@ -40,24 +36,6 @@ def plot_learning_curves(records: Sequence[Mapping], path: str) -> str:
   figure.savefig(path, dpi=100)
   plt.close(figure)
   return path
-
-
-def cross_attention_maps(model, variables, inputs) -> np.ndarray:
-  """First cross-attention weights of a Perceiver on inputs [b, *index_dims, c]. The keys are
-  projected here from the normalised inputs (a one-head attention may fold its key
-  projection away, see multi_head_attention.py)."""
-  captured = lambda module, method: module.name in ("query", "input_norm")
-  _, state = model.apply(variables, inputs, capture_intermediates=captured,
-                         mutable=["intermediates"])
-  layer = state["intermediates"]["encoder"]["cross_attention_first"]
-  query = layer["attention"]["query"]["__call__"][0].astype(jnp.float32)  # [b, latents, h, d]
-  normalized, scale, bias = layer["input_norm"]["__call__"][0]  # LayerNormParts.
-  normed = (normalized * scale + bias).astype(jnp.float32)  # [b, inputs, c]
-  projection = variables["params"]["encoder"]["cross_attention_first"]["attention"]["key"]
-  key = jnp.einsum("bkc,chd->bkhd", normed, projection["kernel"]) + projection["bias"]
-  logits = jnp.einsum("bqhd,bkhd->bhqk", query, key) / np.sqrt(query.shape[-1])
-  weights = jax.nn.softmax(logits, axis=-1).mean(axis=1)  # [b, latents, inputs]
-  return np.asarray(weights).reshape(weights.shape[:2] + inputs.shape[1:-1])
 
 
 def plot_attention_grid(images, maps, labels, predictions, path: str,

@@ -6,7 +6,7 @@
   perceiver_jax.count_params(variables)                             # Of an initialised model.
 """
 
-from perceiver_jax.nn.attention import dot_product_attention
+from perceiver_jax.nn.attention import AttentionConfig, dot_product_attention
 from perceiver_jax.nn.decoder import (ClassificationDecoder, PerceiverDecoder, ProjectionDecoder,
                                       TrainableQuery)
 from perceiver_jax.nn.encoder import PerceiverEncoder

@@ -1,4 +1,5 @@
-"""dot_product_attention ('xla', 'chunked', 'cudnn') against a float64 numpy reference."""
+"""dot_product_attention ('xla', 'chunked', 'cudnn') against a float64 numpy reference; its
+AttentionConfig's checks; the attention weights it sows."""
 
 import functools
 import re
@@ -9,12 +10,19 @@ import numpy as np
 import pytest
 
 from perceiver_jax.nn import attention
+from perceiver_jax.nn.attention import AttentionConfig
 
 B = 2  # Batch of every small case.
+
+
 # Jitted once per configuration: eager op-by-op dispatch would dominate the runtime.
-dot_product_attention = jax.jit(
-    attention.dot_product_attention,
-    static_argnames=("causal", "implementation", "dropout_rate", "deterministic", "chunk_size"))
+@functools.partial(jax.jit, static_argnames=("causal", "implementation", "dropout_rate",
+                                             "deterministic", "chunk_size"))
+def dot_product_attention(q, k, v, mask=None, *, implementation="xla", chunk_size=1024,
+                          dropout_rate=0.0, **kwargs):
+  """attention.dot_product_attention with its AttentionConfig's fields as keywords."""
+  config = AttentionConfig(implementation, chunk_size, dropout_rate)
+  return attention.dot_product_attention(q, k, v, mask, config=config, **kwargs)
 
 
 @pytest.fixture(autouse=True)
@@ -91,8 +99,8 @@ def test_matches_numpy_reference(name, t, s, h, d, dv, mask_kind, causal):
 
   @jax.jit  # Every backend in one compilation.
   def attend_all(q, k, v, mask):
-    return [attention.dot_product_attention(q, k, v, mask, causal=causal, implementation=impl,
-                                            chunk_size=chunk_size)
+    return [attention.dot_product_attention(q, k, v, mask, causal=causal,
+                                            config=AttentionConfig(impl, chunk_size))
             for impl, chunk_size in backends]
 
   for (impl, chunk_size), out in zip(backends, attend_all(q, k, v, mask)):
@@ -201,8 +209,8 @@ def test_fully_masked_rows_output_zeros(implementation, dtype):
   weights = jnp.asarray(np.random.default_rng(2).normal(size=(B, t, h, d)), jnp.float32)
 
   def loss(q, k, v):
-    out = attention.dot_product_attention(q, k, v, mask, implementation=implementation,
-                                          chunk_size=4)
+    out = attention.dot_product_attention(q, k, v, mask,
+                                          config=AttentionConfig(implementation, chunk_size=4))
     return jnp.sum(out.astype(jnp.float32) * weights), out
 
   grads, out = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
@@ -402,8 +410,11 @@ def test_cudnn_off_gpu_raises():
 
 def test_cudnn_float32_raises():
   q, k, v = _inputs(3, 5, 1, 8)
-  with pytest.raises(ValueError, match="bfloat16 or float16"):
+  with pytest.raises(ValueError, match="implementation='cudnn'.*bfloat16 or float16"):
     dot_product_attention(q, k, v, implementation="cudnn")
+  with pytest.raises(ValueError, match="bfloat16 or float16.*set dtype=jnp.bfloat16"):
+    AttentionConfig("cudnn").check_dtype(jnp.float32)
+  AttentionConfig("cudnn").check_dtype(jnp.bfloat16)
 
 
 # --- Errors ----------------------------------------------------------------------------------
@@ -411,8 +422,6 @@ def test_cudnn_float32_raises():
 
 def test_bad_arguments_raise():
   q, k, v = _inputs(3, 5, 2, 4)
-  with pytest.raises(ValueError, match="implementation='flash' is not one of"):
-    dot_product_attention(q, k, v, implementation="flash")
   bad_shapes = [(B, 6), (B, 1, 5), (B, 1, 4, 5), (B, 3, 3, 5), (3, 1, 3, 5)]  # kv_len 5, q_len 3.
   for bad_mask in (np.ones(shape, bool) for shape in bad_shapes):
     with pytest.raises(ValueError, match="mask"):
@@ -423,8 +432,6 @@ def test_bad_arguments_raise():
     dot_product_attention(q, k, v, dropout_rate=0.1, deterministic=False)
   with pytest.raises(ValueError, match="q_len <= kv_len"):
     dot_product_attention(k, q, q, causal=True)  # q_len 5 > kv_len 3.
-  with pytest.raises(ValueError, match="chunk_size"):
-    dot_product_attention(q, k, v, implementation="chunked", chunk_size=0)
   with pytest.raises(ValueError, match="head_dim"):
     dot_product_attention(q, k[..., :3], v)
 
@@ -435,6 +442,52 @@ def test_causal_mask_is_computed_not_a_constant(implementation):
   mask at every compile (13 s for Perceiver AR's 1,024 x 8,192 cross-attention on CPU)."""
   query, key = jnp.ones((1, 64, 1, 8)), jnp.ones((1, 256, 1, 8))
   text = jax.jit(lambda q, k: attention.dot_product_attention(
-      q, k, k, causal=True, implementation=implementation)).lower(query, key).as_text()
+      q, k, k, causal=True, config=AttentionConfig(implementation))).lower(query, key).as_text()
   assert not [line for line in text.splitlines()
               if "constant" in line and "64x256" in line]
+
+
+@pytest.mark.parametrize("settings,match", [
+    (dict(implementation="flash"), r"AttentionConfig.implementation must be one of .*'flash'"),
+    (dict(chunk_size=0), r"AttentionConfig.chunk_size must be >= 1, got 0"),
+    (dict(dropout_rate=1.0), r"AttentionConfig.dropout_rate must be in \[0, 1\)"),
+    (dict(dropout_rate=-0.1), r"AttentionConfig.dropout_rate must be in \[0, 1\)"),
+    (dict(implementation="cudnn", dropout_rate=0.1), r"'cudnn'.*no attention-probability dropout"),
+    (dict(implementation="chunked", sow_weights=True), r"'chunked' backend keeps no attention "
+                                                       r"weights; set implementation='xla'"),
+    (dict(implementation="cudnn", sow_weights=True), r"'cudnn' backend keeps no attention weights"),
+])
+def test_attention_config_errors(settings, match):
+  with pytest.raises(ValueError, match=match):
+    AttentionConfig(**settings)
+
+
+# --- Attention weights -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["plain", "mask_bhts", "causal_padding", "v_dim_masked_causal"])
+def test_attention_weights_are_the_softmax_the_values_get(name):
+  """attention_weights equals an independent float64 softmax(q k^T / sqrt(d) + mask), sums to
+  1 over the keys (0 for a query without keys), and weights the values as
+  dot_product_attention does."""
+  _, t, s, h, d, dv, mask_kind, causal = next(c for c in CASES if c[0] == name)
+  q, k, v = _inputs(t, s, h, d, dv)
+  mask = _mask(mask_kind, t, s, h)
+  weights = np.asarray(attention.attention_weights(q, k, mask, causal=causal), np.float64)
+  logits = np.einsum("bthd,bshd->bhts", np.asarray(q, np.float64), np.asarray(k, np.float64))
+  visible = np.ones(logits.shape, bool)
+  if mask is not None:
+    mask = np.asarray(mask)
+    visible &= mask[:, None, None, :] if mask.ndim == 2 else mask
+  if causal:
+    visible &= np.arange(s)[None, :] <= np.arange(t)[:, None] + (s - t)
+  logits = np.where(visible, logits / np.sqrt(d), -np.inf)
+  has_keys = visible.any(-1, keepdims=True)
+  expected = np.exp(logits - np.where(has_keys, logits.max(-1, keepdims=True), 0))
+  expected = np.where(has_keys, expected / np.maximum(expected.sum(-1, keepdims=True), 1e-300), 0)
+  assert weights.shape == (B, h, t, s)
+  np.testing.assert_allclose(weights, expected, atol=1e-6, rtol=1e-5)
+  np.testing.assert_allclose(weights.sum(-1), has_keys[..., 0].astype(float), atol=1e-5)
+  attended = np.einsum("bhts,bshd->bthd", weights, np.asarray(v, np.float64))
+  np.testing.assert_allclose(dot_product_attention(q, k, v, mask, causal=causal), attended,
+                             atol=2e-6, rtol=1e-5)

@@ -160,7 +160,7 @@ def launcher_output(tmp_path_factory):
              "--sweep_channels=16", "--sweep_implementations=xla",
              "--peers=transformers,lucidrains", "--repeats=2", "--attention",
              "--attention_shapes=2x8x16x2x8,1x4x12x2x8c",
-             "--set=model.encoder.cross_attention_implementation=chunked", f"--output={output}"]
+             "--set=model.encoder.cross_attention.implementation=chunked", f"--output={output}"]
   run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-4000:]
   return output
@@ -175,7 +175,7 @@ def test_launcher_end_to_end(launcher_output, tiny_config):
   assert np.isfinite(run["examples_per_s"]) and run["examples_per_s"] > 0
   assert (run["mfu"] is None) == (benchmarking.peak_flops(DEVICE_KIND, "float32") is None)
   assert results["environment"]["device_kind"] == DEVICE_KIND
-  assert results["environment"]["set"] == ["model.encoder.cross_attention_implementation=chunked"]
+  assert results["environment"]["set"] == ["model.encoder.cross_attention.implementation=chunked"]
   assert list(results["sweep"]["rows"]) == ["xla", "transformers", "lucidrains"]
   assert (launcher_output / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert not (launcher_output / "results.json.tmp").exists()  # Saved after every step.
@@ -456,15 +456,16 @@ def test_attention_kernel_reference_is_computed_once_per_shape(monkeypatch):
 def test_set_fields_reads_values_as_the_fields_types():
   config = benchmark.load_config("configs/cifar10_perceiver.py:tiny")[1]
   benchmark.set_fields(config, [
-      "model.encoder.cross_attention_implementation=chunked", "model.encoder.chunk_size=8",
-      "model.dtype=bfloat16", "optimizer.learning_rate=0.5", "model.encoder.use_query_residual=false"])
+      "model.encoder.cross_attention.implementation=chunked",
+      "model.encoder.attention.chunk_size=8", "model.dtype=bfloat16",
+      "optimizer.learning_rate=0.5", "model.encoder.use_query_residual=false"])
   encoder = config.model.encoder
-  assert (encoder.cross_attention_implementation, encoder.chunk_size) == ("chunked", 8)
+  assert (encoder.cross_attention.implementation, encoder.attention.chunk_size) == ("chunked", 8)
   assert config.model.dtype == "bfloat16" and config.optimizer.learning_rate == 0.5
   assert encoder.use_query_residual is False
   for bad, match in (("model.encoder.num_latent=8", "no config field 'model.encoder.num_latent'"),
-                     ("model.encoder.chunk_size", "no config field"),
-                     ("model.encoder.chunk_size=big", "chunk_size is int"),
+                     ("model.encoder.attention.chunk_size", "no config field"),
+                     ("model.encoder.attention.chunk_size=big", "chunk_size is int"),
                      ("model.encoder.use_query_residual=yes", "true or false"),
                      ("model.input_shape=(1, 2)", "set it in the config file")):
     with pytest.raises(ValueError, match=match):

@@ -104,9 +104,10 @@ def test_masked_lm_config_follows_the_checkpoint(mlm):
   assert (config.encoder.num_self_attention_blocks, config.encoder.use_query_residual) == (2, False)
   assert (config.encoder.self_attention_qk_channels, config.encoder.cross_attention_qk_channels,
           config.encoder.self_attention_widening_factor) == (16, 16, 3)
-  assert dict(config.decoder) == dict(num_heads=8, qk_channels=256, v_channels=24,
-                                      widening_factor=1, dropout_rate=0.0, attention_dropout_rate=0.0,
-                                      activation="gelu_exact", use_query_residual=False)
+  assert config.decoder.to_dict() == dict(num_heads=8, qk_channels=256, v_channels=24,
+                                          widening_factor=1, dropout_rate=0.0,
+                                          attention=dict(dropout_rate=0.0),
+                                          activation="gelu_exact", use_query_residual=False)
   assert (model.decoder.num_heads, model.output_query.num_queries) == (8, MAX_POSITIONS)
   embedding = hf.perceiver.input_preprocessor.embeddings.weight.detach().numpy()
   np.testing.assert_array_equal(

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from perceiver_jax.nn.attention import AttentionConfig
 from perceiver_jax import ClassificationDecoder, PerceiverDecoder, ProjectionDecoder, TrainableQuery
 from random_params import param_shapes as _shapes, random_data as _data, random_params as _params
 
@@ -102,7 +103,7 @@ def test_decoder_queries_are_independent():
 
 def test_decoder_dropout_needs_not_deterministic():
   queries, latents = _data(0, B, O, Q), _data(1, B, N, D)
-  dec = PerceiverDecoder(dropout_rate=0.5, attention_dropout_rate=0.5)
+  dec = PerceiverDecoder(dropout_rate=0.5, attention=AttentionConfig(dropout_rate=0.5))
   params = {"params": _params(dec, queries, latents)}
   out = dec.apply(params, queries, latents)
   np.testing.assert_allclose(out, PerceiverDecoder().apply(params, queries, latents),
@@ -125,9 +126,7 @@ def test_decoder_bfloat16_compute_with_float32_params():
 
 
 @pytest.mark.parametrize("bad", [dict(widening_factor=0), dict(output_channels=0),
-                                 dict(num_heads=0), dict(dropout_rate=1.0),
-                                 dict(attention_dropout_rate=-0.5),
-                                 dict(attention_implementation="flash")])
+                                 dict(num_heads=0), dict(dropout_rate=1.0)])
 def test_perceiver_decoder_bad_fields(bad):
   with pytest.raises(ValueError, match=next(iter(bad))):
     PerceiverDecoder(**bad)

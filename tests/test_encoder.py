@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from perceiver_jax.nn.attention import AttentionConfig
 from perceiver_jax import (CrossAttentionLayer, PerceiverEncoder, ProjectionDecoder,
                            SelfAttentionBlock)
 from random_params import param_shapes as _shapes, random_data as _data, random_params as _params
@@ -194,13 +195,6 @@ def test_more_cross_attention_layers_than_blocks_is_rejected():
      "cross_attention_qk_channels"),
     (dict(cross_attention_v_channels=5, num_cross_attention_heads=2), "cross_attention_v_channels"),
     (dict(dropout_rate=1.0), "dropout_rate"),
-    (dict(attention_dropout_rate=-0.1), "attention_dropout_rate"),
-    (dict(attention_implementation="flash"), "attention_implementation"),
-    (dict(attention_implementation="cudnn"), "cudnn"),
-    (dict(attention_implementation="cudnn", dtype=jnp.bfloat16, attention_dropout_rate=0.1),
-     "cudnn"),
-    (dict(cross_attention_implementation="flash"), "cross_attention_implementation='flash'"),
-    (dict(cross_attention_implementation="cudnn"), "cross_attention_implementation='cudnn'"),
 ])
 def test_bad_fields_raise_at_construction(bad, match):
   with pytest.raises(ValueError, match=match):
@@ -208,7 +202,17 @@ def test_bad_fields_raise_at_construction(bad, match):
 
 
 def test_cudnn_with_bfloat16_constructs():
-  _encoder(attention_implementation="cudnn", dtype=jnp.bfloat16)
+  _encoder(attention=AttentionConfig("cudnn"), dtype=jnp.bfloat16)
+
+
+@pytest.mark.parametrize("field", ["attention", "cross_attention"])
+def test_cudnn_in_float32_raises_at_init(field):
+  """cuDNN computes in 16 bits only: either attention setting asking for it in a float32
+  encoder is a ValueError naming the backend and the fix when the model is built."""
+  encoder = _encoder(**{field: AttentionConfig("cudnn")})
+  with pytest.raises(ValueError, match="implementation='cudnn'.*needs dtype bfloat16 or "
+                                       "float16, got float32; set dtype=jnp.bfloat16"):
+    _shapes(encoder, _data(0, B, M, C))
 
 
 @pytest.mark.parametrize("shape", [(B, M), (B, 2, 3, C)])
@@ -338,7 +342,7 @@ def test_remat_with_active_dropout_matches():
   """deterministic=False must reach the rematerialised layers as a static flag."""
   x = _data(0, B, M, C)
   settings = dict(num_cross_attention_layers=2, num_self_attention_blocks=2, dropout_rate=0.2,
-                  attention_dropout_rate=0.2)
+                  attention=AttentionConfig(dropout_rate=0.2))
   plain, remat = _encoder(**settings), _encoder(remat=True, **settings)
   params = {"params": _params(plain, x)}
   rngs = {"dropout": jax.random.key(1, impl="rbg")}  # rbg: cheap to compile on CPU.
@@ -356,29 +360,31 @@ def test_remat_with_active_dropout_matches():
 def test_chunked_attention_matches_xla():
   x = _data(0, B, 11, C)  # 11 inputs: not a multiple of the chunk size.
   mask = jnp.asarray(np.arange(11)[None] < np.array([[11], [7]]))
-  settings = dict(num_cross_attention_layers=2, num_self_attention_blocks=2, chunk_size=4)
-  xla, chunked = _encoder(**settings), _encoder(attention_implementation="chunked", **settings)
+  settings = dict(num_cross_attention_layers=2, num_self_attention_blocks=2)
+  xla = _encoder(**settings)
+  chunked = _encoder(attention=AttentionConfig("chunked", chunk_size=4), **settings)
   params = {"params": _params(xla, x)}
   out, expected = jax.jit(lambda p: (chunked.apply(p, x, mask), xla.apply(p, x, mask)))(params)
   np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_cross_attention_implementation_is_the_cross_attentions_backend(monkeypatch):
-  """cross_attention_implementation reaches the cross-attentions only (the others keep
-  attention_implementation); left None it is attention_implementation; outputs agree."""
+def test_cross_attention_is_the_cross_attentions_config(monkeypatch):
+  """cross_attention reaches the cross-attentions only (the others keep `attention`); left
+  None it is `attention`; outputs agree."""
   from perceiver_jax.nn import attention  # pylint: disable=import-outside-toplevel
   used, attend = [], attention.dot_product_attention
-  monkeypatch.setattr(attention, "dot_product_attention", lambda *args, implementation, **kw: (
-      used.append(implementation) or attend(*args, implementation=implementation, **kw)))
+  monkeypatch.setattr(attention, "dot_product_attention", lambda *args, config, **kw: (
+      used.append(config) or attend(*args, config=config, **kw)))
   x = _data(0, B, 11, C)
-  settings = dict(num_cross_attention_layers=2, num_self_attention_blocks=2, chunk_size=4)
+  settings = dict(num_cross_attention_layers=2, num_self_attention_blocks=2)
+  chunked, xla = AttentionConfig("chunked", chunk_size=4), AttentionConfig()
   outputs = []
-  for cross in ("chunked", None):
-    encoder = _encoder(cross_attention_implementation=cross, **settings)
+  for cross in (chunked, None):
+    encoder = _encoder(cross_attention=cross, **settings)
     used.clear()
     outputs.append(encoder.apply({"params": _params(encoder, x)}, x))
     # Traced in order: cross-attention, block, cross-attention, block (one layer each).
-    assert used[-4:] == [cross or "xla", "xla", cross or "xla", "xla"]
+    assert used[-4:] == [cross or xla, xla, cross or xla, xla]
   np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
 
 
@@ -405,3 +411,22 @@ def _exact_gelu_everywhere(next_fun, args, kwargs, context):
       return context.module.clone(activation="gelu_exact", parent=None).apply(
           {"params": context.module.variables["params"]}, *args, **kwargs)
   return next_fun(*args, **kwargs)
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_sown_weights_come_from_every_attention_layer(remat):
+  """attention=AttentionConfig(sow_weights=True) sows softmax weights [b, heads, q, kv] in the
+  cross-attention and every self-attention layer (once per call of a shared one)."""
+  x = _data(0, B, M, C)
+  settings = dict(num_cross_attention_layers=1, num_self_attention_blocks=2, remat=remat)
+  encoder = _encoder(attention=AttentionConfig(sow_weights=True), **settings)
+  params = {"params": _params(encoder, x)}
+  _, state = encoder.apply(params, x, mutable=["intermediates"])
+  sown = state["intermediates"]
+  (cross,) = sown["cross_attention_first"]["attention"]["attention_weights"]
+  assert cross.shape == (B, 1, N, M)
+  shared = sown["self_attention_block_shared"]["layer_0"]["attention"]["attention_weights"]
+  assert len(shared) == 2 and shared[0].shape == (B, 2, N, N)  # Blocks 1 and 2 share it.
+  for weights in (cross,) + shared:
+    np.testing.assert_allclose(np.sum(weights, axis=-1), 1.0, rtol=1e-5)
+  assert not np.allclose(shared[0], shared[1])  # Each block's own inputs.

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from perceiver_jax.nn.attention import AttentionConfig
 from perceiver_jax import MLP, CrossAttentionLayer, SelfAttentionBlock, SelfAttentionLayer
 from random_params import random_data as _data, random_params as _params
 
@@ -149,7 +150,8 @@ def test_cross_attention_query_residual_toggle_changes_output():
   assert not np.allclose(with_res.apply(params, q, kv), without.apply(params, q, kv), atol=1e-3)
 
 
-@pytest.mark.parametrize("rates", [dict(dropout_rate=0.5), dict(attention_dropout_rate=0.5)])
+@pytest.mark.parametrize("rates", [dict(dropout_rate=0.5),
+                                   dict(attention=AttentionConfig(dropout_rate=0.5))])
 @pytest.mark.parametrize("kind", ["self", "cross"])
 def test_dropout_only_when_not_deterministic_and_needs_rng(rates, kind):
   x, kv = _data(0, B, N, D), _data(1, B, M, C)
@@ -216,7 +218,7 @@ def test_self_attention_block_has_num_layers_distinct_layers_in_order():
 def test_remat_gives_identical_outputs_and_gradients():
   x = _data(0, B, N, D)
   settings = dict(num_layers=2, num_heads=2, widening_factor=2, dropout_rate=0.2,
-                  attention_dropout_rate=0.2)
+                  attention=AttentionConfig(dropout_rate=0.2))
   plain, remat = SelfAttentionBlock(**settings), SelfAttentionBlock(remat=True, **settings)
   params = {"params": _params(plain, x)}
   assert _structure(plain, x) == _structure(remat, x)
@@ -239,7 +241,7 @@ def test_remat_gives_identical_outputs_and_gradients():
 
 
 _BAD_FIELDS = [dict(widening_factor=0), dict(dropout_rate=-0.1), dict(dropout_rate=1.0),
-               dict(num_heads=0), dict(attention_dropout_rate=1.5)]
+               dict(num_heads=0)]
 
 
 @pytest.mark.parametrize("cls,bad", [

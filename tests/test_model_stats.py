@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from perceiver_jax.nn.attention import AttentionConfig
 from perceiver_jax import (ClassificationDecoder, Perceiver, PerceiverDecoder, PerceiverEncoder,
                            PerceiverIO, ProjectionDecoder, TrainableQuery)
 from perceiver_jax.nn import model_stats
@@ -142,13 +143,14 @@ def test_flops_count_every_application_of_shared_weights():
 
 def test_flops_follow_the_cross_attention_backend():
   """The one-head cross-attention folds its projections with 'xla' and 'chunked', not with
-  'cudnn' (cross_attention_implementation): the analytic FLOPs follow, for the cross-attention
-  alone."""
+  'cudnn' (the encoder's cross_attention config): the analytic FLOPs follow, for the
+  cross-attention alone."""
   shape = (400, 16)  # Many inputs, few latents: folding saves FLOPs.
-  counts = {cross: stats(_encoder(cross_attention_implementation=cross, dtype=jnp.bfloat16),
-                         shape).flops for cross in (None, "chunked", "cudnn")}
+  counts = {cross: stats(_encoder(cross_attention=cross and AttentionConfig(cross),
+                                  dtype=jnp.bfloat16), shape).flops
+            for cross in (None, "chunked", "cudnn")}
   assert counts[None] == counts["chunked"] < counts["cudnn"]
-  assert stats(_encoder(attention_implementation="cudnn", cross_attention_implementation="xla",
+  assert stats(_encoder(attention=AttentionConfig("cudnn"), cross_attention=AttentionConfig(),
                         dtype=jnp.bfloat16), shape).flops == counts[None]
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from perceiver_jax import MultiHeadAttention
+from perceiver_jax.nn.attention import AttentionConfig
 
 B, T, S, CQ, CKV = 2, 5, 7, 6, 8  # batch, q_len, kv_len, query channels, kv channels.
 
@@ -47,14 +48,13 @@ def _np_rope(x, positions, fraction, max_wavelength=10_000.0):
   return x
 
 
-def _np_module(params, inputs_q, inputs_kv, mask=None, causal=False, rotary_fraction=0.0,
-               q_positions=None, kv_positions=None):
-  """Dense projections, per-head softmax attention and output projection in float64."""
+def _np_weights(params, inputs_q, inputs_kv, mask=None, causal=False, rotary_fraction=0.0,
+                q_positions=None, kv_positions=None):
+  """Dense query and key projections and per-head softmax weights [b, h, t, s] in float64."""
   p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
   xq, xkv = np.asarray(inputs_q, np.float64), np.asarray(inputs_kv, np.float64)
   q = np.einsum("btc,chd->bthd", xq, p["query"]["kernel"]) + p["query"]["bias"]
   k = np.einsum("bsc,chd->bshd", xkv, p["key"]["kernel"]) + p["key"]["bias"]
-  v = np.einsum("bsc,chd->bshd", xkv, p["value"]["kernel"]) + p["value"]["bias"]
   if rotary_fraction:
     q, k = _np_rope(q, q_positions, rotary_fraction), _np_rope(k, kv_positions, rotary_fraction)
   t, s = q.shape[1], k.shape[1]
@@ -67,7 +67,15 @@ def _np_module(params, inputs_q, inputs_kv, mask=None, causal=False, rotary_frac
   logits = np.einsum("bthd,bshd->bhts", q, k) / np.sqrt(q.shape[-1])
   logits = np.where(allowed, logits, -np.inf)
   weights = np.exp(logits - logits.max(-1, keepdims=True))
-  weights /= weights.sum(-1, keepdims=True)
+  return weights / weights.sum(-1, keepdims=True)
+
+
+def _np_module(params, inputs_q, inputs_kv, mask=None, **kwargs):
+  """Dense projections, per-head softmax attention and output projection in float64."""
+  p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+  xkv = np.asarray(inputs_kv, np.float64)
+  v = np.einsum("bsc,chd->bshd", xkv, p["value"]["kernel"]) + p["value"]["bias"]
+  weights = _np_weights(params, inputs_q, inputs_kv, mask, **kwargs)
   out = np.einsum("bhts,bshd->bthd", weights, v)
   return np.einsum("bthd,hdo->bto", out, p["out"]["kernel"]) + p["out"]["bias"]
 
@@ -105,14 +113,11 @@ def test_explicit_channels():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(num_heads=0), "num_heads must be >= 1"),
-    (dict(num_heads=2, dropout_rate=1.0), "dropout_rate"),
-    (dict(num_heads=2, dropout_rate=-0.1), "dropout_rate"),
     (dict(num_heads=2, qk_channels=0), "qk_channels"),
     (dict(num_heads=2, output_channels=-1), "output_channels"),
     (dict(num_heads=2, rotary_fraction=1.5), "rotary_fraction"),
-    (dict(num_heads=2, implementation="flash"), "implementation='flash'"),
-    (dict(num_heads=2, implementation="cudnn", dtype=jnp.float32), "bfloat16 or float16"),
-    (dict(num_heads=2, implementation="cudnn", dtype=jnp.bfloat16, dropout_rate=0.1), "dropout"),
+    (dict(num_heads=2, attention=AttentionConfig("cudnn"), dtype=jnp.float32),
+     "implementation='cudnn'.*bfloat16 or float16"),
 ])
 def test_construction_errors(kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -145,8 +150,8 @@ def _case(name, implementation):
   settings = dict(CASES[name])
   mask_kind = settings.pop("mask", None)
   causal = settings.pop("causal", False)
-  module = MultiHeadAttention(num_heads=2, causal=causal, implementation=implementation,
-                              chunk_size=3, **settings)
+  module = MultiHeadAttention(num_heads=2, causal=causal,
+                              attention=AttentionConfig(implementation, chunk_size=3), **settings)
   xq, xkv = _data(0, B, T, CQ), _data(1, B, S, CKV)
   mask = None
   if mask_kind == "padding":
@@ -196,7 +201,8 @@ def test_backends_agree_on_outputs_and_param_gradients(name):
 def test_dropout_uses_the_dropout_rng():
   """Flax's default (threefry) 'dropout' rng drives the chunked backend's attention dropout."""
   xq, xkv = _data(0, B, T, CQ), _data(1, B, S, CKV)
-  module = MultiHeadAttention(num_heads=2, dropout_rate=0.5, implementation="chunked", chunk_size=3)
+  module = MultiHeadAttention(num_heads=2, attention=AttentionConfig("chunked", chunk_size=3,
+                                                                     dropout_rate=0.5))
   params = _params(module, xq, xkv)
   apply = jax.jit(lambda rng: module.apply({"params": params}, xq, xkv, deterministic=False,
                                            rngs={"dropout": rng}))
@@ -257,7 +263,7 @@ def test_folded_kv_projections_same_result_fewer_flops(implementation):
   kv = jnp.asarray(rng.standard_normal((2, 40, 6)), jnp.float32)
   mask = jnp.asarray(np.arange(40)[None] < np.array([[25], [0]]))  # Row 2 sees no key.
   modules = [MultiHeadAttention(num_heads=1, fold_kv_projections=fold,
-                                implementation=implementation, chunk_size=16)
+                                attention=AttentionConfig(implementation, chunk_size=16))
              for fold in (True, False)]
   params = modules[1].init(jax.random.PRNGKey(0), q, kv, mask)["params"]
   params = jax.tree_util.tree_map(  # Non-zero biases.
@@ -314,3 +320,54 @@ def test_kv_affine_map_errors():
     module.init(jax.random.PRNGKey(0), q, kv, kv_scale=jnp.ones(3))
   with pytest.raises(ValueError, match=r"shape \[kv_channels\]"):
     module.init(jax.random.PRNGKey(0), q, kv, kv_scale=jnp.ones(4), kv_bias=jnp.ones(4))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_sown_weights_are_the_softmax_of_queries_and_keys(name):
+  """With AttentionConfig(sow_weights=True) the module sows its softmax weights
+  [b, heads, t, s]: an independent float64 softmax(q k^T / sqrt(d) + mask) of its own
+  projections, summing to 1 over the keys; the output is unchanged."""
+  module, xq, xkv, call, ref = _case(name, "xla")
+  sowing = module.clone(attention=AttentionConfig(sow_weights=True))
+  params = _params(module, xq, xkv, **call)
+  out, state = jax.jit(lambda p: sowing.apply({"params": p}, xq, xkv, **call,
+                                              mutable=["intermediates"]))(params)
+  (weights,) = state["intermediates"]["attention_weights"]
+  assert weights.shape == (B, 2, T, S)
+  np.testing.assert_allclose(weights, _np_weights(params, xq, xkv, **ref), atol=1e-6, rtol=1e-5)
+  np.testing.assert_allclose(np.sum(weights, axis=-1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(out, module.apply({"params": params}, xq, xkv, **call), rtol=1e-6)
+
+
+def test_folded_attention_sows_the_same_weights():
+  """The folded one-head path (queries attend to the inputs themselves) sows the weights of
+  the literal keys: its softmax ignores the key bias, which only shifts whole rows."""
+  xq, xkv = _data(0, B, 3, CQ), _data(1, B, 40, CKV)
+  mask = jnp.asarray(np.arange(40)[None] < np.array([[40], [25]]))
+  module = MultiHeadAttention(num_heads=1, attention=AttentionConfig(sow_weights=True))
+  assert module.folds_kv_projections(3, 40, CKV)
+  params = _params(module, xq, xkv, mask)
+  _, state = module.apply({"params": params}, xq, xkv, mask, mutable=["intermediates"])
+  (weights,) = state["intermediates"]["attention_weights"]
+  np.testing.assert_allclose(weights, _np_weights(params, xq, xkv, mask), atol=1e-6, rtol=1e-5)
+  assert np.all(np.asarray(weights)[1, :, :, 25:] == 0)  # Padding gets no weight.
+
+
+def test_nothing_is_sown_by_default():
+  xq, xkv = _data(0, B, T, CQ), _data(1, B, S, CKV)
+  for module in (MultiHeadAttention(num_heads=2), MultiHeadAttention(num_heads=1)):
+    params = _params(module, xq, xkv)
+    _, state = module.apply({"params": params}, xq, xkv, mutable=["intermediates"])
+    assert not state.get("intermediates")
+
+
+def test_keys_values_then_attend_equals_the_call():
+  """The two steps a key/value cache runs (Perceiver AR's generation) give the module's output:
+  keys_values(inputs_kv, kv_positions) -> [b, s, heads, d] twice, then attend."""
+  module, xq, xkv, call, _ = _case("rotary_causal", "xla")
+  params = {"params": _params(module, xq, xkv, **call)}
+  key, value = module.apply(params, xkv, call["kv_positions"], method=module.keys_values)
+  assert key.shape == value.shape == (B, S, 2, CKV // 2)
+  out = module.apply(params, xq, key, value, call["mask"], q_positions=call["q_positions"],
+                     method=module.attend)
+  np.testing.assert_allclose(out, module.apply(params, xq, xkv, **call), rtol=1e-6, atol=1e-6)

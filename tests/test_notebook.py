@@ -21,5 +21,6 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
                  for o in outputs)
   assert "'accuracy'" in text and "M params" in text and "(1, 16)" in text
   assert "logits (1, 32, 262)" in text
+  assert "maps (2, 8, 8, 8) each sums to 1.0" in text
   error = float(text.split("relative error vs transformers: ")[1].split()[0])
   assert error < 1e-4

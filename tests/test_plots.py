@@ -1,4 +1,5 @@
-"""Plots: learning curves and cross-attention maps (real softmax weights) render to PNG."""
+"""Plots: learning curves and cross-attention maps (the softmax weights the model sows) render
+to PNG."""
 
 import json
 import os
@@ -13,6 +14,8 @@ from configs import digits_perceiver
 from experiments.plot import plot_run
 from perceiver_jax import tasks
 from experiments import plots
+from perceiver_jax.nn.attention import AttentionConfig
+from perceiver_jax.nn.attention_maps import cross_attention_maps
 from perceiver_jax.train import trainer
 from random_params import random_params
 
@@ -26,7 +29,7 @@ def test_cross_attention_maps_are_distributions_over_pixels():
   _, model = _model()
   images = jnp.asarray(np.random.default_rng(0).uniform(size=(3, 8, 8, 1)), jnp.float32)
   params = random_params(model, images)
-  maps = plots.cross_attention_maps(model, {"params": params}, images)
+  maps = cross_attention_maps(model, {"params": params}, images)
   latents = model.encoder.num_latents
   assert maps.shape == (3, latents, 8, 8)
   assert np.all(maps >= 0)
@@ -36,7 +39,7 @@ def test_cross_attention_maps_are_distributions_over_pixels():
   attention = params["encoder"]["cross_attention_first"]["attention"]
   zeroed = jax.tree_util.tree_map(jnp.zeros_like, attention["key"])
   params["encoder"]["cross_attention_first"]["attention"] = dict(attention, key=zeroed)
-  uniform = plots.cross_attention_maps(model, {"params": params}, images)
+  uniform = cross_attention_maps(model, {"params": params}, images)
   np.testing.assert_allclose(uniform, 1 / 64, rtol=1e-5)
 
 
@@ -46,7 +49,7 @@ def test_cross_attention_maps_are_the_weights_the_model_applies():
   _, model = _model()
   images = jnp.asarray(np.random.default_rng(3).uniform(size=(2, 8, 8, 1)), jnp.float32)
   params = random_params(model, images)
-  maps = plots.cross_attention_maps(model, {"params": params}, images)
+  maps = cross_attention_maps(model, {"params": params}, images)
   seen = {}
 
   def record(next_fun, args, kwargs, context):
@@ -65,6 +68,21 @@ def test_cross_attention_maps_are_the_weights_the_model_applies():
   values = jnp.einsum("bkc,chd->bkhd", normed, value["kernel"]) + value["bias"]
   expected = jnp.einsum("bqk,bkhd->bqhd", maps.reshape(maps.shape[:2] + (-1,)), values)
   np.testing.assert_allclose(seen["attended"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_cross_attention_maps_do_not_depend_on_the_backend_and_nothing_is_sown_by_default():
+  """A model whose cross-attention runs 'chunked' (which keeps no weights) gives the maps of
+  the 'xla' one; run as built, the model sows nothing."""
+  config, model = _model()
+  images = jnp.asarray(np.random.default_rng(5).uniform(size=(2, 8, 8, 1)), jnp.float32)
+  params = random_params(model, images)
+  config.model.encoder.cross_attention.implementation = "chunked"
+  chunked = tasks.build(config.model)
+  assert chunked.encoder.cross_attention == AttentionConfig("chunked")
+  np.testing.assert_allclose(cross_attention_maps(chunked, {"params": params}, images),
+                             cross_attention_maps(model, {"params": params}, images), rtol=1e-6)
+  _, state = model.apply({"params": params}, images, mutable=["intermediates"])
+  assert not state.get("intermediates")
 
 
 def test_pngs_have_the_figure_size(tmp_path):

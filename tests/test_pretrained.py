@@ -53,7 +53,9 @@ def test_same_task_inherits_the_architecture_and_keeps_run_settings():
   source.encoder.activation = "gelu_exact"
   run = tasks.tiny_config("image_classification", "conv")
   run.encoder.num_latents = 99  # Architecture: the pretrained model's wins.
-  run.encoder.dropout_rate = 0.1  # Run setting: kept.
+  run.encoder.dropout_rate = 0.1  # Run settings: kept.
+  run.encoder.attention.implementation = "chunked"
+  run.encoder.cross_attention.implementation = "xla"
   run.dtype = "bfloat16"
   run.num_classes = 7
   merged, modules = pretrained.inherit_model_config(run, source)
@@ -61,6 +63,9 @@ def test_same_task_inherits_the_architecture_and_keeps_run_settings():
   assert merged.encoder.num_latents == source.encoder.num_latents
   assert merged.encoder.activation == "gelu_exact"
   assert (merged.encoder.dropout_rate, merged.dtype, merged.num_classes) == (0.1, "bfloat16", 7)
+  encoder = tasks.build(merged).encoder
+  assert (encoder.attention.implementation, encoder.cross_attention.implementation) == (
+      "chunked", "xla")
   assert run.encoder.num_latents == 99  # Inputs untouched.
 
 

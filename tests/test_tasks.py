@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from perceiver_jax import tasks
+from perceiver_jax.nn.attention import AttentionConfig
 from perceiver_jax.train import losses
 from perceiver_jax.data.masking import mask_tokens
 from perceiver_jax.nn.model_stats import count_params, param_count
@@ -183,29 +184,45 @@ def test_bfloat16_compute_keeps_float32_params():
 
 
 @pytest.mark.parametrize("name", sorted(tasks.TASKS))
-def test_attention_backend_fields_are_in_every_config_and_reach_the_modules(name):
-  """Every task config carries its modules' attention backend fields, so the command line can
-  set them; a set value reaches the built module."""
+def test_attention_settings_are_in_every_config_and_reach_the_modules(name):
+  """Every task config carries its modules' attention settings (AttentionConfig's fields as a
+  sub-dict), so the command line can set them; set values reach the built module as one
+  AttentionConfig, and the encoder's cross_attention keys left None follow its attention."""
   for config in (tasks.default_config(name), tasks.tiny_config(name)):
     sections = [s for s in ("encoder", "decoder", "perceiver_ar") if s in config]
     assert sections
     for section in sections:
-      assert config[section].attention_implementation == "xla"
-      assert config[section].chunk_size == 1024
+      assert config[section].attention.to_dict() == dict(
+          implementation="xla", chunk_size=1024, dropout_rate=0.0, sow_weights=False)
     if "encoder" in config:
-      assert config.encoder.cross_attention_implementation is None
+      assert set(config.encoder.cross_attention.values()) == {None}
   config = tasks.tiny_config(name)
   for section in sections:
-    config[section].attention_implementation = "chunked"
-    config[section].chunk_size = 8
-  if "encoder" in config:
-    config.encoder.cross_attention_implementation = "xla"
+    config[section].attention.implementation = "chunked"
+    config[section].attention.chunk_size = 8
+  modules = lambda model: [model if section == "perceiver_ar" else getattr(model, section)
+                           for section in sections]
   model = tasks.build(config)
-  modules = [model if section == "perceiver_ar" else getattr(model, section)
-             for section in sections]
-  assert all((m.attention_implementation, m.chunk_size) == ("chunked", 8) for m in modules)
+  assert all(m.attention == AttentionConfig("chunked", chunk_size=8) for m in modules(model))
   if "encoder" in config:
-    assert model.encoder.cross_implementation == "xla"
+    assert model.encoder.cross_attention is None
+    config.encoder.cross_attention.implementation = "xla"
+    encoder = tasks.build(config).encoder
+    assert encoder.cross_attention == AttentionConfig("xla", chunk_size=8)
+    assert encoder.attention == AttentionConfig("chunked", chunk_size=8)
+
+
+def test_attention_config_errors_name_the_path():
+  config = tasks.tiny_config("image_classification")
+  config.encoder.attention.chunk = 8
+  with pytest.raises(ValueError, match=r"config.encoder.attention has \['chunk'\], not fields "
+                                       r"of AttentionConfig; its fields are \['chunk_size'"):
+    tasks.build(config)
+  config = tasks.tiny_config("image_classification")
+  config.encoder.cross_attention.implementation = "flash"
+  with pytest.raises(ValueError, match=r"config.encoder.cross_attention: AttentionConfig."
+                                       r"implementation must be one of"):
+    tasks.build(config)
 
 
 def test_config_errors_name_the_field():

@@ -30,6 +30,7 @@ import numpy as np
 
 from perceiver_jax import tasks
 from perceiver_jax.nn import attention
+from perceiver_jax.nn.attention import AttentionConfig
 from perceiver_jax.nn.encoder import PerceiverEncoder
 from perceiver_jax.train.experiment import build_experiment
 from perceiver_jax.nn.model_stats import flops
@@ -264,13 +265,11 @@ def is_oom(error: Exception) -> bool:
 def sweep_encoder(num_latents: int = 256, channels: int = 256, implementation: str = "xla",
                   chunk_size: int = 1024) -> PerceiverEncoder:
   """The sweep's encoder: one cross-attention (1 head) and one self-attention layer (1 head)
-  over num_latents x channels latents, with `implementation`'s attention."""
-  if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}.")
+  over num_latents x channels latents, attending with `implementation` and `chunk_size`."""
   return PerceiverEncoder(
       num_latents=num_latents, num_latent_channels=channels, num_self_attention_blocks=1,
       num_self_attention_layers_per_block=1, num_self_attention_heads=1,
-      attention_implementation=implementation, chunk_size=chunk_size)
+      attention=AttentionConfig(implementation, chunk_size))
 
 
 def scaling_sweep(lengths: Sequence[int], num_latents: int = 256, channels: int = 256,
@@ -385,7 +384,7 @@ def attention_kernel(shape: dict, implementation: str, dtype: str = "float32",
     forward = lambda q, k, v: _jax_nn_xla(q, k, v, causal)
   else:
     forward = lambda q, k, v: attention.dot_product_attention(
-        q, k, v, causal=causal, implementation=implementation)
+        q, k, v, causal=causal, config=AttentionConfig(implementation))
   loss = lambda q, k, v: jnp.sum(forward(q, k, v).astype(jnp.float32) * out_weight)
   step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
   try:

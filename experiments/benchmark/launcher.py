@@ -35,7 +35,7 @@ ours splits each batch over one JAX device per core, as the train launcher does
   python -m experiments.benchmark --configs=configs/cifar10_perceiver.py:tiny --mode=train \
       --iters=5 --sweep --sweep_min_length=256 --sweep_max_length=1024 --output=/tmp/bench
   python -m experiments.benchmark --configs=imagenet_io_fourier --set=model.dtype=bfloat16 \
-      --set=model.encoder.attention_implementation=cudnn --output=/tmp/bench   # GPU
+      --set=model.encoder.attention.implementation=cudnn --output=/tmp/bench   # GPU
   python -m experiments.benchmark --configs= --attention --attention_dtype=bfloat16 \
       --output=/tmp/bench   # GPU: cudnn, chunked and xla against jax.nn
 """
@@ -85,7 +85,7 @@ flags.DEFINE_list("batch_size", [], "Global batch sizes, comma-separated, each m
                   "every config (default: the preset's, else the config's).")
 flags.DEFINE_multi_string("set", [], "PATH=VALUE: sets config field PATH (as in "
                           "--config.PATH of the train launcher) of every config, e.g. "
-                          "--set=model.encoder.attention_implementation=cudnn; repeatable.")
+                          "--set=model.encoder.attention.implementation=cudnn; repeatable.")
 flags.DEFINE_list("mode", ["train", "inference"], "Any of train, inference.")
 flags.DEFINE_bool("compile_only", False, "Compile each config's step without running it: "
                   "compile time and XLA's memory figures (e.g. to size a batch for a GPU "
@@ -162,7 +162,8 @@ def set_fields(config, assignments) -> None:
       node = node.get(key) if hasattr(node, "get") else None
     if not sep or node is None or not hasattr(node, "get_type") or name not in node:
       raise ValueError(f"--set={assignment!r}: no config field {path!r}; write PATH=VALUE with "
-                       "a dotted path of an existing field, e.g. model.encoder.chunk_size=512.")
+                       "a dotted path of an existing field, e.g. "
+                       "model.encoder.attention.chunk_size=512.")
     kind = node.get_type(name)
     if kind is bool:
       if text.lower() not in ("true", "false"):

@@ -159,7 +159,7 @@ def _hf_config(encoder: PerceiverEncoder, input_channels: int, num_classes: int 
       self_attention_widening_factor=encoder.self_attention_widening_factor,
       cross_attention_widening_factor=encoder.cross_attention_widening_factor,
       hidden_act=_HF_ACTIVATIONS[encoder.activation],
-      attention_probs_dropout_prob=encoder.attention_dropout_rate,
+      attention_probs_dropout_prob=encoder.attention.dropout_rate,
       use_query_residual=encoder.use_query_residual, num_labels=num_classes)
 
 
@@ -188,7 +188,7 @@ def _lucidrains_perceiver(encoder: PerceiverEncoder, input_channels: int, fourie
                   "(weight_tie_layers shares blocks 2.. only)",
                   "set first_cross_attention_layer_shared=False and "
                   "first_self_attention_block_shared=False")
-  if encoder.attention_dropout_rate > 0:
+  if encoder.attention.dropout_rate > 0:
     raise _cannot("lucidrains", "attention dropout in benchmarks", "set it to 0.0")
   cross_qk = encoder.cross_attention_qk_channels or (input_channels + (fourier or {}).get(
       "channels", 0))

@@ -11,7 +11,7 @@ them for transformers checkpoints.
 Fine-tuning (`config.init_from=DIR` in a training config): `inherit_model_config` takes the
 architecture from DIR (all of it for the same task; the encoder and input adapter when the
 task differs, e.g. GLUE classification from the byte MLM) and keeps the run's own settings of
-`RUN_SETTINGS` (dtypes, dropout, attention backend, remat) and of the task's outputs
+`RUN_SETTINGS` (dtypes, dropout, the attention settings, remat) and of the task's outputs
 (e.g. num_classes); `overlay` then copies the pretrained parameters of the inherited modules
 into a freshly initialised state, reporting what was loaded and what stays fresh.
 """
@@ -32,9 +32,7 @@ CONFIG_FILE = "model_config.json"
 VARIABLES_DIR = "variables"
 # Settings a fine-tuning run keeps from its own config: they do not change what the
 # pretrained weights mean.
-RUN_SETTINGS = ("dtype", "param_dtype", "dropout_rate", "attention_dropout_rate",
-                "attention_implementation", "cross_attention_implementation", "chunk_size",
-                "remat")
+RUN_SETTINGS = ("dtype", "param_dtype", "dropout_rate", "attention", "cross_attention", "remat")
 # Top-level values a fine-tuning run of the same task keeps from its own config.
 OUTPUT_SETTINGS = ("num_classes",)
 # Sections inherited when the fine-tuning task differs from the pretrained one.

@@ -122,6 +122,11 @@ def activation(config: dict) -> str:
   return ACTIVATIONS[act]
 
 
+def attention_settings(config: dict) -> dict:
+  """The `attention` sub-dict (AttentionConfig fields) of config.json: its attention dropout."""
+  return dict(dropout_rate=config.get("attention_probs_dropout_prob", 0.0))
+
+
 def encoder_settings(config: dict, weights: WeightReader, prefix: str = "perceiver") -> dict:
   """PerceiverEncoder fields of config.json; channel widths read off the weights' shapes."""
   def width(name):
@@ -141,8 +146,7 @@ def encoder_settings(config: dict, weights: WeightReader, prefix: str = "perceiv
       cross_attention_widening_factor=config["cross_attention_widening_factor"],
       self_attention_widening_factor=config["self_attention_widening_factor"],
       use_query_residual=config["use_query_residual"],
-      dropout_rate=0.0, attention_dropout_rate=config.get("attention_probs_dropout_prob", 0.0),
-      activation=activation(config))
+      dropout_rate=0.0, attention=attention_settings(config), activation=activation(config))
 
 
 def decoder_settings(config: dict, weights: WeightReader, prefix: str, num_heads: int,
@@ -158,6 +162,4 @@ def decoder_settings(config: dict, weights: WeightReader, prefix: str, num_heads
                      "widening factor; the checkpoint is not a transformers Perceiver head.")
   return dict(num_heads=num_heads, qk_channels=width("query"), v_channels=width("value"),
               widening_factor=hidden // channels, use_query_residual=use_query_residual,
-              dropout_rate=0.0,
-              attention_dropout_rate=config.get("attention_probs_dropout_prob", 0.0),
-              activation=activation(config))
+              dropout_rate=0.0, attention=attention_settings(config), activation=activation(config))

@@ -1,4 +1,4 @@
-"""The one attention function of perceiver_jax, with selectable backends.
+"""The one attention function of perceiver_jax, with selectable backends, and its settings.
 
 `dot_product_attention` computes softmax(q·k / sqrt(d_qk) + mask) · v per head:
 
@@ -6,23 +6,32 @@
   key   [batch, kv_len, heads, qk_dim]
   value [batch, kv_len, heads, v_dim]   ->   [batch, q_len, heads, v_dim]
 
-Backends (`implementation`):
-  'xla'      plain XLA ops (einsums, float32 softmax normalised after the value dot), with
-             attention dropout and v_dim != qk_dim. Not jax.nn.dot_product_attention's 'xla'
-             path: ours took 0.63-0.73x its forward + backward time on CPU (BENCHMARKS.md).
-  'cudnn'    jax.nn.dot_product_attention(implementation='cudnn'): fused flash attention on
-             NVIDIA GPUs, bfloat16/float16 only. Head dims are zero-padded to a multiple of 8.
-  'chunked'  online softmax over key chunks with a flash-attention backward pass
-             (`chunked_attention.py`): memory O(q_len * chunk_size) instead of
-             O(q_len * kv_len), forward and backward. For very long inputs.
+`AttentionConfig` holds how every module attends (one field, `attention`, on each module
+that attends), checked once when it is made:
+  implementation  the backend:
+    'xla'      plain XLA ops (einsums, float32 softmax normalised after the value dot), with
+               attention dropout and v_dim != qk_dim. Not jax.nn.dot_product_attention's 'xla'
+               path: ours took 0.63-0.73x its forward + backward time on CPU (BENCHMARKS.md).
+    'cudnn'    jax.nn.dot_product_attention(implementation='cudnn'): fused flash attention on
+               NVIDIA GPUs, bfloat16/float16 only. Head dims are zero-padded to a multiple of 8.
+    'chunked'  online softmax over key chunks with a flash-attention backward pass
+               (`chunked_attention.py`): memory O(q_len * chunk_size) instead of
+               O(q_len * kv_len), forward and backward. For very long inputs.
+  chunk_size      keys per chunk of the 'chunked' backend.
+  dropout_rate    dropout of the attention probabilities (training only).
+  sow_weights     MultiHeadAttention sows its attention weights (`attention_weights`: the
+                  softmax probabilities [batch, heads, q_len, kv_len], before dropout) into the
+                  'intermediates' collection; off by default, and costs nothing when off.
+                  Only 'xla' forms the weights; the other backends never hold them.
 
 Masks are boolean, True = attend: a key padding mask [batch, kv_len] or a full mask
 broadcastable to [batch, heads, q_len, kv_len]. `causal=True` lets query i, which sits at
 absolute position kv_len - q_len + i, attend keys at positions <= its own (Perceiver AR's
 alignment; for self-attention this is the usual causal mask). A query whose keys are all
-masked outputs zeros. Logits and softmax are always float32.
+masked outputs zeros (and has all-zero weights). Logits and softmax are always float32.
 """
 
+import dataclasses
 from typing import Optional
 
 import jax
@@ -30,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_jax.nn import chunked_attention
+from perceiver_jax.nn.validation import check_choice, check_positive, check_rate
 
 IMPLEMENTATIONS = ("xla", "cudnn", "chunked")
 MASK_VALUE = -1e30  # Added to masked logits (float32), as the official Perceiver code.
@@ -37,19 +47,36 @@ _CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 _CUDNN_MAX_HEAD_DIM = 256
 
 
-def validate_implementation(implementation: str, dtype, dropout_rate: float, field: str = "implementation"):
-  """Raises ValueError for a backend that cannot run with these settings."""
-  if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f"{field}={implementation!r} is not one of {IMPLEMENTATIONS}.")
-  if implementation == "cudnn":
-    if jnp.dtype(dtype) not in [jnp.dtype(d) for d in _CUDNN_DTYPES]:
+@dataclasses.dataclass(frozen=True)
+class AttentionConfig:
+  """How a module attends; see the module docstring. Bad values raise ValueError here."""
+  implementation: str = "xla"
+  chunk_size: int = 1024
+  dropout_rate: float = 0.0
+  sow_weights: bool = False
+
+  def __post_init__(self):
+    check_choice(self, "implementation", IMPLEMENTATIONS)
+    check_positive(self, "chunk_size")
+    check_rate(self, "dropout_rate")
+    if self.implementation == "cudnn" and self.dropout_rate > 0:
       raise ValueError(
-          f"{field}='cudnn' needs dtype bfloat16 or float16, got {jnp.dtype(dtype).name}; "
-          "set dtype=jnp.bfloat16 or use implementation='xla'.")
-    if dropout_rate > 0:
+          "AttentionConfig(implementation='cudnn') has no attention-probability dropout in "
+          "jax.nn.dot_product_attention; set dropout_rate=0 or implementation='xla' or "
+          "'chunked'.")
+    if self.sow_weights and self.implementation != "xla":
       raise ValueError(
-          f"{field}='cudnn' has no attention-probability dropout in jax.nn.dot_product_attention; "
-          "set the attention dropout rate to 0 or use implementation='xla' or 'chunked'.")
+          f"AttentionConfig(sow_weights=True) needs implementation='xla': the "
+          f"{self.implementation!r} backend keeps no attention weights; set "
+          "implementation='xla' to sow them.")
+
+  def check_dtype(self, dtype):
+    """Raises ValueError when the backend cannot compute in `dtype` (cudnn: 16-bit only)."""
+    if self.implementation == "cudnn" and jnp.dtype(dtype) not in [
+        jnp.dtype(d) for d in _CUDNN_DTYPES]:
+      raise ValueError(
+          "AttentionConfig(implementation='cudnn') needs dtype bfloat16 or float16, got "
+          f"{jnp.dtype(dtype).name}; set dtype=jnp.bfloat16 or implementation='xla'.")
 
 
 def causal_mask(q_len: int, kv_len: int) -> jax.Array:
@@ -110,15 +137,19 @@ def rows_with_keys(mask, batch: int, heads: int, q_len: int, kv_len: int):
   return None if mask is None else _any_valid(mask)
 
 
+def _masked_logits(query, key, mask):
+  """Float32 logits [b, heads, q, kv] of pre-scaled queries, MASK_VALUE where masked."""
+  logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32)
+  return logits if mask is None else jnp.where(mask, logits, MASK_VALUE)
+
+
 def _einsum_attention(query, key, value, mask, dropout_rate, dropout_rng):
   """Softmax attention of pre-scaled queries with float32 logits and softmax, normalised
   after the probability-value dot: exp(logits - max) @ value / sum(exp(logits - max)) equals
   softmax(logits) @ value but skips a pass over the [b, heads, q, kv] matrix forward and
   backward. Dropout scales the unnormalised weights, which is the same as scaling the
   probabilities. Fully masked rows are left to `_zero_rows_without_keys`."""
-  logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32)
-  if mask is not None:
-    logits = jnp.where(mask, logits, MASK_VALUE)
+  logits = _masked_logits(query, key, mask)
   # Any per-row shift gives the same softmax: the max is only for range, not differentiated.
   weights = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
   total = jnp.sum(weights, axis=-1, keepdims=True)  # [b, n, t, 1], >= 1.
@@ -136,8 +167,6 @@ def _cudnn_attention(query, key, value, mask, scale):
     raise ValueError(
         "implementation='cudnn' needs an NVIDIA GPU, but JAX runs on "
         f"{jax.default_backend()!r}; use implementation='xla' or 'chunked'.")
-  if query.dtype not in _CUDNN_DTYPES:
-    raise ValueError(f"implementation='cudnn' needs bfloat16 or float16 inputs, got {query.dtype}.")
   v_dim = value.shape[-1]
   head_dim = -(-max(query.shape[-1], v_dim) // 8) * 8
   if head_dim > _CUDNN_MAX_HEAD_DIM:
@@ -150,6 +179,26 @@ def _cudnn_attention(query, key, value, mask, scale):
   return out[..., :v_dim]
 
 
+def _full_mask(mask, causal, batch, heads, q_len, kv_len):
+  """(mask with the causal one applied, the mask that can leave a query no key or None)."""
+  _check_causal(causal, q_len, kv_len)
+  mask = _normalize_mask(mask, batch, heads, q_len, kv_len)
+  if not causal:
+    return mask, mask
+  # A causal mask alone leaves every query a key (q_len <= kv_len): only a given mask, alone
+  # or with the causal one, can leave a query none.
+  cmask = causal_mask(q_len, kv_len)
+  if mask is None:
+    return cmask, None
+  mask = jnp.logical_and(mask, cmask)
+  return mask, mask
+
+
+def _check_causal(causal, q_len, kv_len):
+  if causal and q_len > kv_len:
+    raise ValueError(f"causal attention needs q_len <= kv_len, got {q_len} > {kv_len}.")
+
+
 def dot_product_attention(
     query: jax.Array,
     key: jax.Array,
@@ -157,40 +206,31 @@ def dot_product_attention(
     mask: Optional[jax.Array] = None,
     *,
     causal: bool = False,
-    implementation: str = "xla",
-    dropout_rate: float = 0.0,
+    config: AttentionConfig = AttentionConfig(),
     dropout_rng: Optional[jax.Array] = None,
     deterministic: bool = True,
-    chunk_size: int = 1024,
     scale: Optional[float] = None,
 ) -> jax.Array:
-  """Multi-head scaled dot-product attention; see the module docstring for shapes. `scale`
-  multiplies the logits (default 1 / sqrt(qk_dim))."""
+  """Multi-head scaled dot-product attention with `config`'s backend, chunk size and dropout;
+  see the module docstring for shapes. `scale` multiplies the logits (default
+  1 / sqrt(qk_dim))."""
   _check_shapes(query, key, value)
-  validate_implementation(implementation, query.dtype, 0.0 if deterministic else dropout_rate)
+  config.check_dtype(query.dtype)
   batch, q_len, heads, qk_dim = query.shape
   kv_len = key.shape[1]
-  if causal and q_len > kv_len:
-    raise ValueError(f"causal attention needs q_len <= kv_len, got {q_len} > {kv_len}.")
-  mask = _normalize_mask(mask, batch, heads, q_len, kv_len)
-  active_dropout = dropout_rate if not deterministic else 0.0
+  active_dropout = config.dropout_rate if not deterministic else 0.0
   if active_dropout > 0 and dropout_rng is None:
     raise ValueError("attention dropout is active (deterministic=False) but no dropout_rng was given.")
   scale = 1.0 / np.sqrt(qk_dim) if scale is None else scale
 
-  if implementation == "chunked":
+  if config.implementation == "chunked":
+    _check_causal(causal, q_len, kv_len)
     return chunked_attention.chunked_attention(
-        query, key, value, mask, causal=causal, scale=scale, dropout_rate=active_dropout,
-        dropout_rng=dropout_rng, chunk_size=chunk_size)
-
-  # A causal mask alone leaves every query a key (q_len <= kv_len): only a given mask, alone
-  # or with the causal one, can leave a query none.
-  row_mask = mask
-  if causal:
-    cmask = causal_mask(q_len, kv_len)
-    mask = cmask if mask is None else jnp.logical_and(mask, cmask)
-    row_mask = None if row_mask is None else mask
-  if implementation == "cudnn":
+        query, key, value, _normalize_mask(mask, batch, heads, q_len, kv_len), causal=causal,
+        scale=scale, dropout_rate=active_dropout, dropout_rng=dropout_rng,
+        chunk_size=config.chunk_size)
+  mask, row_mask = _full_mask(mask, causal, batch, heads, q_len, kv_len)
+  if config.implementation == "cudnn":
     out = _cudnn_attention(query, key, value, mask, scale)
     return _zero_rows_without_keys(out, row_mask)
   # Scaling the queries [b, t, n, d] rather than the logits [b, n, t, s]: XLA on CPU would
@@ -198,6 +238,21 @@ def dot_product_attention(
   query = (query * scale).astype(query.dtype)
   out = _einsum_attention(query, key, value, mask, active_dropout, dropout_rng)
   return _zero_rows_without_keys(out, row_mask)
+
+
+def attention_weights(query: jax.Array, key: jax.Array, mask: Optional[jax.Array] = None, *,
+                      causal: bool = False, scale: Optional[float] = None) -> jax.Array:
+  """The softmax probabilities [batch, heads, q_len, kv_len] (float32) that
+  `dot_product_attention` weights the values with (before dropout); all zeros for a query
+  without keys. Formed from the same logits as the 'xla' backend, so XLA computes them once."""
+  _check_shapes(query, key, key)
+  batch, q_len, heads, qk_dim = query.shape
+  mask, row_mask = _full_mask(mask, causal, batch, heads, q_len, key.shape[1])
+  scale = 1.0 / np.sqrt(qk_dim) if scale is None else scale
+  weights = jax.nn.softmax(_masked_logits((query * scale).astype(query.dtype), key, mask))
+  if row_mask is None:
+    return weights
+  return jnp.where(jnp.any(row_mask, axis=-1, keepdims=True), weights, 0.0)
 
 
 def _zero_rows_without_keys(out, mask):

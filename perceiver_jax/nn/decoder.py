@@ -14,13 +14,13 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from perceiver_jax.nn.attention import AttentionConfig
 from perceiver_jax.nn.layers import ACTIVATIONS, MLP, layer_norm
-from perceiver_jax.nn.model_stats import (Stats, attention_backend, attention_stats, dense_stats,
-                                          layer_norm_stats, mlp_stats)
+from perceiver_jax.nn.model_stats import (Stats, attention_stats, dense_stats, layer_norm_stats,
+                                          mlp_stats)
 from perceiver_jax.nn.multi_head_attention import MultiHeadAttention
 from perceiver_jax.nn.position_encoding import TrainablePositionEncoding
 from perceiver_jax.nn.subsampling import subsample
-from perceiver_jax.nn.attention import validate_implementation
 from perceiver_jax.nn.typing import DType, hyperparameters
 from perceiver_jax.nn.validation import check_choice, check_positive, check_rate
 
@@ -30,7 +30,8 @@ class PerceiverDecoder(nn.Module):
 
   x = Attn(LN(queries), LN(latents)); x += queries if use_query_residual;
   x += MLP(LN(x)) if use_mlp; then Dense(output_channels) when output_channels is set.
-  qk_channels defaults to the latent channels, as the official decoder.
+  qk_channels defaults to the latent channels, as the official decoder. `attention` (an
+  AttentionConfig) is how it attends.
   """
   num_heads: int = 1
   qk_channels: Optional[int] = None
@@ -40,9 +41,7 @@ class PerceiverDecoder(nn.Module):
   use_mlp: bool = True
   output_channels: Optional[int] = None
   dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  attention_implementation: str = "xla"
-  chunk_size: int = 1024
+  attention: AttentionConfig = AttentionConfig()
   activation: str = "gelu"  # The MLP's nonlinearity: a key of layers.ACTIVATIONS.
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
@@ -50,9 +49,7 @@ class PerceiverDecoder(nn.Module):
   def __post_init__(self):
     check_positive(self, "num_heads", "widening_factor", "output_channels")
     check_choice(self, "activation", tuple(ACTIVATIONS))
-    check_rate(self, "dropout_rate", "attention_dropout_rate")
-    validate_implementation(self.attention_implementation, self.dtype,
-                            self.attention_dropout_rate, "attention_implementation")
+    check_rate(self, "dropout_rate")
     super().__post_init__()
 
   @nn.compact
@@ -61,8 +58,7 @@ class PerceiverDecoder(nn.Module):
     queries = queries.astype(self.dtype)
     x = MultiHeadAttention(
         num_heads=self.num_heads, qk_channels=self.qk_channels, v_channels=self.v_channels,
-        dropout_rate=self.attention_dropout_rate, implementation=self.attention_implementation,
-        chunk_size=self.chunk_size, dtype=self.dtype, param_dtype=self.param_dtype,
+        attention=self.attention, dtype=self.dtype, param_dtype=self.param_dtype,
         name="attention")(norm(queries, "query_norm"), norm(latents, "latent_norm"),
                           deterministic=deterministic)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
@@ -80,8 +76,9 @@ class PerceiverDecoder(nn.Module):
   def stats(self, query_shape, latent_shape) -> Stats:
     """Parameters and FLOPs for queries [outputs, q] and latents [n, d] -> [outputs, c]."""
     query_shape = tuple(query_shape)
-    attn = attention_stats(query_shape, tuple(latent_shape), self.qk_channels, self.v_channels,
-                           None, self.num_heads, attention_backend(self))
+    attention = MultiHeadAttention(self.num_heads, self.qk_channels, self.v_channels,
+                                   attention=self.attention, dtype=self.dtype)
+    attn = attention_stats(query_shape, tuple(latent_shape), attention)
     total = layer_norm_stats(query_shape) + layer_norm_stats(latent_shape) + attn
     if self.use_mlp:
       total = total + layer_norm_stats(query_shape) + mlp_stats(query_shape, self.widening_factor)

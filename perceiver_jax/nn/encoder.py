@@ -13,8 +13,8 @@ module, so a shared set of parameters exists once.
 The defaults are Perceiver IO's ImageNet encoder (P=1, 8 blocks of 6 layers, all blocks
 shared); the original Perceiver uses P=8, L=8 with the first cross-attention unshared.
 
-`attention_implementation` is the attention backend of every layer unless
-`cross_attention_implementation` names another for the cross-attention: a one-head
+`attention` (an AttentionConfig: backend, chunk size, attention dropout, sown weights) is how
+every layer attends unless `cross_attention` gives the cross-attentions their own: a one-head
 cross-attention over image inputs has head dims of 261 (pixels + Fourier features), beyond
 cuDNN's 256, so on a GPU cudnn self-attention goes with an 'xla' or 'chunked' cross-attention.
 """
@@ -25,11 +25,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from perceiver_jax.nn.attention import AttentionConfig
 from perceiver_jax.nn.layers import ACTIVATIONS, CrossAttentionLayer, SelfAttentionBlock
-from perceiver_jax.nn.model_stats import (Stats, attention_backend, cross_layer_stats,
-                                          self_layer_stats)
-from perceiver_jax.nn.multi_head_attention import check_divisible
-from perceiver_jax.nn.attention import validate_implementation
+from perceiver_jax.nn.model_stats import Stats, cross_layer_stats, self_layer_stats
+from perceiver_jax.nn.multi_head_attention import MultiHeadAttention, check_divisible
 from perceiver_jax.nn.typing import DType
 from perceiver_jax.nn.validation import check_choice, check_positive, check_rate
 
@@ -53,11 +52,9 @@ class PerceiverEncoder(nn.Module):
   self_attention_widening_factor: int = 1
   use_query_residual: bool = True
   dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
   latent_init_scale: float = 0.02
-  attention_implementation: str = "xla"
-  cross_attention_implementation: Optional[str] = None  # None: attention_implementation.
-  chunk_size: int = 1024
+  attention: AttentionConfig = AttentionConfig()
+  cross_attention: Optional[AttentionConfig] = None  # None: `attention`.
   remat: bool = False
   activation: str = "gelu"  # The MLPs' nonlinearity: a key of layers.ACTIVATIONS.
   dtype: DType = jnp.float32
@@ -68,7 +65,7 @@ class PerceiverEncoder(nn.Module):
                    "num_self_attention_blocks", "num_self_attention_layers_per_block",
                    "num_cross_attention_heads", "num_self_attention_heads",
                    "cross_attention_widening_factor", "self_attention_widening_factor")
-    check_rate(self, "dropout_rate", "attention_dropout_rate")
+    check_rate(self, "dropout_rate")
     check_choice(self, "activation", tuple(ACTIVATIONS))
     if self.num_cross_attention_layers > self.num_self_attention_blocks:
       raise ValueError(
@@ -86,16 +83,12 @@ class PerceiverEncoder(nn.Module):
     check_divisible(self.self_attention_v_channels or self.self_attention_qk_channels
                     or self.num_latent_channels, self.num_self_attention_heads,
                     "self_attention_v_channels", "num_self_attention_heads")
-    validate_implementation(self.attention_implementation, self.dtype,
-                            self.attention_dropout_rate, "attention_implementation")
-    validate_implementation(self.cross_implementation, self.dtype, self.attention_dropout_rate,
-                            "cross_attention_implementation")
     super().__post_init__()
 
   @property
-  def cross_implementation(self) -> str:
-    """The cross-attention's backend."""
-    return self.cross_attention_implementation or self.attention_implementation
+  def cross_attention_config(self) -> AttentionConfig:
+    """How the cross-attentions attend."""
+    return self.cross_attention or self.attention
 
   def _cross_attention(self, name):
     cls = nn.remat(CrossAttentionLayer, static_argnums=(4,)) if self.remat else CrossAttentionLayer
@@ -104,9 +97,8 @@ class PerceiverEncoder(nn.Module):
         v_channels=self.cross_attention_v_channels,
         widening_factor=self.cross_attention_widening_factor,
         use_query_residual=self.use_query_residual, dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate,
-        implementation=self.cross_implementation, chunk_size=self.chunk_size,
-        activation=self.activation, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        attention=self.cross_attention_config, activation=self.activation, dtype=self.dtype,
+        param_dtype=self.param_dtype, name=name)
 
   def _self_attention_block(self, name):
     return SelfAttentionBlock(
@@ -114,9 +106,7 @@ class PerceiverEncoder(nn.Module):
         num_heads=self.num_self_attention_heads, qk_channels=self.self_attention_qk_channels,
         v_channels=self.self_attention_v_channels,
         widening_factor=self.self_attention_widening_factor, dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate,
-        implementation=self.attention_implementation, chunk_size=self.chunk_size,
-        remat=self.remat, activation=self.activation, dtype=self.dtype,
+        attention=self.attention, remat=self.remat, activation=self.activation, dtype=self.dtype,
         param_dtype=self.param_dtype, name=name)
 
   @nn.compact
@@ -156,13 +146,15 @@ class PerceiverEncoder(nn.Module):
     a shared layer's parameters count once, its FLOPs once per application."""
     p, l = self.num_cross_attention_layers, self.num_self_attention_blocks
     latent_shape = (self.num_latents, self.num_latent_channels)
-    cross = cross_layer_stats(latent_shape, tuple(input_shape), self.cross_attention_qk_channels,
-                              self.cross_attention_v_channels,
-                              self.cross_attention_widening_factor,
-                              self.num_cross_attention_heads, attention_backend(self, cross=True))
-    layer = self_layer_stats(latent_shape, self.self_attention_qk_channels,
-                             self.self_attention_v_channels, self.self_attention_widening_factor,
-                             self.num_self_attention_heads, attention_backend(self))
+    cross_attention = MultiHeadAttention(
+        self.num_cross_attention_heads, self.cross_attention_qk_channels,
+        self.cross_attention_v_channels, attention=self.cross_attention_config, dtype=self.dtype)
+    self_attention = MultiHeadAttention(
+        self.num_self_attention_heads, self.self_attention_qk_channels,
+        self.self_attention_v_channels, attention=self.attention, dtype=self.dtype)
+    cross = cross_layer_stats(latent_shape, tuple(input_shape), cross_attention,
+                              self.cross_attention_widening_factor)
+    layer = self_layer_stats(latent_shape, self_attention, self.self_attention_widening_factor)
     per_block = self.num_self_attention_layers_per_block  # Distinct layers.
     block = Stats(per_block * layer.params, per_block * layer.flops, latent_shape)
     distinct_cross = (1 if p > 1 or self.first_cross_attention_layer_shared else 0) + (

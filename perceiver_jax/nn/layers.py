@@ -6,6 +6,8 @@
   SelfAttentionBlock:   num_layers distinct SelfAttentionLayers in sequence.
 
 LayerNorms run in float32; dropout follows the attention output and the MLP output.
+`attention` (an AttentionConfig) is how the layers attend: backend, chunk size, attention
+dropout and whether to sow the attention weights.
 """
 
 from typing import Optional
@@ -13,6 +15,7 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from perceiver_jax.nn.attention import AttentionConfig
 from perceiver_jax.nn.multi_head_attention import MultiHeadAttention
 from perceiver_jax.nn.typing import DType, hyperparameters
 from perceiver_jax.nn.validation import check_choice, check_positive, check_rate
@@ -83,30 +86,32 @@ class _AttentionLayer(nn.Module):
   v_channels: Optional[int] = None
   widening_factor: int = 1
   dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
   causal: bool = False
-  implementation: str = "xla"
-  chunk_size: int = 1024
+  attention: AttentionConfig = AttentionConfig()
   activation: str = "gelu"
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
   def __post_init__(self):
     check_positive(self, "num_heads", "widening_factor")
-    check_rate(self, "dropout_rate", "attention_dropout_rate")
+    check_rate(self, "dropout_rate")
     check_choice(self, "activation", tuple(ACTIVATIONS))
     super().__post_init__()
 
   def _norm(self, x, name):
     return layer_norm(self.param_dtype, name)(x).astype(self.dtype)
 
-  def _attend(self, q, kv, mask, deterministic, kv_scale=None, kv_bias=None):
-    attended = MultiHeadAttention(
+  @nn.nowrap
+  def multi_head_attention(self, name=None) -> MultiHeadAttention:
+    """The layer's attention module (also what its analytic stats ask about folding)."""
+    return MultiHeadAttention(
         num_heads=self.num_heads, qk_channels=self.qk_channels, v_channels=self.v_channels,
-        dropout_rate=self.attention_dropout_rate, causal=self.causal,
-        implementation=self.implementation, chunk_size=self.chunk_size, dtype=self.dtype,
-        param_dtype=self.param_dtype, name="attention")(
-            q, kv, mask, deterministic=deterministic, kv_scale=kv_scale, kv_bias=kv_bias)
+        causal=self.causal, attention=self.attention, dtype=self.dtype,
+        param_dtype=self.param_dtype, name=name)
+
+  def _attend(self, q, kv, mask, deterministic, kv_scale=None, kv_bias=None):
+    attended = self.multi_head_attention("attention")(
+        q, kv, mask, deterministic=deterministic, kv_scale=kv_scale, kv_bias=kv_bias)
     return nn.Dropout(self.dropout_rate)(attended, deterministic=deterministic)
 
   def _mlp_residual(self, x, deterministic):

@@ -22,12 +22,10 @@ import it; a module without a `stats` method is a TypeError.
 
 import dataclasses
 import functools
-from typing import Mapping, Optional, Tuple, Union
+from typing import Mapping, Tuple, Union
 
 import jax
 import numpy as np
-
-from perceiver_jax.nn.multi_head_attention import folds_kv_projections
 
 Shape = Tuple[int, ...]
 
@@ -53,16 +51,6 @@ def stats(module, *input_shapes) -> Stats:
   return module.stats(*input_shapes)
 
 
-def attention_backend(module, cross: bool = False) -> str:
-  """The attention backend ('xla', 'chunked', 'cudnn', ...) of `module`'s attention, of its
-  cross-attention with `cross`: the one place the stats read a module's attention settings."""
-  if cross and hasattr(module, "cross_implementation"):
-    return module.cross_implementation
-  if hasattr(module, "attention_implementation"):
-    return module.attention_implementation
-  return module.implementation
-
-
 def dense_stats(d_in: int, d_out: int, tokens: int) -> Stats:
   """A Dense layer [tokens, d_in] -> [tokens, d_out]."""
   return Stats(d_in * d_out + d_out, 2 * tokens * d_in * d_out, (tokens, d_out))
@@ -73,20 +61,18 @@ def layer_norm_stats(shape: Shape) -> Stats:
   return Stats(2 * shape[-1], 0, tuple(shape))
 
 
-def attention_stats(q_shape: Shape, kv_shape: Shape, qk: Optional[int], v: Optional[int],
-                    out: Optional[int], num_heads: int, implementation: str) -> Stats:
-  """MultiHeadAttention [t, c_q] x [s, c_kv] -> [t, out]: four projections plus logits and
-  weighted values; with folded key/value projections (one head, 'xla' or 'chunked', where it
-  saves FLOPs) the query is mapped into the input space and attends to the inputs, then the
-  value projection applies to t rows."""
+def attention_stats(q_shape: Shape, kv_shape: Shape, module) -> Stats:
+  """A MultiHeadAttention `module` on queries [t, c_q] and inputs [s, c_kv] -> [t, out]: four
+  projections plus logits and weighted values; where the module folds its key/value
+  projections (it says so: `module.folds_kv_projections`) the query is mapped into the input
+  space and attends to the inputs, then the value projection applies to t rows."""
   (t, c_q), (s, c_kv) = q_shape, kv_shape
-  qk = qk or c_kv
-  v = v or qk
-  out = out or c_q
+  qk, v = module.channels(c_kv)
+  out = module.output_channels or c_q
   projections = [dense_stats(c_q, qk, t), dense_stats(c_kv, qk, s), dense_stats(c_kv, v, s),
                  dense_stats(v, out, t)]
   total = functools.reduce(Stats.__add__, projections)
-  if folds_kv_projections(num_heads, implementation, t, s, c_kv, qk, v):
+  if module.folds_kv_projections(t, s, c_kv):
     flops = 2 * (t * c_q * qk + t * qk * c_kv + 2 * t * s * c_kv + t * c_kv * v + t * v * out)
     return Stats(total.params, flops, (t, out))
   return Stats(total.params, total.flops + 2 * t * s * (qk + v), (t, out))
@@ -99,19 +85,18 @@ def mlp_stats(shape: Shape, widening_factor: int) -> Stats:
       widening_factor * channels, channels, tokens)
 
 
-def cross_layer_stats(q_shape: Shape, kv_shape: Shape, qk: Optional[int], v: Optional[int],
-                      widening_factor: int, num_heads: int, implementation: str) -> Stats:
-  """A CrossAttentionLayer: queries [t, c_q] attend to inputs [s, c_kv] -> [t, c_q]."""
-  attn = attention_stats(q_shape, kv_shape, qk, v, None, num_heads, implementation)
+def cross_layer_stats(q_shape: Shape, kv_shape: Shape, attention,
+                      widening_factor: int) -> Stats:
+  """A CrossAttentionLayer whose MultiHeadAttention is `attention`: queries [t, c_q] attend
+  to inputs [s, c_kv] -> [t, c_q]."""
+  attn = attention_stats(q_shape, kv_shape, attention)
   return (layer_norm_stats(q_shape) + layer_norm_stats(kv_shape) + attn
           + layer_norm_stats(attn.output_shape) + mlp_stats(attn.output_shape, widening_factor))
 
 
-def self_layer_stats(shape: Shape, qk: Optional[int], v: Optional[int], widening_factor: int,
-                     num_heads: int, implementation: str) -> Stats:
-  """A SelfAttentionLayer on [t, c] -> [t, c]."""
-  return (layer_norm_stats(shape)
-          + attention_stats(shape, shape, qk, v, None, num_heads, implementation)
+def self_layer_stats(shape: Shape, attention, widening_factor: int) -> Stats:
+  """A SelfAttentionLayer on [t, c] -> [t, c] whose MultiHeadAttention is `attention`."""
+  return (layer_norm_stats(shape) + attention_stats(shape, shape, attention)
           + layer_norm_stats(shape) + mlp_stats(shape, widening_factor))
 
 

@@ -13,55 +13,28 @@ dims, by absolute position; MLPs use `activation` (squared ReLU by default).
 The pieces are methods, so cached generation (generation.py) runs the same code:
   embed(ids, positions) -> x;  cross_keys_values(x, positions) -> (k, v)
   latents_forward(x_latents, latent_positions, latent_valid, k, v, kv_positions, kv_valid)
+Every attention is a MultiHeadAttention (its `keys_values` and `attend` steps for the
+cross-attention's cache) with `attention` (an AttentionConfig) as its settings.
 """
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from perceiver_jax.nn.attention import dot_product_attention, validate_implementation
+from perceiver_jax.nn.attention import AttentionConfig
 from perceiver_jax.nn.layers import ACTIVATIONS, MLP, layer_norm
 from perceiver_jax.nn.model_stats import Stats
-from perceiver_jax.nn.position_encoding import RotaryPositionEmbedding, rotary_dims
+from perceiver_jax.nn.multi_head_attention import MultiHeadAttention
+from perceiver_jax.nn.position_encoding import rotary_dims
 from perceiver_jax.nn.typing import DType
 from perceiver_jax.nn.validation import check_choice, check_positive, check_rate
 
 
-class _Attention(nn.Module):
-  """Multi-head projections with rotary q/k; keys/values and queries computed separately."""
-  num_channels: int
-  num_heads: int
-  rotary_fraction: float
-  dropout_rate: float
-  implementation: str
-  chunk_size: int
-  dtype: DType
-  param_dtype: DType
-
-  def setup(self):
-    head_dim = self.num_channels // self.num_heads
-    dense = lambda name: nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype,
-                                         param_dtype=self.param_dtype, name=name)
-    self.query, self.key, self.value = dense("query"), dense("key"), dense("value")
-    self.output = nn.DenseGeneral(self.num_channels, axis=(-2, -1), dtype=self.dtype,
-                                  param_dtype=self.param_dtype, name="output")
-    self.rotary = (RotaryPositionEmbedding(self.rotary_fraction)
-                   if self.rotary_fraction > 0 else None)
-
-  def _rotate(self, x, positions):
-    return x if self.rotary is None else self.rotary(x, positions)
-
-  def keys_values(self, x, positions):
-    """x [b, s, d] at positions [b, s] -> k, v [b, s, heads, head_dim]."""
-    return self._rotate(self.key(x), positions), self.value(x)
-
-  def attend(self, x, positions, k, v, mask, deterministic: bool):
-    """Queries from x [b, t, d] at positions [b, t] attend k, v under mask [b, 1, t, s]."""
-    q = self._rotate(self.query(x), positions)
-    rng = None if deterministic or self.dropout_rate == 0 else self.make_rng("dropout")
-    out = dot_product_attention(q, k, v, mask, implementation=self.implementation,
-                                dropout_rate=self.dropout_rate, dropout_rng=rng,
-                                deterministic=deterministic, chunk_size=self.chunk_size)
-    return self.output(out)
+def _attention(module, name: str) -> MultiHeadAttention:
+  """A Perceiver AR attention: num_heads over num_channels, rotary, module.attention."""
+  return MultiHeadAttention(
+      module.num_heads, module.num_channels, module.num_channels, module.num_channels,
+      rotary_fraction=module.rotary_fraction, attention=module.attention, dtype=module.dtype,
+      param_dtype=module.param_dtype, name=name)
 
 
 class _SelfAttentionLayer(nn.Module):
@@ -72,21 +45,16 @@ class _SelfAttentionLayer(nn.Module):
   activation: str
   rotary_fraction: float
   dropout_rate: float
-  attention_dropout_rate: float
-  implementation: str
-  chunk_size: int
+  attention: AttentionConfig
   dtype: DType
   param_dtype: DType
 
   @nn.compact
   def __call__(self, x, positions, mask, deterministic: bool):
     norm = lambda name: (lambda y: layer_norm(self.param_dtype, name)(y).astype(self.dtype))
-    attention = _Attention(self.num_channels, self.num_heads, self.rotary_fraction,
-                           self.attention_dropout_rate, self.implementation, self.chunk_size,
-                           self.dtype, self.param_dtype, name="attention")
     y = norm("attention_norm")(x)
-    k, v = attention.keys_values(y, positions)
-    y = attention.attend(y, positions, k, v, mask, deterministic)
+    y = _attention(self, "attention")(y, y, mask, deterministic=deterministic,
+                                      q_positions=positions, kv_positions=positions)
     x = x + nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     y = MLP(self.widening_factor, self.dropout_rate, self.dtype, self.param_dtype,
             self.activation, name="mlp")(norm("mlp_norm")(x), deterministic)
@@ -106,17 +74,15 @@ class PerceiverAR(nn.Module):
   rotary_fraction: float = 0.5
   absolute_positions: bool = False
   dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  attention_implementation: str = "xla"
-  chunk_size: int = 1024
+  attention: AttentionConfig = AttentionConfig()
   remat: bool = False
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
   def __post_init__(self):
     check_positive(self, "vocab_size", "max_context", "num_latents", "num_channels", "num_heads",
-                   "num_layers", "widening_factor", "chunk_size")
-    check_rate(self, "dropout_rate", "attention_dropout_rate")
+                   "num_layers", "widening_factor")
+    check_rate(self, "dropout_rate")
     check_choice(self, "activation", tuple(ACTIVATIONS))
     if self.num_latents > self.max_context:
       raise ValueError(f"PerceiverAR.num_latents={self.num_latents} must be <= "
@@ -129,8 +95,6 @@ class PerceiverAR(nn.Module):
         rotary_dims(self.num_channels // self.num_heads, self.rotary_fraction) == 0):
       raise ValueError(f"PerceiverAR.rotary_fraction={self.rotary_fraction} must be in [0, 1] "
                        "and rotate at least one pair of each head's dims (0 turns rotary off).")
-    validate_implementation(self.attention_implementation, self.dtype,
-                            self.attention_dropout_rate, "attention_implementation")
     super().__post_init__()
 
   def setup(self):
@@ -143,10 +107,7 @@ class PerceiverAR(nn.Module):
                                             self.param_dtype)
     self.query_norm = layer_norm(self.param_dtype, "cross_attention_query_norm")
     self.kv_norm = layer_norm(self.param_dtype, "cross_attention_kv_norm")
-    self.cross_attention = _Attention(
-        self.num_channels, self.num_heads, self.rotary_fraction, self.attention_dropout_rate,
-        self.attention_implementation, self.chunk_size, self.dtype, self.param_dtype,
-        name="cross_attention")
+    self.cross_attention = _attention(self, "cross_attention")
     self.cross_dropout = nn.Dropout(self.dropout_rate)
     self.cross_mlp_norm = layer_norm(self.param_dtype, "cross_attention_mlp_norm")
     self.cross_mlp = MLP(self.widening_factor, self.dropout_rate, self.dtype, self.param_dtype,
@@ -156,9 +117,7 @@ class PerceiverAR(nn.Module):
     settings = dict(num_channels=self.num_channels, num_heads=self.num_heads,
                     widening_factor=self.widening_factor, activation=self.activation,
                     rotary_fraction=self.rotary_fraction, dropout_rate=self.dropout_rate,
-                    attention_dropout_rate=self.attention_dropout_rate,
-                    implementation=self.attention_implementation, chunk_size=self.chunk_size,
-                    dtype=self.dtype, param_dtype=self.param_dtype)
+                    attention=self.attention, dtype=self.dtype, param_dtype=self.param_dtype)
     self.layers = [layer(**settings, name=f"self_attention_{i}") for i in range(self.num_layers)]
     self.final_norm = layer_norm(self.param_dtype, "final_norm")
     self.logits = nn.Dense(self.vocab_size, kernel_init=nn.initializers.zeros, dtype=self.dtype,
@@ -182,7 +141,8 @@ class PerceiverAR(nn.Module):
     causal = kv_positions[:, None, :] <= latent_positions[:, :, None]
     mask = (causal & kv_valid[:, None, :])[:, None]
     y = self.query_norm(x_latents).astype(self.dtype)
-    y = self.cross_attention.attend(y, latent_positions, k, v, mask, deterministic)
+    y = self.cross_attention.attend(y, k, v, mask, deterministic=deterministic,
+                                    q_positions=latent_positions)
     x = x_latents + self.cross_dropout(y, deterministic=deterministic)
     x = x + self.cross_mlp(self.cross_mlp_norm(x).astype(self.dtype), deterministic)
     causal = latent_positions[:, None, :] <= latent_positions[:, :, None]

@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from perceiver_jax.nn.layers import CrossAttentionLayer, layer_norm
-from perceiver_jax.nn.model_stats import (Stats, attention_backend, attention_stats,
-                                          cross_layer_stats, layer_norm_stats)
+from perceiver_jax.nn.model_stats import (Stats, attention_stats, cross_layer_stats,
+                                          layer_norm_stats)
 from perceiver_jax.nn.multi_head_attention import MultiHeadAttention
 from perceiver_jax.nn.typing import DType
 from perceiver_jax.nn.validation import check_positive, check_rate
@@ -57,10 +57,9 @@ class _PerceiverBlock(nn.Module):
   def stats(self, x_shape, context_shape) -> Stats:
     """Parameters and FLOPs for x [t, dim] and context [s, dim] -> [t, dim]."""
     inner = self.heads * self.dim_head
-    self_attention = attention_stats(x_shape, x_shape, inner, inner, None, self.heads,
-                                     attention_backend(self._self_attention()))
-    cross = cross_layer_stats(x_shape, context_shape, inner, inner, self.ff_mult, self.heads,
-                              attention_backend(self._cross_attention()))
+    self_attention = attention_stats(x_shape, x_shape, self._self_attention())
+    cross = cross_layer_stats(x_shape, context_shape,
+                              self._cross_attention().multi_head_attention(), self.ff_mult)
     return layer_norm_stats(x_shape) + self_attention + cross
 
 

@@ -36,12 +36,12 @@ def get(task: str) -> ModuleType:
 
 
 def default_config(task: str, variant: str = None):
-  """The paper's config of `task` (and `variant`), attention backend fields included."""
+  """The paper's config of `task` (and `variant`), attention settings included."""
   return expose_attention_settings(get(task).default_config(variant))
 
 
 def tiny_config(task: str, variant: str = None):
-  """The test-size config of `task` (and `variant`), attention backend fields included."""
+  """The test-size config of `task` (and `variant`), attention settings included."""
   return expose_attention_settings(get(task).tiny_config(variant))
 
 

@@ -6,16 +6,22 @@ line (`--config.model.encoder.num_latents=128`). `make` builds a module from suc
 and turns a misspelt or unknown key into a ValueError naming the config path and the valid
 fields; `config.dtype` / `config.param_dtype` ('float32', 'bfloat16', 'float16') reach every
 module that has those fields. `imagenet_encoder` and `classification_model` are the encoder
-settings and the composition the classification tasks share. `expose_attention_settings`
-writes the attention backend fields into a task config, so they can be overridden too
-(`--config.model.encoder.attention_implementation=cudnn`).
+settings and the composition the classification tasks share.
+
+A module's AttentionConfig field (`attention`; the encoder's `cross_attention`) is a sub-dict
+of AttentionConfig's fields in a config. `expose_attention_settings` writes all of them into a
+task config, so any can be overridden (`--config.model.encoder.attention.implementation=cudnn`);
+`make` turns the sub-dicts into AttentionConfigs. A `cross_attention` key left None follows
+the section's `attention`; all of them None is cross_attention=None.
 """
 
-from typing import Any, Mapping
+import dataclasses
+from typing import Any, Mapping, Optional
 
 import jax.numpy as jnp
 from ml_collections.config_dict import placeholder
 
+from perceiver_jax.nn.attention import AttentionConfig
 from perceiver_jax.nn.decoder import PerceiverDecoder, TrainableQuery
 from perceiver_jax.nn.encoder import PerceiverEncoder
 from perceiver_jax.nn.models import PerceiverIO
@@ -38,26 +44,49 @@ def dtypes(config) -> dict:
           "param_dtype": dtype_from_name(config.param_dtype, "config.param_dtype")}
 
 
-# Config section -> (its module, the attention backend fields it exposes).
+# Config section -> its module fields that hold an AttentionConfig.
 ATTENTION_SETTINGS = {
-    "encoder": (PerceiverEncoder, ("attention_implementation", "cross_attention_implementation",
-                                   "chunk_size")),
-    "decoder": (PerceiverDecoder, ("attention_implementation", "chunk_size")),
-    "perceiver_ar": (PerceiverAR, ("attention_implementation", "chunk_size")),
+    "encoder": ("attention", "cross_attention"),
+    "decoder": ("attention",),
+    "perceiver_ar": ("attention",),
 }
 
 
 def expose_attention_settings(config):
-  """Adds the module defaults of ATTENTION_SETTINGS' fields to `config`'s sections that lack
-  them (a None default as a string placeholder, which the command line can set); returns
-  `config`."""
-  for section, (cls, names) in ATTENTION_SETTINGS.items():
-    if section in config:
-      for name in names:
-        if name not in config[section]:
-          default = cls.__dataclass_fields__[name].default
-          config[section][name] = placeholder(str) if default is None else default
+  """Fills the attention sub-dicts of `config`'s ATTENTION_SETTINGS sections with every
+  AttentionConfig field they lack: `attention` with AttentionConfig's defaults,
+  `cross_attention` with None placeholders (following `attention`), which the command line
+  can set; returns `config`."""
+  defaults = dataclasses.asdict(AttentionConfig())
+  for section, names in ATTENTION_SETTINGS.items():
+    if section not in config:
+      continue
+    for name in names:
+      given = config[section][name].to_dict() if name in config[section] else {}
+      if name == "attention":
+        config[section][name] = dict(defaults, **given)
+      else:
+        config[section][name] = dict({k: placeholder(type(v)) for k, v in defaults.items()},
+                                     **given)
   return config
+
+
+def attention_config(section: Mapping[str, Any], path: str,
+                     base: Optional[AttentionConfig] = None) -> Optional[AttentionConfig]:
+  """The AttentionConfig of a config sub-dict at `path`; with a `base` (cross_attention
+  following attention), keys left None take base's values and all of them None is None."""
+  fields = {f.name for f in dataclasses.fields(AttentionConfig)}
+  unknown = sorted(set(section) - fields)
+  if unknown:
+    raise ValueError(f"{path} has {unknown}, not fields of AttentionConfig; its fields are "
+                     f"{sorted(fields)}.")
+  given = {k: v for k, v in section.items() if v is not None}
+  if base is not None and not given:
+    return None
+  try:
+    return dataclasses.replace(base or AttentionConfig(), **given)
+  except ValueError as error:
+    raise ValueError(f"{path}: {error}") from error
 
 
 def _fields(cls) -> set:
@@ -78,6 +107,12 @@ def make(cls, section: Mapping[str, Any], path: str, config=None, **fixed):
   clash = sorted(set(settings) & set(fixed))
   if clash:
     raise ValueError(f"{path} sets {clash}, which the task model fixes; remove them.")
+  if "attention" in settings:
+    settings["attention"] = attention_config(settings["attention"], f"{path}.attention")
+  if "cross_attention" in settings:
+    base = settings["attention"] if "attention" in settings else AttentionConfig()
+    settings["cross_attention"] = attention_config(settings["cross_attention"],
+                                                   f"{path}.cross_attention", base)
   if config is not None:
     settings.update({k: v for k, v in dtypes(config).items() if k in fields})
   settings.update(fixed)
@@ -91,7 +126,7 @@ def imagenet_encoder(**schedule) -> dict:
   return dict(num_latents=512, num_latent_channels=1024, num_cross_attention_heads=1,
               num_self_attention_heads=8, cross_attention_widening_factor=1,
               self_attention_widening_factor=1, use_query_residual=True, dropout_rate=0.0,
-              attention_dropout_rate=0.0, **schedule)
+              attention=dict(dropout_rate=0.0), **schedule)
 
 
 def classification_model(config, input_adapter_cls, **adapter_fixed) -> PerceiverIO:

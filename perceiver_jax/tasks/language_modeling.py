@@ -33,7 +33,7 @@ def default_config(variant: str = None) -> ml_collections.ConfigDict:
       vocab_size=VOCAB_SIZE, max_context=8192, num_latents=1024, num_channels=1024,
       num_heads=16, num_layers=12, widening_factor=4, activation="squared_relu",
       rotary_fraction=0.5, absolute_positions=False, dropout_rate=0.0,
-      attention_dropout_rate=0.0, remat=False)
+      attention=dict(dropout_rate=0.0), remat=False)
   return c
 
 

@@ -37,7 +37,7 @@ def text_encoder_config() -> dict:
       cross_attention_qk_channels=256, cross_attention_v_channels=1280,
       self_attention_qk_channels=256, self_attention_v_channels=1280,
       cross_attention_widening_factor=1, self_attention_widening_factor=1,
-      use_query_residual=True, dropout_rate=0.0, attention_dropout_rate=0.0)
+      use_query_residual=True, dropout_rate=0.0, attention=dict(dropout_rate=0.0))
 
 
 def tiny_text_encoder_config() -> dict:

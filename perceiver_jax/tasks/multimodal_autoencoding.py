@@ -63,7 +63,7 @@ def default_config(variant: str = None) -> ml_collections.ConfigDict:
       num_self_attention_blocks=1, num_self_attention_layers_per_block=8,
       num_cross_attention_heads=1, num_self_attention_heads=8,
       cross_attention_widening_factor=1, self_attention_widening_factor=1,
-      use_query_residual=True, dropout_rate=0.0, attention_dropout_rate=0.0)
+      use_query_residual=True, dropout_rate=0.0, attention=dict(dropout_rate=0.0))
   c.decoder = dict(num_heads=1, widening_factor=1, use_query_residual=False)
   c.loss_weights = dict(image=0.03, audio=1.0, label=1e-4)
   return c

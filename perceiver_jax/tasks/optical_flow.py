@@ -39,7 +39,7 @@ def default_config(variant: str = None) -> ml_collections.ConfigDict:
       num_self_attention_blocks=1, num_self_attention_layers_per_block=24,
       num_cross_attention_heads=1, num_self_attention_heads=16,
       cross_attention_widening_factor=1, self_attention_widening_factor=1,
-      use_query_residual=True, dropout_rate=0.0, attention_dropout_rate=0.0)
+      use_query_residual=True, dropout_rate=0.0, attention=dict(dropout_rate=0.0))
   c.decoder = dict(num_heads=1, widening_factor=1, use_query_residual=False)
   return c
 

@@ -37,7 +37,7 @@ def default_config(variant: str = None) -> ml_collections.ConfigDict:
                  self_attention_widening_factor=1, use_query_residual=True,
                  first_cross_attention_layer_shared=False,
                  first_self_attention_block_shared=True, dropout_rate=0.0,
-                 attention_dropout_rate=0.0)
+                 attention=dict(dropout_rate=0.0))
   if variant == "imagenet":
     c.input_shape, c.num_classes = (224, 224, 3), 1000
     c.fourier = dict(num_frequency_bands=64, max_resolution=(224, 224))
