@@ -3,7 +3,7 @@
 samples [batch, S] or [batch, S, 1] -> AudioAdapter (patches of 128 samples + 1-D Fourier
 features of the patch index) -> PerceiverEncoder -> one TrainableQuery ->
 PerceiverDecoder(output_channels=num_classes) -> ClassificationOutput -> logits [batch, 527],
-trained with `losses.sigmoid_cross_entropy` (multi-label) and scored by mAP.
+trained with `optax.sigmoid_binary_cross_entropy` (multi-label) and scored by mAP.
 
 Paper (Perceiver, ICML 2021, Sec. 4.2): 48 kHz audio, 32-frame clips (1.28 s) = 61,440
 samples in 480 patches of 128; the ImageNet architecture (512 latents x 1024, cross-attend 1

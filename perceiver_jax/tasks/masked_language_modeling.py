@@ -3,8 +3,8 @@
 ids [batch, max_seq_len] (BytesTokenizer ids, padded with PAD; `pad_mask = ids != PAD`) ->
 TextAdapter (byte embedding + learned positions) -> PerceiverEncoder -> TrainableQuery
 [max_seq_len, 768] -> PerceiverDecoder -> EmbeddingOutput (logits tied to the byte embedding +
-bias) -> logits [batch, max_seq_len, 262]. Train with `masking.mask_tokens` and
-`losses.masked_lm_loss`, which scores only the masked positions.
+bias) -> logits [batch, max_seq_len, 262]. Trained by `train.objectives` (the
+`masked_language_modeling` objective): `masking.mask_tokens`, scored at the masked positions only.
 
 Paper model (Perceiver IO, App. F.2 / Table 11; qk and head counts from the official code):
 2048 bytes x 768 channels, 256 latents x 1280, one cross-attend (8 heads, qk 256, v 1280),
