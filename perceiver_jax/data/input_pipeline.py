@@ -139,12 +139,6 @@ def _cardinality(ds: tf.data.Dataset, what: str) -> int:
   return count
 
 
-def num_examples(data_config, split: str) -> int:
-  """Examples (documents, for text) in a TFDS split, e.g. 'train' or 'train[:90%]'."""
-  builder = _builder(data_config)
-  return _cardinality(_read(builder, data_config, split), f"split {split!r}")
-
-
 def _image_size(builder, config) -> Tuple[int, int]:
   if config.image_size is not None:
     return tuple(int(n) for n in config.image_size)
