@@ -2,6 +2,7 @@
 
 import math
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -207,8 +208,18 @@ def test_bad_fields_raise_at_construction(bad, match):
     _encoder(**bad)
 
 
-def test_cudnn_with_bfloat16_constructs():
-  _encoder(attention_implementation="cudnn", dtype=jnp.bfloat16)
+def test_cudnn_with_bfloat16_constructs_and_reaches_the_self_attention():
+  """cudnn in bf16 passes the construction checks and is what the self-attention calls: on a
+  GPU the encoder has the xla encoder's parameters; elsewhere its first call stops in the cuDNN
+  kernel's device check (the cross-attention is xla, so the error is the self-attention's)."""
+  enc = _encoder(attention_implementation="cudnn", cross_attention_implementation="xla",
+                 dtype=jnp.bfloat16)
+  x = jnp.zeros((B, M, C))
+  if jax.default_backend() == "gpu":
+    chex.assert_trees_all_equal_shapes_and_dtypes(_shapes(enc, x), _shapes(_encoder(), x))
+  else:
+    with pytest.raises(ValueError, match="implementation='cudnn' needs an NVIDIA GPU"):
+      _shapes(enc, x)
 
 
 @pytest.mark.parametrize("shape", [(B, M), (B, 2, 3, C)])
