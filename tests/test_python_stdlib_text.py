@@ -75,7 +75,9 @@ def test_splits_partition_the_first_60_files_by_crc(built):
 
 def test_texts_equal_the_files(built):
   for split in ("train", "test"):
-    for path, text in _read(built, split):
+    documents = _read(built, split)
+    assert documents
+    for path, text in documents:
       assert text == _file_text(path), path
 
 
