@@ -18,33 +18,40 @@ CORE = [
     "importlib-resources==7.1.0",  # TFDS needs it to build datasets.
     "tensorboard==2.21.0",
     "tqdm==4.70.1",
-    "matplotlib==3.11.2",  # Plots of runs.
-    "scikit-learn==1.9.1",  # The offline digits dataset.
     "safetensors==0.8.0",  # Reading transformers checkpoints (perceiver_jax.convert).
 ]
-# The PyTorch models that conversions are checked against and benchmarks compare with.
-# torch 2.13.0 is the CPU build that pip finds on the project's CI machines.
-TORCH = [
+# `make demo`: the offline digits dataset and the plots of runs (experiments/plot.py).
+DEMO = [
+    "scikit-learn==1.9.1",
+    "matplotlib==3.11.2",
+]
+# The PyTorch models that conversions are checked against and benchmarks compare with; torch
+# also reads pytorch_model.bin checkpoints. torch 2.13.0 is the CPU build that pip finds on the
+# project's CI machines.
+PEERS = [
     "torch==2.13.0",
     "transformers==5.23.0",
-    "perceiver-pytorch==0.11.0",  # lucidrains' Perceiver (experiments/benchmark.py --peers).
+    "perceiver-pytorch==0.11.0",  # lucidrains' Perceiver (python -m experiments.benchmark --peers).
     "einops==0.8.2",  # perceiver-pytorch needs it.
 ]
 TEST = [
     "pytest==9.2.0",
     "pytest-xdist==3.8.0",
+    "chex==0.1.92",  # Pytree assertions.
     # Executing notebooks/quickstart.ipynb.
     "nbclient==0.11.0",
     "nbformat==5.11.1",
     "ipykernel==7.4.0",
-] + TORCH
+] + DEMO + PEERS
 
 setuptools.setup(
-    name="perceiver_jax",
+    # The import name is perceiver_jax; the unrelated package `perceiver-jax` on PyPI has the
+    # distribution name.
+    name="perceiver-flax-research",
     version="0.1.0",
     description="Perceiver, Perceiver IO and Perceiver AR in JAX/Flax linen.",
     packages=setuptools.find_packages(include=["perceiver_jax", "perceiver_jax.*"]),
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"test": TEST, "peers": TORCH},
+    extras_require={"demo": DEMO, "peers": PEERS, "test": TEST},
 )

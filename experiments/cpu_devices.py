@@ -25,7 +25,7 @@ FORCED_COUNT_FLAG = "xla_force_host_platform_device_count"
 
 def auto_count(cores: int, batch_sizes: Sequence[int]) -> int:
   """The largest device count <= cores that divides every batch size."""
-  return max(n for n in range(1, max(cores, 1) + 1) if all(b % n == 0 for b in batch_sizes))
+  return max(n for n in range(1, cores + 1) if all(b % n == 0 for b in batch_sizes))
 
 
 def configure(requested: int, batch_sizes: Sequence[int], multi_process: bool = False

@@ -28,12 +28,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 class _QuietLibraries(python_logging.Filter):
-  """Drops the INFO chatter of Orbax and TFDS (one line per save / file) and Orbax's warning
-  for saves without metrics (by design: only evaluated steps compete for the best); other
-  warnings stay."""
+  """Drops the INFO chatter of Orbax and TFDS (one line per save / file), JAX's backend probe
+  ("Unable to initialize backend 'tpu'" where there is none; the launcher logs the backend it
+  uses) and Orbax's warning for saves without metrics (by design: only evaluated steps compete
+  for the best); other warnings stay."""
 
   def filter(self, record):
-    noisy = any(part in record.pathname for part in ("/orbax/", "/tensorflow_datasets/"))
+    noisy = any(part in record.pathname
+                for part in ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge.py"))
     if noisy and "did not provide metrics" in record.getMessage():
       return False
     return record.levelno >= python_logging.WARNING or not noisy

@@ -2,7 +2,7 @@
 generation at -O0 (the tiny test programs are compile-bound; XLA's graph-level passes, i.e.
 the programs, are unchanged, only machine-code optimisation is off); no GPU memory
 preallocation; temporary files of the code under test kept under pytest's own (pruned) base
-directory."""
+directory; the offline digits dataset built once per session (per xdist worker)."""
 
 import os
 import tempfile
@@ -27,3 +27,12 @@ def temporary_files_under_pytest(tmp_path_factory):
     patch.setenv("TMPDIR", directory)
     patch.setattr(tempfile, "tempdir", directory)
     yield
+
+
+@pytest.fixture(scope="session")
+def digits_data_dir(tmp_path_factory) -> str:
+  """A TFDS data_dir holding the offline `sklearn_digits` dataset, built without downloads."""
+  import tfds_offline  # TensorFlow loads only in the sessions that use the digits.
+  path = tmp_path_factory.mktemp("digits_tfds")
+  tfds_offline.build("sklearn_digits", path)
+  return str(path)

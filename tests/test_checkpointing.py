@@ -4,6 +4,7 @@ import logging
 import os
 import shutil
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,10 +39,8 @@ def _abstract(state, sharding=None):
 
 
 def _assert_trees_equal(actual, expected):
-  assert jax.tree.structure(actual) == jax.tree.structure(expected)
-  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
-    assert a.dtype == e.dtype and a.shape == e.shape
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
+  chex.assert_trees_all_equal_shapes_and_dtypes(actual, expected)
+  chex.assert_trees_all_equal(actual, expected)
 
 
 @pytest.fixture

@@ -1,27 +1,12 @@
 """The `sklearn_digits` TFDS builder: offline build, fixed split, pixels and labels exact."""
 
-from unittest import mock
-
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from sklearn import datasets
 
-from perceiver_jax.data.datasets import digits  # Importing the package registers the builder.
-
-
-def _forbid_downloads():
-  def fail(*args, **kwargs):
-    raise AssertionError("sklearn_digits tried to download")
-  return mock.patch.multiple(tfds.download.DownloadManager, download=fail,
-                             download_and_extract=fail, extract=fail)
-
-
-def _build(data_dir):
-  builder = tfds.builder("sklearn_digits", data_dir=str(data_dir))
-  with _forbid_downloads():
-    builder.download_and_prepare()
-  return builder
+from perceiver_jax.data.datasets import digits
+from tfds_offline import build
 
 
 def _read(builder, split):
@@ -29,9 +14,9 @@ def _read(builder, split):
   return (np.stack([e["image"] for e in examples]), np.array([e["label"] for e in examples]))
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-  return _build(tmp_path_factory.mktemp("tfds"))
+@pytest.fixture
+def built(digits_data_dir):
+  return tfds.builder("sklearn_digits", data_dir=digits_data_dir)
 
 
 def test_builder_is_registered_as_version_1():
@@ -77,7 +62,7 @@ def test_to_uint8_rounds_the_sixteen_ink_levels():
 
 
 def test_builds_are_deterministic(built, tmp_path):
-  again = _build(tmp_path)
+  again = build("sklearn_digits", tmp_path)
   for split in ("train", "test"):
     for first, second in zip(_read(built, split), _read(again, split)):
       np.testing.assert_array_equal(first, second)

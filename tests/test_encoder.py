@@ -2,6 +2,7 @@
 
 import math
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -87,8 +88,7 @@ def test_more_blocks_reuse_weights_but_change_the_output(first_shared):
   x = _data(0, B, M, C)
   encoders = [_encoder(num_self_attention_blocks=l, first_self_attention_block_shared=first_shared)
               for l in (2, 3, 5)]
-  structures = [jax.tree_util.tree_map(lambda s: s.shape, _shapes(e, x)) for e in encoders]
-  assert structures[0] == structures[1] == structures[2]
+  chex.assert_trees_all_equal_shapes(*[_shapes(e, x) for e in encoders])
   params = {"params": _params(encoders[0], x)}
   outputs = [np.asarray(e.apply(params, x)) for e in encoders]
   assert all(np.all(np.isfinite(o)) for o in outputs)
@@ -169,8 +169,7 @@ def test_more_cross_attention_layers_reuse_the_shared_layer():
   x = _data(0, B, M, C)
   two = _encoder(num_cross_attention_layers=2, num_self_attention_blocks=3)
   three = _encoder(num_cross_attention_layers=3, num_self_attention_blocks=3)
-  assert (jax.tree_util.tree_map(lambda s: s.shape, _shapes(two, x))
-          == jax.tree_util.tree_map(lambda s: s.shape, _shapes(three, x)))
+  chex.assert_trees_all_equal_shapes(_shapes(two, x), _shapes(three, x))
   params = {"params": _params(two, x)}
   assert not np.allclose(two.apply(params, x), three.apply(params, x), atol=1e-4)
 
@@ -201,8 +200,18 @@ def test_bad_fields_raise_at_construction(bad, match):
     _encoder(**bad)
 
 
-def test_cudnn_with_bfloat16_constructs():
-  _encoder(attention=AttentionConfig("cudnn"), dtype=jnp.bfloat16)
+def test_cudnn_with_bfloat16_constructs_and_reaches_the_self_attention():
+  """cudnn in bf16 passes the construction checks and is what the self-attention calls: on a
+  GPU the encoder has the xla encoder's parameters; elsewhere its first call stops in the cuDNN
+  kernel's device check (the cross-attention is xla, so the error is the self-attention's)."""
+  enc = _encoder(attention=AttentionConfig("cudnn"), cross_attention=AttentionConfig("xla"),
+                 dtype=jnp.bfloat16)
+  x = jnp.zeros((B, M, C))
+  if jax.default_backend() == "gpu":
+    chex.assert_trees_all_equal_shapes_and_dtypes(_shapes(enc, x), _shapes(_encoder(), x))
+  else:
+    with pytest.raises(ValueError, match="implementation='cudnn' needs an NVIDIA GPU"):
+      _shapes(enc, x)
 
 
 @pytest.mark.parametrize("field", ["attention", "cross_attention"])
@@ -329,8 +338,7 @@ def test_remat_gives_identical_outputs_and_gradients():
   (l2, out2), g2 = grad(remat, params, x)
   np.testing.assert_allclose(out1, out2, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(l1, l2, rtol=1e-5)
-  for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(g1, g2, rtol=1e-4, atol=1e-5)
   # Every gradient is non-zero but the one-head cross-attention's key bias: a softmax ignores
   # it, and its folded projections (multi_head_attention.py) make that gradient exactly zero.
   flat = jax.tree_util.tree_flatten_with_path(g1[0])[0]

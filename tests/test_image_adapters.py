@@ -3,6 +3,7 @@
 import functools
 import itertools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -406,8 +407,7 @@ def test_perceiver_io_with_conv_image_adapter_trains():
 
   (value, (out, updates)), grads = loss(variables["params"])
   assert out.shape == (2, 3, 5) and np.isfinite(value)
-  leaves = jax.tree_util.tree_leaves(grads)
-  assert all(np.all(np.isfinite(g)) for g in leaves)
+  chex.assert_tree_all_finite(grads)
   assert any(np.any(g != 0) for g in jax.tree_util.tree_leaves(grads["input_adapter"]))
   assert not np.allclose(
       updates["batch_stats"]["input_adapter"]["batch_norm"]["mean"],

@@ -13,19 +13,19 @@ import tensorflow_datasets as tfds
 from perceiver_jax.data import data_config, input_pipeline, text_ops
 from perceiver_jax.data.datasets import digits
 from perceiver_jax.data.tokenizer import EOS, PAD, SEP, BytesTokenizer
+from tfds_offline import forbid_downloads
 
 TOKENIZER = BytesTokenizer()
 
 
-@pytest.fixture(scope="module")
-def config(tmp_path_factory):
-  """Digits in a fresh data_dir; the first use builds them (offline)."""
+@pytest.fixture
+def config(digits_data_dir):
+  """The digits (built offline once per session)."""
   config = data_config.default_config()
-  config.data_dir = str(tmp_path_factory.mktemp("tfds"))
+  config.data_dir = digits_data_dir
   config.num_threads = 1
   config.shuffle_buffer = 64
   config.prefetch = 1
-  assert input_pipeline.num_examples(config, "train") == 1437
   return config
 
 
@@ -63,20 +63,30 @@ def _assert_same(first, second):
     np.testing.assert_array_equal(first[key], second[key], err_msg=key)
 
 
-def _forbid_downloads():
-  def fail(*args, **kwargs):
-    raise AssertionError("the input pipeline tried to download")
-  return mock.patch.multiple(tfds.download.DownloadManager, download=fail,
-                             download_and_extract=fail, extract=fail)
+def _count(config, split):
+  """Examples in `split`: the batches of one eval pass in batches of one."""
+  return len(input_pipeline.make_eval_iterator(_with(config, eval_split=split),
+                                               global_batch_size=1, process_index=0,
+                                               process_count=1))
+
+
+def _rows(texts, length):
+  """Expected ids [len(texts), length]: each entry's texts as bytes, SEP between them, cut or
+  PAD-padded."""
+  rows = np.full((len(texts), length), PAD, np.int32)
+  for row, parts in zip(rows, texts):
+    pieces = [TOKENIZER.encode(text) for text in parts]
+    ids = np.concatenate([np.concatenate([[SEP], p]) if n else p for n, p in enumerate(pieces)])
+    row[:min(length, len(ids))] = ids[:length]
+  return rows
 
 
 # --- digits: real values -----------------------------------------------------------------------
 
 
-def test_offline_builder_is_built_on_first_use_and_counts_examples(config):
-  assert tfds.builder("sklearn_digits", data_dir=config.data_dir).is_prepared()
-  assert input_pipeline.num_examples(config, "test") == 360
-  assert input_pipeline.num_examples(config, "train[:10%]") == 144
+def test_split_sizes_and_slices(config):
+  assert _count(config, "train") == 1437 and _count(config, "test") == 360
+  assert _count(config, "train[:10%]") == 144
 
 
 def test_train_epochs_cover_each_process_split_once_and_reshuffle(config):
@@ -180,9 +190,8 @@ def test_eval_central_crop(config):
 def test_not_prepared_dataset_names_the_prepare_command_and_downloads_nothing(tmp_path):
   config = _with(data_config.default_config(), name="mnist", data_dir=str(tmp_path / "none"))
   calls = [lambda: input_pipeline.make_train_iterator(config, global_batch_size=2, seed=0),
-           lambda: input_pipeline.make_eval_iterator(config, global_batch_size=2),
-           lambda: input_pipeline.num_examples(config, "train")]
-  with _forbid_downloads():
+           lambda: input_pipeline.make_eval_iterator(config, global_batch_size=2)]
+  with forbid_downloads():
     for call in calls:
       with pytest.raises(input_pipeline.DatasetNotPreparedError) as error:
         call()
@@ -201,7 +210,7 @@ def test_failed_offline_build_says_it_builds_offline(tmp_path):
   with mock.patch.object(digits.SklearnDigits, "_generate_examples", broken):
     with pytest.raises(input_pipeline.DatasetNotPreparedError,
                        match="builds offline") as error:
-      input_pipeline.num_examples(config, "train")
+      input_pipeline.make_eval_iterator(config, global_batch_size=2)
   assert "tfds build sklearn_digits --imports=perceiver_jax.data.datasets" in str(error.value)
 
 
@@ -212,12 +221,12 @@ def test_failed_offline_build_says_it_builds_offline(tmp_path):
     ("num_threads", 0)])
 def test_bad_config_values_name_the_field(config, field, value):
   with pytest.raises(ValueError, match=f"data_config.{field} must be"):
-    input_pipeline.num_examples(_with(config, **{field: value}), "train")
+    input_pipeline.make_eval_iterator(_with(config, **{field: value}), global_batch_size=2)
 
 
 def test_bad_features_and_channel_counts_name_the_field(config):
   with pytest.raises(ValueError, match="data_config.image_feature='img' is not a feature"):
-    input_pipeline.num_examples(_with(config, image_feature="img"), "train")
+    input_pipeline.make_eval_iterator(_with(config, image_feature="img"), global_batch_size=2)
   with pytest.raises(ValueError, match=r"data_config.mean needs one value per channel \(1"):
     input_pipeline.make_eval_iterator(_with(config, mean=(0.5, 0.5, 0.5)), global_batch_size=2,
                                       process_index=0, process_count=1)
@@ -246,7 +255,7 @@ def test_mocked_tfds_datasets_give_batches_of_the_right_shape(name, augment, ima
   config = _with(data_config.default_config(), name=name, train_augment=augment,
                  image_size=image_size, mean=(0.5,) * channels, std=(0.5,) * channels,
                  num_threads=1, shuffle_buffer=8)
-  with tfds.testing.mock_data(num_examples=6), _forbid_downloads():
+  with tfds.testing.mock_data(num_examples=6), forbid_downloads():
     batch = next(input_pipeline.make_train_iterator(config, global_batch_size=4, seed=0))
     assert batch["image"].shape == (4,) + shape and batch["image"].dtype == np.float32
     assert batch["label"].shape == (4,) and batch["label"].dtype == np.int32
@@ -267,7 +276,7 @@ def corpus():
   def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **kwargs):
     return tf.data.Dataset.from_tensor_slices({"text": DOCS, "label": np.arange(30) % 2})
 
-  with tfds.testing.mock_data(as_dataset_fn=as_dataset), _forbid_downloads():
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset), forbid_downloads():
     yield _with(data_config.default_config(), name="imdb_reviews", task="text_mlm",
                 max_seq_len=16, num_threads=1, shuffle_buffer=8)
 
@@ -293,7 +302,7 @@ def test_text_eval_rows_equal_numpy_packing_and_padding(corpus):
   assert not ids[mask == 0].any()
   unpacked = input_pipeline.make_eval_iterator(_with(corpus, pack=False), global_batch_size=8)
   ids = np.concatenate([b["ids"] for b in unpacked])[:30]
-  np.testing.assert_array_equal(ids, TOKENIZER.encode_batch(DOCS, 16))
+  np.testing.assert_array_equal(ids, _rows([[doc] for doc in DOCS], 16))
 
 
 def test_text_train_packs_shuffled_epochs_and_resumes(corpus, monkeypatch):
@@ -346,7 +355,7 @@ def test_text_train_unpacked_rows_are_documents_and_resume(corpus):
   corpus = _with(corpus, pack=False)
   batches = _take(input_pipeline.make_train_iterator(corpus, global_batch_size=4, seed=2), 10)
   rows = np.concatenate([b["ids"] for b in batches])
-  expected = {tuple(row) for row in TOKENIZER.encode_batch(DOCS, 16)}
+  expected = {tuple(row) for row in _rows([[doc] for doc in DOCS], 16)}
   assert {tuple(row) for row in rows[:30]} == expected  # Epoch 0 is the corpus, once.
   assert not (rows == PAD).all(axis=1).any()
   resumed = _take(input_pipeline.make_train_iterator(corpus, global_batch_size=4, seed=2,
@@ -370,20 +379,15 @@ def pairs():
         "sentence1": list(first), "sentence2": list(second), "label": PAIR_LABELS,
         "idx": np.arange(20)})
 
-  with tfds.testing.mock_data(as_dataset_fn=as_dataset), _forbid_downloads():
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset), forbid_downloads():
     yield _with(data_config.default_config(), name="glue/mrpc", task="text_classification",
                 text_features=("sentence1", "sentence2"), eval_split="validation",
                 max_seq_len=24, num_threads=1, shuffle_buffer=8)
 
 
 def _pair_rows(length, features=(0, 1)):
-  """Expected ids [20, length]: the chosen sentences' bytes, SEP between, cut or PAD-padded."""
-  rows = np.full((len(PAIRS), length), PAD, np.int32)
-  for row, pair in zip(rows, PAIRS):
-    pieces = [TOKENIZER.encode(pair[i]) for i in features]
-    ids = np.concatenate([np.concatenate([[SEP], p]) if n else p for n, p in enumerate(pieces)])
-    row[:min(length, len(ids))] = ids[:length]
-  return rows
+  """Expected ids [20, length] of the chosen sentences of each pair."""
+  return _rows([[pair[i] for i in features] for pair in PAIRS], length)
 
 
 def test_text_classification_eval_rows_join_pairs_with_sep(pairs):
@@ -420,10 +424,11 @@ def test_text_classification_train_epochs_shuffle_and_resume(pairs):
 
 def test_text_classification_bad_features_name_the_field(pairs):
   with pytest.raises(ValueError, match="data_config.text_features must be a non-empty tuple"):
-    input_pipeline.num_examples(_with(pairs, text_features=()), "train")
+    input_pipeline.make_eval_iterator(_with(pairs, text_features=()), global_batch_size=4)
   with pytest.raises(ValueError, match="data_config.text_features entry 'premise' is not a "
                                        "feature of 'glue/mrpc'; it has"):
-    input_pipeline.num_examples(_with(pairs, text_features=("sentence1", "premise")), "train")
+    input_pipeline.make_eval_iterator(_with(pairs, text_features=("sentence1", "premise")),
+                                      global_batch_size=4)
   with pytest.raises(ValueError, match="data_config.label_feature='gold' is not a feature"):
     input_pipeline.make_eval_iterator(_with(pairs, label_feature="gold"), global_batch_size=4)
 
@@ -435,6 +440,6 @@ def test_text_classification_hidden_labels_stop_with_a_clear_error():
 
   config = _with(data_config.default_config(), name="glue/sst2", task="text_classification",
                  eval_split="test", max_seq_len=8, num_threads=1)
-  with tfds.testing.mock_data(as_dataset_fn=as_dataset), _forbid_downloads():
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset), forbid_downloads():
     with pytest.raises(tf.errors.InvalidArgumentError, match="label -1.*eval_split=validation"):
       list(input_pipeline.make_eval_iterator(config, global_batch_size=2))

@@ -2,6 +2,7 @@
 
 import math
 
+import chex
 import flax
 import jax
 import jax.numpy as jnp
@@ -235,8 +236,7 @@ def test_remat_gives_identical_outputs_and_gradients():
   assert not np.allclose(out1, plain.apply(params, x), atol=1e-3)  # Dropout was active.
   np.testing.assert_allclose(out1, out2, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(l1, l2, rtol=1e-5)
-  for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(g1, g2, rtol=1e-4, atol=1e-5)
   assert all(np.abs(np.asarray(g)).max() > 0 for g in jax.tree_util.tree_leaves(g1))
 
 

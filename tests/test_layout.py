@@ -64,7 +64,9 @@ def _target_layer(module: str):
 
 
 def test_every_file_belongs_to_a_layer():
-  loose = [os.path.relpath(p, REPO) for p in _sources()
+  sources = list(_sources())
+  assert {_layer(p) for p in sources} >= set(ALLOWED)  # The walk finds every layer's files.
+  loose = [os.path.relpath(p, REPO) for p in sources
            if _layer(p) not in ALLOWED and os.path.basename(p) != "__init__.py"]
   assert not loose, f"modules outside the layers nn/io/data/tasks/convert/train: {loose}"
 

@@ -1,5 +1,6 @@
 """mask_tokens: BERT 80/10/10 masking of byte ids, special ids never chosen."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,8 +57,7 @@ def test_deterministic_for_fixed_rng_and_varies_with_rng():
   a = mask_tokens(jax.random.PRNGKey(3), ids)
   b = mask_tokens(jax.random.PRNGKey(3), ids)
   c = mask_tokens(jax.random.PRNGKey(4), ids)
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(x, y)
+  chex.assert_trees_all_equal(a, b)
   assert not np.array_equal(a[2], c[2])
 
 
@@ -66,8 +66,7 @@ def test_jit_matches_eager():
   rng = jax.random.PRNGKey(5)
   eager = mask_tokens(rng, ids, mask_prob=0.3)
   jitted = jax.jit(lambda r, x: mask_tokens(r, x, mask_prob=0.3))(rng, ids)
-  for x, y in zip(eager, jitted):
-    np.testing.assert_array_equal(x, y)
+  chex.assert_trees_all_equal(eager, jitted)
   assert jitted[0].dtype == ids.dtype and jitted[2].dtype == jnp.float32
 
 

@@ -1,5 +1,6 @@
 """MultiHeadAttention: channel defaults, validation, and a numpy re-computation from its params."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -191,11 +192,10 @@ def test_backends_agree_on_outputs_and_param_gradients(name):
 
   (out_xla, g_xla), (out_chunked, g_chunked) = outputs_and_grads(params)
   np.testing.assert_allclose(out_chunked, out_xla, atol=2e-5, rtol=1e-4)
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_xla),
-                          jax.tree_util.tree_leaves(g_chunked)):
+  chex.assert_trees_all_close(g_chunked, g_xla, atol=3e-5, rtol=1e-4)
+  for path, a in jax.tree_util.tree_leaves_with_path(g_xla):
     if path[-1].key == "kernel":  # The key bias may get none: it shifts whole logit rows.
       assert np.abs(np.asarray(a)).max() > 1e-3, path
-    np.testing.assert_allclose(b, a, atol=3e-5, rtol=1e-4, err_msg=str(path))
 
 
 def test_dropout_uses_the_dropout_rng():
@@ -268,15 +268,13 @@ def test_folded_kv_projections_same_result_fewer_flops(implementation):
   params = modules[1].init(jax.random.PRNGKey(0), q, kv, mask)["params"]
   params = jax.tree_util.tree_map(  # Non-zero biases.
       lambda p: p + 0.3 * jnp.asarray(rng.standard_normal(p.shape), p.dtype), params)
-  assert jax.tree_util.tree_structure(modules[0].init(jax.random.PRNGKey(0), q, kv, mask)) == \
-      jax.tree_util.tree_structure({"params": params})
+  chex.assert_trees_all_equal_shapes(modules[0].init(jax.random.PRNGKey(0), q, kv, mask),
+                                     {"params": params})
   loss = lambda module: jax.jit(jax.value_and_grad(
       lambda p: jnp.sum(jnp.sin(module.apply({"params": p}, q, kv, mask)))))
   (folded, folded_grads), (literal, literal_grads) = [loss(m)(params) for m in modules]
   np.testing.assert_allclose(folded, literal, rtol=1e-5)
-  leaves = jax.tree_util.tree_leaves
-  for a, b in zip(leaves(folded_grads), leaves(literal_grads)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(folded_grads, literal_grads, rtol=1e-4, atol=1e-5)
   flops = [loss(m).lower(params).compile().cost_analysis()["flops"] for m in modules]
   assert flops[0] < flops[1]
 
@@ -306,9 +304,7 @@ def test_kv_affine_map_equals_applying_it_first(fold):
   np.testing.assert_allclose(passed(params, affine), applied(params, affine), rtol=1e-5,
                              atol=1e-6)
   np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-  leaves = jax.tree_util.tree_leaves
-  for a, b in zip(leaves(grads), leaves(expected_grads), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(grads, expected_grads, rtol=1e-4, atol=1e-5)
   flops = [loss.lower(params, affine).compile().cost_analysis()["flops"] for loss in losses]
   assert flops[0] < flops[1] if fold else flops[0] == pytest.approx(flops[1], rel=0.05)
 

@@ -41,7 +41,9 @@ def test_modalities_padded_with_their_vectors_and_concatenated_in_sorted_order()
   channels = max(widths.values()) + 3
   sizes = {name: x.shape[1] for name, (x, _) in separate.items()}
   assert out.shape == (2, sum(sizes.values()), channels)
-  for name, part in split_modalities(out, sizes).items():
+  parts = split_modalities(out, sizes)
+  assert parts.keys() == sizes.keys()
+  for name, part in parts.items():
     x = np.asarray(separate[name][0])
     np.testing.assert_allclose(part[..., :widths[name]], x, rtol=1e-6, atol=1e-6)
     padding = np.asarray(params[f"{name}_padding"])

@@ -8,8 +8,8 @@ import nbformat
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_quickstart_notebook_executes(tmp_path, monkeypatch):
-  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # Digits build offline here.
+def test_quickstart_notebook_executes(digits_data_dir, monkeypatch):
+  monkeypatch.setenv("TFDS_DATA_DIR", digits_data_dir)  # The digits, built.
   notebook = nbformat.read(os.path.join(REPO, "notebooks", "quickstart.ipynb"), as_version=4)
   nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                           resources={"metadata": {"path": os.path.join(REPO, "notebooks")}}

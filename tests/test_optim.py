@@ -1,5 +1,6 @@
 """Optimiser tests: schedules, decay mask, AdamW / LAMB / SGD steps against numpy, clipping."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -155,8 +156,7 @@ def _adam_direction(b1, b2, eps, wd):
 
 
 def _assert_trees_close(got, want):
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6),
-                         got, want)
+  chex.assert_trees_all_close(got, want, rtol=2e-5, atol=1e-6)
 
 
 ADAM_HYPER = dict(b1=0.8, b2=0.95, eps=1e-3, weight_decay=0.3)

@@ -97,9 +97,9 @@ def test_pngs_have_the_figure_size(tmp_path):
   assert matplotlib.image.imread(path).shape[:2] == (320, 640)
 
 
-def test_plot_run_writes_both_plots_for_a_trained_digits_run(tmp_path):
+def test_plot_run_writes_both_plots_for_a_trained_digits_run(digits_data_dir, tmp_path):
   config = digits_perceiver.get_config("tiny")
-  config.data.data_dir = str(tmp_path / "tfds")
+  config.data.data_dir = digits_data_dir
   trainer.train_and_evaluate(config, str(tmp_path / "work"))
   paths = plot_run(config, str(tmp_path / "work"), num_images=3)
   assert [os.path.basename(p) for p in paths] == ["learning_curves.png", "cross_attention.png"]

@@ -3,6 +3,7 @@ errors, the fine-tuning config inheritance and the parameter overlay."""
 
 import os
 
+import chex
 import jax
 import ml_collections
 import numpy as np
@@ -31,7 +32,7 @@ def test_load_pretrained_round_trip(conv_model):
   loaded_model, loaded = pretrained.load_pretrained(directory)
   assert pretrained.load_model_config(directory) == config  # Tuples come back as tuples.
   assert isinstance(pretrained.load_model_config(directory).image_shape, tuple)
-  assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(variables)
+  chex.assert_trees_all_equal(loaded, variables)
   images = np.random.default_rng(0).normal(size=(2,) + tuple(config.image_shape))
   np.testing.assert_array_equal(loaded_model.apply(loaded, images),
                                 model.apply(variables, images))

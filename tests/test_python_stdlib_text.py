@@ -4,7 +4,6 @@ to the files, deterministic builds, and packed byte rows through the input pipel
 import os
 import sys
 import zlib
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -13,22 +12,9 @@ import tensorflow_datasets as tfds
 from perceiver_jax.data import data_config, input_pipeline
 from perceiver_jax.data.datasets import OFFLINE_BUILDERS, python_stdlib_text
 from perceiver_jax.data.tokenizer import EOS, NUM_SPECIAL, PAD, VOCAB_SIZE
+from tfds_offline import build, forbid_downloads
 
 ROOT = python_stdlib_text.stdlib_root()
-
-
-def _forbid_downloads():
-  def fail(*args, **kwargs):
-    raise AssertionError("python_stdlib_text tried to download")
-  return mock.patch.multiple(tfds.download.DownloadManager, download=fail,
-                             download_and_extract=fail, extract=fail)
-
-
-def _build(data_dir):
-  builder = tfds.builder("python_stdlib_text/small", data_dir=str(data_dir))
-  with _forbid_downloads():
-    builder.download_and_prepare()
-  return builder
 
 
 def _read(builder, split):
@@ -66,7 +52,7 @@ def _file_text(path):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-  return _build(tmp_path_factory.mktemp("tfds"))
+  return build("python_stdlib_text/small", tmp_path_factory.mktemp("tfds"))
 
 
 def test_registered_offline_with_two_configs_and_python_version(built):
@@ -89,12 +75,14 @@ def test_splits_partition_the_first_60_files_by_crc(built):
 
 def test_texts_equal_the_files(built):
   for split in ("train", "test"):
-    for path, text in _read(built, split):
+    documents = _read(built, split)
+    assert documents
+    for path, text in documents:
       assert text == _file_text(path), path
 
 
 def test_builds_are_deterministic(built, tmp_path):
-  again = _build(tmp_path)
+  again = build("python_stdlib_text/small", tmp_path)
   for split in ("train", "test"):
     assert _read(again, split) == _read(built, split)
 
@@ -120,7 +108,7 @@ def test_packed_text_batches_through_the_input_pipeline(tmp_path):
   config = data_config.default_config()
   config.update(name="python_stdlib_text/small", data_dir=str(tmp_path), task="text_mlm",
                 max_seq_len=64, pack=True, text_feature="text", num_threads=1, prefetch=1)
-  with _forbid_downloads():
+  with forbid_downloads():
     batches = input_pipeline.make_train_iterator(config, global_batch_size=4, seed=0)
     first, second = next(batches), next(batches)
   assert tfds.builder("python_stdlib_text/small", data_dir=str(tmp_path)).is_prepared()

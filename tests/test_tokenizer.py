@@ -1,8 +1,8 @@
-"""BytesTokenizer: UTF-8 round trips, the 6-id offset, special ids and batch padding."""
+"""BytesTokenizer: UTF-8 round trips, the 6-id offset and special ids."""
 
 import numpy as np
 
-from perceiver_jax.data.tokenizer import BOS, EOS, PAD, BytesTokenizer
+from perceiver_jax.data.tokenizer import BOS, EOS, BytesTokenizer
 
 TOKENIZER = BytesTokenizer()
 
@@ -39,10 +39,3 @@ def test_decode_of_invalid_utf8_does_not_raise():
   text = TOKENIZER.decode([0xFF + 6, 0xC3 + 6, ord("x") + 6])  # Invalid byte, truncated pair.
   assert text.endswith("x") and "\ufffd" in text
 
-
-def test_encode_batch_pads_and_truncates():
-  batch = TOKENIZER.encode_batch(["ab", "héllo", ""], length=4)
-  assert batch.shape == (3, 4) and batch.dtype == np.int32
-  np.testing.assert_array_equal(batch[0], [ord("a") + 6, ord("b") + 6, PAD, PAD])
-  np.testing.assert_array_equal(batch[1], TOKENIZER.encode("héllo")[:4])
-  np.testing.assert_array_equal(batch[2], [PAD] * 4)

@@ -23,13 +23,8 @@ import functools
 import math
 from typing import Optional, Sequence, Tuple
 
-import tensorflow as tf
-
 from perceiver_jax.data.data_config import MAX_MAGNITUDE
-
-for _kind in ("GPU", "TPU"):
-  if tf.config.get_visible_devices(_kind):
-    tf.config.set_visible_devices([], _kind)
+from perceiver_jax.data.tensorflow_cpu import tf
 
 _FILL = 128.0
 _LUMA = (0.299, 0.587, 0.114)

@@ -32,17 +32,13 @@ from typing import Dict, Iterable, Iterator, Optional, Tuple
 
 import jax
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from perceiver_jax.data import image_ops, text_ops
 from perceiver_jax.data.data_config import check_config
 from perceiver_jax.data.datasets import OFFLINE_BUILDERS
+from perceiver_jax.data.tensorflow_cpu import tf, tfds
 from perceiver_jax.data.tokenizer import SEP
 
-for _kind in ("GPU", "TPU"):
-  if tf.config.get_visible_devices(_kind):
-    tf.config.set_visible_devices([], _kind)
 
 class DatasetNotPreparedError(ValueError):
   """The TFDS dataset has not been built in data_dir; the message gives the command."""
@@ -121,7 +117,9 @@ def _read(builder, config, split, *, shuffle_seed: Optional[int] = None) -> tf.d
   decoders = None
   if config.task == "image_classification":
     decoders = {config.image_feature: tfds.decode.SkipDecoding()}
-  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, options=_options(config))
+  # No TFDS auto-cache: a pass cut short (a plot's one batch) would discard it with a warning.
+  read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, options=_options(config),
+                                try_autocache=False)
   shuffle_files = shuffle_seed is not None and not builder.info.disable_shuffling
   try:
     return builder.as_dataset(split=split, decoders=decoders, read_config=read_config,
@@ -137,12 +135,6 @@ def _cardinality(ds: tf.data.Dataset, what: str) -> int:
   if count < 0:
     raise ValueError(f"The number of examples in {what} is unknown to tf.data.")
   return count
-
-
-def num_examples(data_config, split: str) -> int:
-  """Examples (documents, for text) in a TFDS split, e.g. 'train' or 'train[:90%]'."""
-  builder = _builder(data_config)
-  return _cardinality(_read(builder, data_config, split), f"split {split!r}")
 
 
 def _image_size(builder, config) -> Tuple[int, int]:

@@ -10,13 +10,8 @@
   byte lengths alone: ceil(sum(bytes + 1) / max_seq_len), whatever the documents' order.
 """
 
-import tensorflow as tf
-
+from perceiver_jax.data.tensorflow_cpu import tf
 from perceiver_jax.data.tokenizer import EOS, NUM_SPECIAL, PAD
-
-for _kind in ("GPU", "TPU"):
-  if tf.config.get_visible_devices(_kind):
-    tf.config.set_visible_devices([], _kind)
 
 
 def _check_length(max_seq_len: int, op: str):

@@ -5,7 +5,7 @@ ids: PAD 0, BOS 1, EOS 2, MASK 3, CLS 4, SEP 5, byte b -> b + 6; vocabulary 262.
 (invalid UTF-8 from a model's output is replaced, never raised).
 """
 
-from typing import List, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -28,11 +28,3 @@ class BytesTokenizer:
     ids = np.asarray(ids).reshape(-1)
     data = (ids[ids >= NUM_SPECIAL] - NUM_SPECIAL).astype(np.uint8).tobytes()
     return data.decode("utf-8", errors="replace")
-
-  def encode_batch(self, texts: List[str], length: int) -> np.ndarray:
-    """[len(texts), length] ids, truncated or right-padded with PAD."""
-    out = np.full((len(texts), length), PAD, np.int32)
-    for row, text in zip(out, texts):
-      ids = self.encode(text)[:length]
-      row[:len(ids)] = ids
-    return out

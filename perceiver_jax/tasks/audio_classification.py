@@ -3,7 +3,7 @@
 samples [batch, S] or [batch, S, 1] -> AudioAdapter (patches of 128 samples + 1-D Fourier
 features of the patch index) -> PerceiverEncoder -> one TrainableQuery ->
 PerceiverDecoder(output_channels=num_classes) -> ClassificationOutput -> logits [batch, 527],
-trained with `losses.sigmoid_cross_entropy` (multi-label) and scored by mAP.
+trained with `optax.sigmoid_binary_cross_entropy` (multi-label) and scored by mAP.
 
 Paper (Perceiver, ICML 2021, Sec. 4.2): 48 kHz audio, 32-frame clips (1.28 s) = 61,440
 samples in 480 patches of 128; the ImageNet architecture (512 latents x 1024, cross-attend 1
@@ -18,7 +18,7 @@ import ml_collections
 
 from perceiver_jax.io.adapters import AudioAdapter
 from perceiver_jax.nn.models import PerceiverIO
-from perceiver_jax.tasks.building import classification_model, imagenet_encoder
+from perceiver_jax.tasks.building import classification_model, imagenet_encoder, task_config
 
 TASK = "audio_classification"
 VARIANTS = ("audioset",)
@@ -26,12 +26,9 @@ VARIANTS = ("audioset",)
 
 def default_config(variant: str = None) -> ml_collections.ConfigDict:
   """The paper's raw-audio AudioSet model."""
-  del variant  # One variant.
-  c = ml_collections.ConfigDict()
-  c.task, c.variant = TASK, "audioset"
+  c = task_config(TASK, VARIANTS, variant)
   c.num_samples = 61440
   c.num_classes = 527
-  c.dtype, c.param_dtype = "float32", "float32"
   c.input_adapter = dict(samples_per_patch=128, num_frequency_bands=64)
   # Two cross-attends and two blocks: the first of each unshared, the second its own (shared
   # only with itself), so no weights are shared.

@@ -6,7 +6,8 @@ line (`--config.model.encoder.num_latents=128`). `make` builds a module from suc
 and turns a misspelt or unknown key into a ValueError naming the config path and the valid
 fields; `config.dtype` / `config.param_dtype` ('float32', 'bfloat16', 'float16') reach every
 module that has those fields. `imagenet_encoder` and `classification_model` are the encoder
-settings and the composition the classification tasks share.
+settings and the composition the classification tasks share. `task_config` starts every
+task's config (task, checked variant, float32 dtypes).
 
 A module's AttentionConfig field (`attention`; the encoder's `cross_attention`) is a sub-dict
 of AttentionConfig's fields in a config. `expose_attention_settings` writes all of them into a
@@ -16,9 +17,10 @@ the section's `attention`; all of them None is cross_attention=None.
 """
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 import jax.numpy as jnp
+import ml_collections
 from ml_collections.config_dict import placeholder
 
 from perceiver_jax.nn.attention import AttentionConfig
@@ -29,6 +31,18 @@ from perceiver_jax.io.output_adapters import ClassificationOutput
 from perceiver_jax.nn.perceiver_ar import PerceiverAR
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def task_config(task: str, variants: Tuple[str, ...], variant: Optional[str] = None):
+  """A ConfigDict with `task`, `variant` (variants[0] when None; ValueError unless one of
+  `variants`) and float32 `dtype` and `param_dtype`."""
+  variant = variant or variants[0]
+  if variant not in variants:
+    raise ValueError(f"{task} variant must be one of {variants}, got {variant!r}.")
+  c = ml_collections.ConfigDict()
+  c.task, c.variant = task, variant
+  c.dtype, c.param_dtype = "float32", "float32"
+  return c
 
 
 def dtype_from_name(name: str, path: str):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from perceiver_jax.io.adapters import ImageAdapter
 from perceiver_jax.nn.models import PerceiverIO
-from perceiver_jax.tasks.building import classification_model, imagenet_encoder
+from perceiver_jax.tasks.building import classification_model, imagenet_encoder, task_config
 
 TASK = "image_classification"
 VARIANTS = ("fourier", "learned", "conv")
@@ -37,26 +37,16 @@ _INPUT_ADAPTERS = {
 }
 
 
-def _variant(variant):
-  variant = variant or "fourier"
-  if variant not in VARIANTS:
-    raise ValueError(f"{TASK} variant must be one of {VARIANTS}, got {variant!r}.")
-  return variant
-
-
 def default_config(variant: str = None) -> ml_collections.ConfigDict:
   """The Perceiver IO ImageNet model of `variant` ('fourier' by default)."""
-  variant = _variant(variant)
-  c = ml_collections.ConfigDict()
-  c.task, c.variant = TASK, variant
+  c = task_config(TASK, VARIANTS, variant)
   c.image_shape = (224, 224, 3)
   c.num_classes = 1000
-  c.dtype, c.param_dtype = "float32", "float32"
-  c.input_adapter = dict(_INPUT_ADAPTERS[variant])
+  c.input_adapter = dict(_INPUT_ADAPTERS[c.variant])
   c.encoder = imagenet_encoder(num_cross_attention_layers=1, num_self_attention_blocks=8,
                                num_self_attention_layers_per_block=6)
   c.query_channels = 1024
-  c.decoder = dict(num_heads=1, widening_factor=1, use_query_residual=variant != "learned")
+  c.decoder = dict(num_heads=1, widening_factor=1, use_query_residual=c.variant != "learned")
   return c
 
 

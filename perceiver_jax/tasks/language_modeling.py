@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from perceiver_jax.nn.perceiver_ar import PerceiverAR
-from perceiver_jax.tasks.building import make
+from perceiver_jax.tasks.building import make, task_config
 from perceiver_jax.data.tokenizer import VOCAB_SIZE
 
 TASK = "language_modeling"
@@ -25,10 +25,7 @@ VARIANTS = ("bytes_8k",)
 
 def default_config(variant: str = None) -> ml_collections.ConfigDict:
   """The 8k-context byte model."""
-  del variant  # One variant.
-  c = ml_collections.ConfigDict()
-  c.task, c.variant = TASK, "bytes_8k"
-  c.dtype, c.param_dtype = "float32", "float32"
+  c = task_config(TASK, VARIANTS, variant)
   c.perceiver_ar = dict(
       vocab_size=VOCAB_SIZE, max_context=8192, num_latents=1024, num_channels=1024,
       num_heads=16, num_layers=12, widening_factor=4, activation="squared_relu",

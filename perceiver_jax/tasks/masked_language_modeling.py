@@ -3,14 +3,15 @@
 ids [batch, max_seq_len] (BytesTokenizer ids, padded with PAD; `pad_mask = ids != PAD`) ->
 TextAdapter (byte embedding + learned positions) -> PerceiverEncoder -> TrainableQuery
 [max_seq_len, 768] -> PerceiverDecoder -> EmbeddingOutput (logits tied to the byte embedding +
-bias) -> logits [batch, max_seq_len, 262]. Train with `masking.mask_tokens` and
-`losses.masked_lm_loss`, which scores only the masked positions.
+bias) -> logits [batch, max_seq_len, 262]. Trained by `train.objectives` (the
+`masked_language_modeling` objective): `masking.mask_tokens`, scored at the masked positions only.
 
 Paper model (Perceiver IO, App. F.2 / Table 11; qk and head counts from the official code):
 2048 bytes x 768 channels, 256 latents x 1280, one cross-attend (8 heads, qk 256, v 1280),
 26 self-attention layers (8 heads, qk 256, v 1280, MLP 1280), 2048 output queries x 768
 decoded with 8 heads (qk 256, v 768, MLP 768), no query residual: about 201M parameters.
-Pre-trained with LAMB (lr 1.25e-3, 500k steps; TF Model Garden's config uses batch 512) on C4 + Wikipedia; TPU pods.
+Pre-trained with LAMB (lr 1.25e-3, 500k steps; TF Model Garden's config uses batch 512) on
+C4 + Wikipedia; TPU pods.
 """
 
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ from perceiver_jax.nn.decoder import PerceiverDecoder, TrainableQuery
 from perceiver_jax.nn.encoder import PerceiverEncoder
 from perceiver_jax.nn.models import PerceiverIO
 from perceiver_jax.io.output_adapters import EmbeddingOutput
-from perceiver_jax.tasks.building import dtypes, make
+from perceiver_jax.tasks.building import dtypes, make, task_config
 from perceiver_jax.data.tokenizer import VOCAB_SIZE
 
 TASK = "masked_language_modeling"
@@ -50,12 +51,9 @@ def tiny_text_encoder_config() -> dict:
 
 def default_config(variant: str = None) -> ml_collections.ConfigDict:
   """The paper's byte-level MLM model."""
-  del variant  # One variant.
-  c = ml_collections.ConfigDict()
-  c.task, c.variant = TASK, "bytes"
+  c = task_config(TASK, VARIANTS, variant)
   c.max_seq_len = 2048
   c.vocab_size = VOCAB_SIZE
-  c.dtype, c.param_dtype = "float32", "float32"
   c.input_adapter = dict(num_channels=768)
   c.encoder = text_encoder_config()
   c.decoder = dict(num_heads=8, qk_channels=256, v_channels=768, widening_factor=1,

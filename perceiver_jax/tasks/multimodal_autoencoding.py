@@ -36,7 +36,7 @@ from perceiver_jax.nn.models import PerceiverIO
 from perceiver_jax.io.output_adapters import (AudioOutput, ClassificationOutput, GridOutput,
                                               MultimodalOutput)
 from perceiver_jax.io.output_queries import FourierQuery, MultimodalQuery
-from perceiver_jax.tasks.building import dtypes, make
+from perceiver_jax.tasks.building import dtypes, make, task_config
 
 TASK = "multimodal_autoencoding"
 VARIANTS = ("kinetics700",)
@@ -44,13 +44,10 @@ VARIANTS = ("kinetics700",)
 
 def default_config(variant: str = None) -> ml_collections.ConfigDict:
   """The paper's Kinetics-700 autoencoder."""
-  del variant  # One variant.
-  c = ml_collections.ConfigDict()
-  c.task, c.variant = TASK, "kinetics700"
+  c = task_config(TASK, VARIANTS, variant)
   c.num_frames, c.image_size, c.patch_size = 16, 224, 4
   c.audio_samples_per_frame, c.samples_per_patch = 1920, 16
   c.num_classes = 700
-  c.dtype, c.param_dtype = "float32", "float32"
   c.image_num_frequency_bands, c.audio_num_frequency_bands = 32, 192
   c.image_max_resolution = None  # (T, H', W') of the Fourier features; None: the patch grid.
   c.query_grid_positions = "linspace"

@@ -20,7 +20,7 @@ from perceiver_jax.nn.encoder import PerceiverEncoder
 from perceiver_jax.nn.models import PerceiverIO
 from perceiver_jax.io.output_adapters import FlowOutput
 from perceiver_jax.io.output_queries import InputQuery
-from perceiver_jax.tasks.building import make
+from perceiver_jax.tasks.building import make, task_config
 
 TASK = "optical_flow"
 VARIANTS = ("default",)
@@ -28,11 +28,8 @@ VARIANTS = ("default",)
 
 def default_config(variant: str = None) -> ml_collections.ConfigDict:
   """The paper's optical-flow model at its 368x496 training size."""
-  del variant  # One variant.
-  c = ml_collections.ConfigDict()
-  c.task, c.variant = TASK, "default"
+  c = task_config(TASK, VARIANTS, variant)
   c.image_size = (368, 496)
-  c.dtype, c.param_dtype = "float32", "float32"
   c.input_adapter = dict(out_channels=64, num_frequency_bands=64, max_resolution=(368, 496))
   c.encoder = dict(
       num_latents=2048, num_latent_channels=512, num_cross_attention_layers=1,

@@ -19,7 +19,7 @@ import ml_collections
 from perceiver_jax.nn.decoder import ProjectionDecoder
 from perceiver_jax.nn.encoder import PerceiverEncoder
 from perceiver_jax.nn.models import Perceiver
-from perceiver_jax.tasks.building import dtypes, make
+from perceiver_jax.tasks.building import dtypes, make, task_config
 
 TASK = "perceiver_classification"
 VARIANTS = ("imagenet", "cifar10_study")
@@ -27,18 +27,13 @@ VARIANTS = ("imagenet", "cifar10_study")
 
 def default_config(variant: str = None) -> ml_collections.ConfigDict:
   """The original Perceiver of `variant` ('imagenet' by default)."""
-  variant = variant or "imagenet"
-  if variant not in VARIANTS:
-    raise ValueError(f"{TASK} variant must be one of {VARIANTS}, got {variant!r}.")
-  c = ml_collections.ConfigDict()
-  c.task, c.variant = TASK, variant
-  c.dtype, c.param_dtype = "float32", "float32"
+  c = task_config(TASK, VARIANTS, variant)
   encoder = dict(num_cross_attention_heads=1, cross_attention_widening_factor=1,
                  self_attention_widening_factor=1, use_query_residual=True,
                  first_cross_attention_layer_shared=False,
                  first_self_attention_block_shared=True, dropout_rate=0.0,
                  attention=dict(dropout_rate=0.0))
-  if variant == "imagenet":
+  if c.variant == "imagenet":
     c.input_shape, c.num_classes = (224, 224, 3), 1000
     c.fourier = dict(num_frequency_bands=64, max_resolution=(224, 224))
     c.encoder = dict(encoder, num_latents=512, num_latent_channels=1024,

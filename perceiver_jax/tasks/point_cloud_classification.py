@@ -17,7 +17,7 @@ import ml_collections
 
 from perceiver_jax.io.adapters import PointCloudAdapter
 from perceiver_jax.nn.models import PerceiverIO
-from perceiver_jax.tasks.building import classification_model, imagenet_encoder
+from perceiver_jax.tasks.building import classification_model, imagenet_encoder, task_config
 
 TASK = "point_cloud_classification"
 VARIANTS = ("modelnet40",)
@@ -25,12 +25,9 @@ VARIANTS = ("modelnet40",)
 
 def default_config(variant: str = None) -> ml_collections.ConfigDict:
   """The paper's ModelNet40 model."""
-  del variant  # One variant.
-  c = ml_collections.ConfigDict()
-  c.task, c.variant = TASK, "modelnet40"
+  c = task_config(TASK, VARIANTS, variant)
   c.num_points, c.num_point_channels = 2048, 3
   c.num_classes = 40
-  c.dtype, c.param_dtype = "float32", "float32"
   c.input_adapter = dict(max_resolution=2240.0, num_frequency_bands=64, num_position_dims=3)
   c.encoder = imagenet_encoder(num_cross_attention_layers=2, num_self_attention_blocks=2,
                                num_self_attention_layers_per_block=6)

@@ -14,7 +14,7 @@ import ml_collections
 
 from perceiver_jax.io.adapters import TextAdapter
 from perceiver_jax.nn.models import PerceiverIO
-from perceiver_jax.tasks.building import classification_model
+from perceiver_jax.tasks.building import classification_model, task_config
 from perceiver_jax.tasks.masked_language_modeling import (text_encoder_config,
                                                           tiny_text_encoder_config)
 from perceiver_jax.data.tokenizer import VOCAB_SIZE
@@ -25,13 +25,10 @@ VARIANTS = ("bytes",)
 
 def default_config(variant: str = None) -> ml_collections.ConfigDict:
   """The byte model with a classification head (2 classes)."""
-  del variant  # One variant.
-  c = ml_collections.ConfigDict()
-  c.task, c.variant = TASK, "bytes"
+  c = task_config(TASK, VARIANTS, variant)
   c.max_seq_len = 2048
   c.vocab_size = VOCAB_SIZE
   c.num_classes = 2
-  c.dtype, c.param_dtype = "float32", "float32"
   c.input_adapter = dict(num_channels=768)
   c.encoder = text_encoder_config()
   c.query_channels = 1280

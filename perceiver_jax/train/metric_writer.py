@@ -14,10 +14,9 @@ import os
 from typing import Mapping
 
 import jax
-import tensorflow as tf
 import tqdm
 
-tf.config.set_visible_devices([], "GPU")
+from perceiver_jax.data.tensorflow_cpu import tf
 
 
 class MetricWriter:

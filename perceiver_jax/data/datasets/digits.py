@@ -7,11 +7,8 @@ downloaded, the data comes from `sklearn.datasets.load_digits`.
 """
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
-tf.config.set_visible_devices([], "GPU")
-tf.config.set_visible_devices([], "TPU")
+from perceiver_jax.data.tensorflow_cpu import tf, tfds
 
 NUM_TEST = 360
 

@@ -19,11 +19,7 @@ import sysconfig
 import zlib
 from typing import List, Optional, Tuple
 
-import tensorflow as tf
-import tensorflow_datasets as tfds
-
-tf.config.set_visible_devices([], "GPU")
-tf.config.set_visible_devices([], "TPU")
+from perceiver_jax.data.tensorflow_cpu import tf, tfds
 
 SKIPPED_DIRS = frozenset({"site-packages", "test", "tests", "idlelib/idle_test"})
 TEST_MODULUS = 20
