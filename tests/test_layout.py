@@ -93,3 +93,14 @@ def test_library_layers_need_no_tools(layer):
   found = [f"{os.path.relpath(p, REPO)}: {m}" for p in _sources() if _layer(p) == layer
            for m in _imports(p, top_level_only=True) if m.split(".")[0] in heavy]
   assert not found, found
+
+
+def test_readme_code_map_names_every_subpackage():
+  """The README's code map lists exactly the layers on disk (and test_layout's ALLOWED)."""
+  readme = open(os.path.join(REPO, "README.md")).read()
+  block = readme.split("## Code map", 1)[1].split("```", 2)[1]
+  mapped = {line.split()[0].rstrip("/") for line in block.splitlines()
+            if line.startswith("  ") and not line.startswith("   ")}
+  on_disk = {name for name in os.listdir(PACKAGE)
+             if os.path.isfile(os.path.join(PACKAGE, name, "__init__.py"))}
+  assert mapped == on_disk == set(ALLOWED), (mapped, on_disk)
