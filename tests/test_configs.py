@@ -149,6 +149,38 @@ def test_validate_config_names_a_missing_field(path):
     validate_config(config)
 
 
+@pytest.mark.parametrize("path, value, match", [
+    ("label_smoothing", 1.0, r"config.label_smoothing must be in \[0, 1\)"),
+    ("label_smoothing", -0.1, r"config.label_smoothing must be in \[0, 1\)"),
+    ("optimizer.learning_rate", float("nan"), "config.optimizer.learning_rate must be a number"),
+    ("optimizer.learning_rate", float("inf"), "config.optimizer.learning_rate must be in"),
+    ("grad_accum_steps", 0, "config.grad_accum_steps must be an int >= 1"),
+    ("eval_batch_size", 0, "config.eval_batch_size must be an int >= 1"),
+    ("checkpoint.best_metric", "bits_per_byte",
+     r"config.checkpoint.best_metric='bits_per_byte' is not a metric.*'accuracy', 'top5'"),
+    ("model.input_shape", (8, 8.0, 1), "config.model.input_shape must be a tuple of ints"),
+    ("model.input_shape", "8,8,1", "config.model.input_shape must be a tuple of ints")])
+def test_validate_config_names_a_harmful_value(path, value, match):
+  config = _config("digits_perceiver", "tiny")
+  *sections, field = path.split(".")
+  section = config
+  for name in sections:
+    section = section[name]
+  with section.ignore_type():
+    section[field] = value
+  with pytest.raises(ValueError, match=match):
+    validate_config(config)
+
+
+def test_best_metric_is_checked_against_the_tasks_metrics():
+  config = _config("perceiver_ar_bytes", "stdlib,tiny")
+  config.checkpoint.best_metric = "bits_per_byte"
+  validate_config(config)
+  config.checkpoint.best_metric = "top5"
+  with pytest.raises(ValueError, match="config.checkpoint.best_metric='top5'.*language_modeling"):
+    validate_config(config)
+
+
 def test_the_training_launcher_names_a_missing_field(tmp_path):
   path = tmp_path / "no_accumulation.py"
   path.write_text("from configs import digits_perceiver\n\n\ndef get_config():\n"

@@ -40,6 +40,7 @@ def test_classification_sums_are_mask_weighted_with_label_smoothing():
   assert float(metrics["accuracy"]) == float(np.sum(predicted[:3] == [1, 2, 3]))
   ranks = np.argsort(-np.asarray(logits), -1)[:, :5]
   assert float(metrics["top5"]) == float(sum(l in r for l, r in zip([1, 2, 3], ranks[:3])))
+  assert objective.metrics == ("loss", *metrics)  # What config.checkpoint.best_metric may name.
 
 
 def test_mlm_scores_only_masked_bytes_of_real_examples():
@@ -60,6 +61,17 @@ def test_mlm_scores_only_masked_bytes_of_real_examples():
   np.testing.assert_allclose(loss, (nll * weights).sum(), rtol=1e-5)
   assert float(weight) == weights.sum()
   assert 0 <= float(metrics["accuracy"]) <= weights.sum()
+  assert objective.metrics == ("loss", *metrics)
+
+
+def test_language_modeling_reports_its_metrics():
+  config = _config("language_modeling")
+  objective = make_objective(config)
+  context = config.model.perceiver_ar.max_context
+  batch = {"ids": jnp.ones((2, context + 1), jnp.int32), "mask": jnp.ones(2)}
+  _, _, targets = objective.prepare(batch, jax.random.PRNGKey(0), False)
+  _, _, metrics = objective.score(random_data(0, 2, 4, 262), targets)
+  assert objective.metrics == ("loss", *metrics)
 
 
 def test_mixup_in_training_gives_mixed_images_and_soft_targets():

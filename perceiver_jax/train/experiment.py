@@ -10,6 +10,8 @@ data: the training loop (trainer.py), the benchmark and the eval / sample / plot
 import dataclasses
 import functools
 import json
+import math
+import numbers
 import os
 from typing import Optional, Tuple
 
@@ -34,6 +36,8 @@ REQUIRED = ("seed", "init_from", "batch_size", "eval_batch_size", "grad_accum_st
             "checkpoint.keep", "checkpoint.best_metric", "checkpoint.best_mode",
             "checkpoint.async_save", "label_smoothing", "mixup.mixup_alpha", "mixup.cutmix_alpha",
             "mixup.switch_prob", "mlm.mask_prob", "z_loss")
+# Model fields holding an input shape (no batch dimension).
+SHAPE_FIELDS = ("input_shape", "image_shape")
 
 
 def sharded_batch_sizes(config) -> tuple:
@@ -67,6 +71,8 @@ def validate_config(config, num_devices: Optional[int] = None):
     raise ValueError(f"config.grad_accum_steps={accum} must divide "
                      f"config.batch_size={config.batch_size}.")
   data_config.check_config(config.data)
+  optim.check_config(config.optimizer, config.num_train_steps)
+  _check_values(config)
   if num_devices is not None:
     micro_batch, eval_batch = sharded_batch_sizes(config)
     if micro_batch % num_devices:
@@ -76,6 +82,29 @@ def validate_config(config, num_devices: Optional[int] = None):
       raise ValueError(f"config.eval_batch_size must be divisible by the {num_devices} devices.")
   if config.init_from:
     pretrained.check_directory(config.init_from, "config.init_from")
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_values(config):
+  """ValueError naming the first training or model field whose value cannot work."""
+  smoothing = config.label_smoothing
+  if (isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real)
+      or math.isnan(smoothing) or not 0 <= smoothing < 1):
+    raise ValueError(f"config.label_smoothing must be in [0, 1) (0: off), got {smoothing!r}.")
+  for key in SHAPE_FIELDS:
+    shape = config.model.get(key)
+    if key in config.model and (not isinstance(shape, (tuple, list)) or not shape
+                                or not all(_is_int(n) and n >= 1 for n in shape)):
+      raise ValueError(f"config.model.{key} must be a tuple of ints >= 1, e.g. (224, 224, 3); "
+                       f"got {shape!r}.")
+  best, reported = config.checkpoint.best_metric, make_objective(config).metrics
+  if best is not None and best not in reported:
+    raise ValueError(f"config.checkpoint.best_metric={best!r} is not a metric the "
+                     f"{config.model.task} task reports; set it to one of {reported} "
+                     "(or None: keep only the newest checkpoints).")
 
 
 @dataclasses.dataclass

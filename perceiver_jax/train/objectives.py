@@ -3,6 +3,7 @@
 An `Objective` has two pure functions the train and eval steps call:
   prepare(batch, rng, train) -> (inputs, model_kwargs, targets)
   score(outputs, targets)    -> (loss_sum, weight_sum, metric_sums)
+and `metrics`, the names of what an evaluation reports: 'loss' and the metric_sums' keys.
 Scores are sums over examples (or masked positions) weighted by the batch's `mask`, never
 means, so gradient accumulation over micro-batches and padded evaluation batches are exact:
 the step divides by the total weight. Losses are float32.
@@ -19,7 +20,7 @@ the step divides by the total weight. Losses are float32.
 """
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,7 @@ INPUT_KEYS = {"image_classification": "image", "perceiver_classification": "imag
 class Objective:
   prepare: Callable[..., Any]
   score: Callable[..., Any]
+  metrics: Tuple[str, ...]
 
 
 def make_objective(config) -> Objective:
@@ -77,7 +79,7 @@ def _classification(config, input_key: str) -> Objective:
     metrics = {"accuracy": jnp.sum(top1 * weights), "top5": jnp.sum(topk * weights)}
     return jnp.sum(losses * weights), jnp.sum(weights), metrics
 
-  return Objective(prepare, score)
+  return Objective(prepare, score, ("loss", "accuracy", "top5"))
 
 
 def _masked_language_modeling(config) -> Objective:
@@ -98,7 +100,7 @@ def _masked_language_modeling(config) -> Objective:
     return (jnp.sum(losses * weights), jnp.sum(weights),
             {"accuracy": jnp.sum(correct * weights)})
 
-  return Objective(prepare, score)
+  return Objective(prepare, score, ("loss", "accuracy"))
 
 
 def _language_modeling(config) -> Objective:
@@ -128,4 +130,4 @@ def _language_modeling(config) -> Objective:
     return loss, jnp.sum(weights), {"accuracy": jnp.sum(correct * weights),
                                    "bits_per_byte": cross_entropy / jnp.log(2.0)}
 
-  return Objective(prepare, score)
+  return Objective(prepare, score, ("loss", "accuracy", "bits_per_byte"))

@@ -17,6 +17,7 @@ during the first W steps every schedule is the linear warm-up peak * step / W, 0
 SGD's weight decay is decoupled too: it is added after the momentum, scaled by the rate.
 """
 
+import math
 import numbers
 from typing import Tuple
 
@@ -53,9 +54,10 @@ def _error(key, requirement, value):
 
 
 def _check_real(cfg, key, low, high, low_open=False, high_open=True):
-  """Raises unless cfg[key] is a real number in the interval [low, high) (or as opened)."""
+  """Raises unless cfg[key] is a real number (not NaN) in the interval [low, high) (or as
+  opened)."""
   value = cfg[key]
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+  if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
     raise _error(key, "a number", value)
   too_low = value <= low if low_open else value < low
   too_high = value >= high if high_open else value > high
@@ -82,8 +84,9 @@ def _boundary_steps(cfg, num_train_steps):
   return [int(f * num_train_steps) for f in fractions]
 
 
-def _validate(opt_config, num_train_steps):
-  """Checks every key of the section and how they fit num_train_steps."""
+def check_config(opt_config, num_train_steps):
+  """Checks every key of the section and how they fit num_train_steps (ValueError naming the
+  first bad one); returns the section as a dict."""
   if isinstance(num_train_steps, bool) or not isinstance(num_train_steps, numbers.Integral) \
       or num_train_steps < 1:
     raise ValueError(f"num_train_steps must be an int >= 1, got {num_train_steps!r}.")
@@ -157,7 +160,7 @@ def weight_decay_mask(params):
 def make_optimizer(opt_config, num_train_steps: int
                    ) -> Tuple[optax.GradientTransformation, optax.Schedule]:
   """(optimizer, learning-rate schedule) for `opt_config`; see the module docstring."""
-  cfg = _validate(opt_config, num_train_steps)
+  cfg = check_config(opt_config, num_train_steps)
   schedule = _schedule(cfg, num_train_steps)
   b1, b2, eps, decay = (float(cfg[k]) for k in ("b1", "b2", "eps", "weight_decay"))
   if cfg["name"] == "adamw":
