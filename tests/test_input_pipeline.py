@@ -198,7 +198,12 @@ def test_not_prepared_dataset_names_the_prepare_command_and_downloads_nothing(tm
       message = str(error.value)
       assert isinstance(error.value, ValueError) and "'mnist'" in message
       assert f"tfds build mnist --data_dir={tmp_path / 'none'}" in message
+      assert f"config.data.data_dir='{tmp_path / 'none'}', which does not exist" in message
   assert not (tmp_path / "none").exists()
+  config.data_dir = str(tmp_path)  # Exists, without the dataset.
+  with pytest.raises(input_pipeline.DatasetNotPreparedError, match="not prepared in /") as error:
+    input_pipeline.make_eval_iterator(config, global_batch_size=2)
+  assert "does not exist" not in str(error.value)
 
 
 def test_failed_offline_build_says_it_builds_offline(tmp_path):

@@ -21,8 +21,9 @@ with fewer examples add all-padding batches, so every process runs the same numb
 and every example counts once.
 
 The settings (`config.data`) and their checks are in data_config.py.
-Datasets must be prepared with `tfds build` beforehand (nothing is downloaded here), except
-the builders in `perceiver_jax.data.datasets.OFFLINE_BUILDERS`, which are built on first use.
+Datasets must be prepared with `tfds build` beforehand (nothing is downloaded here; a data_dir
+that does not exist is an error naming it), except the builders in
+`perceiver_jax.data.datasets.OFFLINE_BUILDERS`, which are built on first use.
 """
 
 import hashlib
@@ -62,6 +63,9 @@ def _process(global_batch_size: int, process_index, process_count) -> Tuple[int,
 
 def _not_prepared(config) -> DatasetNotPreparedError:
   where = config.data_dir or "the TFDS default data_dir (~/tensorflow_datasets)"
+  if config.data_dir and not tf.io.gfile.isdir(config.data_dir):
+    where = (f"config.data.data_dir={config.data_dir!r}, which does not exist (fix the path "
+             "if it is a typo)")
   data_dir_flag = f" --data_dir={config.data_dir}" if config.data_dir else ""
   if config.name.split("/")[0] in OFFLINE_BUILDERS:  # "name/config" names too.
     how = ("it builds offline from data that ships with a package, and the pipeline builds it "
@@ -79,7 +83,8 @@ def _not_prepared(config) -> DatasetNotPreparedError:
 
 
 def _builder(config) -> tfds.core.DatasetBuilder:
-  """The TFDS builder; our offline builders (any config: "name/config") are built on first use."""
+  """The TFDS builder; our offline builders (any config: "name/config") are built on first use
+  (in config.data_dir, created if need be)."""
   check_config(config)
   builder = tfds.builder(config.name, data_dir=config.data_dir)
   if builder.name in OFFLINE_BUILDERS and not builder.is_prepared():
