@@ -206,6 +206,29 @@ def test_not_prepared_dataset_names_the_prepare_command_and_downloads_nothing(tm
   assert "does not exist" not in str(error.value)
 
 
+def test_labels_beyond_the_models_classes_stop_both_iterators(config):
+  calls = [lambda n: input_pipeline.make_train_iterator(config, global_batch_size=2, seed=0,
+                                                        num_classes=n),
+           lambda n: input_pipeline.make_eval_iterator(config, global_batch_size=2,
+                                                       num_classes=n)]
+  for call in calls:  # From the ClassLabel info, before any data is read.
+    with pytest.raises(ValueError, match="'sklearn_digits' has 10 classes .*config.model."
+                                         "num_classes=5"):
+      call(5)
+    call(10)
+
+
+def test_labels_without_class_info_are_checked_in_every_batch():
+  config = data_config.default_config()
+  batches = [{"label": np.array([0, 2]), "mask": np.ones(2)},
+             {"label": np.array([1, 7]), "mask": np.array([1.0, 0.0])},  # 7 is padding.
+             {"label": np.array([3, 1]), "mask": np.ones(2)}]
+  checked = input_pipeline._checked_labels(iter(batches), config, 3)
+  assert len(_take(checked, 2)) == 2
+  with pytest.raises(ValueError, match=r"labels in \[1, 3\] .*config.model.num_classes=3"):
+    next(checked)
+
+
 def test_failed_offline_build_says_it_builds_offline(tmp_path):
   config = _with(data_config.default_config(), data_dir=str(tmp_path))
 

@@ -340,3 +340,12 @@ def test_perceiver_ar_configs_read_their_datasets_text_feature(tmp_path):
     data = perceiver_ar_bytes.get_config(variant).data
     features = tfds.builder(data.name, data_dir=str(tmp_path)).info.features  # Offline.
     assert data.text_feature in features, (variant, list(features))
+
+
+def test_a_model_with_fewer_classes_than_the_labels_stops_before_training(digits_data_dir,
+                                                                          tmp_path):
+  config = _config(digits_data_dir, **{"model.num_classes": 5})
+  with pytest.raises(ValueError, match="'sklearn_digits' has 10 classes .*config.model."
+                                       "num_classes=5"):
+    trainer.train_and_evaluate(config, str(tmp_path))
+  assert _committed_steps(str(tmp_path)) == []

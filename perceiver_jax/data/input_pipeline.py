@@ -19,6 +19,9 @@ cache_dir/packed_rows/, so only the first resume of a run reads an epoch to coun
 Eval: one pass over the split in order; the last batch is padded (`mask` 0.0) and processes
 with fewer examples add all-padding batches, so every process runs the same number of steps
 and every example counts once.
+Labels: given the model's `num_classes`, both iterators raise ValueError when the labels can
+fall outside [0, num_classes): at once when the label feature is a TFDS ClassLabel with more
+classes (no data read), else at the first batch (on the host) holding such a label.
 
 The settings (`config.data`) and their checks are in data_config.py.
 Datasets must be prepared with `tfds build` beforehand (nothing is downloaded here; a data_dir
@@ -93,6 +96,34 @@ def _builder(config) -> tfds.core.DatasetBuilder:
     except Exception as error:
       raise _not_prepared(config) from error
   return builder
+
+
+def _label_error(config, labels: str, num_classes: int) -> ValueError:
+  return ValueError(f"{config.name!r} has {labels} (feature {config.label_feature!r}) but the "
+                    f"model has config.model.num_classes={num_classes}: set "
+                    "config.model.num_classes to the dataset's number of classes.")
+
+
+def _label_check(builder, config, num_classes: Optional[int]):
+  """fn(batches) -> batches checking their labels against num_classes (see the module doc);
+  ValueError at once when the ClassLabel feature has more classes."""
+  features = builder.info.features
+  if num_classes is None or config.task == "text_mlm" or config.label_feature not in features:
+    return lambda batches: batches  # A missing label feature: _read names it.
+  feature = features[config.label_feature]
+  if isinstance(feature, tfds.features.ClassLabel):
+    if feature.num_classes > num_classes:
+      raise _label_error(config, f"{feature.num_classes} classes", num_classes)
+    return lambda batches: batches
+  return lambda batches: _checked_labels(batches, config, num_classes)
+
+
+def _checked_labels(batches, config, num_classes: int):
+  for batch in batches:
+    labels = batch["label"][batch["mask"] > 0]
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+      raise _label_error(config, f"labels in [{labels.min()}, {labels.max()}]", num_classes)
+    yield batch
 
 
 def _options(config) -> tf.data.Options:
@@ -243,10 +274,11 @@ def _epochs(records, config, first_epoch: int, key, per_epoch=lambda epoch: epoc
 
 
 def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start_step: int = 0,
-                        process_index=None, process_count=None,
-                        cache_dir: Optional[str] = None) -> Iterator[Dict[str, np.ndarray]]:
+                        process_index=None, process_count=None, cache_dir: Optional[str] = None,
+                        num_classes: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
   """Infinite iterator of this process's train batches from `start_step` on (module doc);
-  `cache_dir` keeps packed text's rows per epoch for later resumes."""
+  `cache_dir` keeps packed text's rows per epoch for later resumes; labels are checked
+  against `num_classes` when given."""
   config = data_config
   process_index, process_count, batch_size = _process(global_batch_size, process_index,
                                                       process_count)
@@ -256,6 +288,7 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start
   split = tfds.split_for_jax_process(config.train_split, process_index=process_index,
                                      process_count=process_count)
   records = _read(builder, config, split, shuffle_seed=seed)
+  check_labels = _label_check(builder, config, num_classes)
   epoch_length = _cardinality(records, f"split {config.train_split!r}")
   if epoch_length == 0:
     raise ValueError(f"Split {config.train_split!r} of {config.name!r} has no examples for "
@@ -285,21 +318,22 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start
               record, tf.random.experimental.stateless_fold_in(augment_key, position)),
           tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=True).prefetch(config.prefetch)
-  return iter(tfds.as_numpy(ds.with_options(_options(config))))
+  return iter(check_labels(tfds.as_numpy(ds.with_options(_options(config)))))
 
 
 class EvalBatches:
   """Re-iterable eval pass: `len()` batches, each a dict of numpy arrays with `mask`."""
 
-  def __init__(self, ds: tf.data.Dataset, num_batches: int):
+  def __init__(self, ds: tf.data.Dataset, num_batches: int, check_labels):
     self._ds = ds
     self._num_batches = num_batches
+    self._check_labels = check_labels
 
   def __len__(self) -> int:
     return self._num_batches
 
   def __iter__(self) -> Iterator[Dict[str, np.ndarray]]:
-    return iter(tfds.as_numpy(self._ds))
+    return iter(self._check_labels(tfds.as_numpy(self._ds)))
 
 
 def _eval_rows(builder, config, split) -> tf.data.Dataset:
@@ -353,12 +387,15 @@ def _num_eval_rows(builder, config, split) -> int:
 
 
 def make_eval_iterator(data_config, *, global_batch_size: int, process_index=None,
-                       process_count=None) -> Iterable[Dict[str, np.ndarray]]:
-  """One in-order pass over this process's eval split, padded (module doc); re-iterable."""
+                       process_count=None, num_classes: Optional[int] = None
+                       ) -> Iterable[Dict[str, np.ndarray]]:
+  """One in-order pass over this process's eval split, padded (module doc); re-iterable;
+  labels are checked against `num_classes` when given."""
   config = data_config
   process_index, process_count, batch_size = _process(global_batch_size, process_index,
                                                       process_count)
   builder = _builder(config)
+  check_labels = _label_check(builder, config, num_classes)
   splits = [tfds.split_for_jax_process(config.eval_split, process_index=index,
                                        process_count=process_count)
             for index in range(process_count)]
@@ -375,4 +412,4 @@ def make_eval_iterator(data_config, *, global_batch_size: int, process_index=Non
   padding = tf.data.Dataset.from_tensors(tf.nest.map_structure(
       lambda spec: tf.zeros([batch_size] + spec.shape[1:], spec.dtype), batches.element_spec))
   ds = batches.concatenate(padding.repeat()).take(num_batches).prefetch(config.prefetch)
-  return EvalBatches(ds.with_options(_options(config)), num_batches)
+  return EvalBatches(ds.with_options(_options(config)), num_batches, check_labels)

@@ -46,7 +46,8 @@ def evaluate(experiment: Experiment, state) -> Dict[str, float]:
   config = experiment.config
   totals = None
   for batch in input_pipeline.make_eval_iterator(
-      config.data, global_batch_size=config.eval_batch_size):
+      config.data, global_batch_size=config.eval_batch_size,
+      num_classes=config.model.get("num_classes")):
     sums = experiment.eval_step(state, global_batch(batch, experiment.mesh))
     totals = sums if totals is None else jax.tree_util.tree_map(np.add, totals, sums)
   totals = jax.device_get(totals)
@@ -105,7 +106,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   writer = MetricWriter(workdir, config.num_train_steps, start)
   batches = input_pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size,
                                                seed=config.seed, start_step=start,
-                                               cache_dir=workdir)
+                                               cache_dir=workdir,
+                                               num_classes=experiment.config.model.get(
+                                                   "num_classes"))
   checkpointer = experiment.checkpointer
   preemption = _Preemption(checkpointer)
   eval_metrics, previous = {}, None
