@@ -23,6 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0  # Initialisation, data order and every random draw derive from (seed, step).
   c.init_from = ml_collections.config_dict.placeholder(str)  # Pretrained model dir (fine-tune).
+  # With init_from: modules (paths without the collection, e.g. 'decoder/output') whose arrays
+  # may start fresh when their shapes differ from the checkpoint's; any other such array stops.
+  c.init_fresh = ()
   c.batch_size = 64  # Global: split over every device.
   c.eval_batch_size = 64
   c.grad_accum_steps = 1  # An update sums the gradients of this many micro-batches.

@@ -1,6 +1,8 @@
 """Pretrained model directories: save/load round trip (with BatchNorm statistics), clear
-errors, the fine-tuning config inheritance and the parameter overlay."""
+errors, the fine-tuning config inheritance, the parameter overlay and a run's stop at arrays
+of other shapes (unless config.init_fresh lets them start fresh)."""
 
+import json
 import os
 
 import chex
@@ -9,8 +11,10 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import digits_perceiver
 from perceiver_jax import tasks
 from perceiver_jax.convert import pretrained
+from perceiver_jax.train.experiment import build_experiment
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +109,28 @@ def test_overlay_loads_equal_shapes_and_reports_the_rest(conv_model):
                                 fresh["params"]["input_adapter"]["conv"]["kernel"])
   with pytest.raises(ValueError, match="no pretrained parameter fits"):
     pretrained.overlay(fresh, {"params": {"other": np.zeros(3)}})
+
+
+def test_init_from_stops_at_arrays_of_other_shapes_unless_init_fresh_names_them(tmp_path):
+  config = digits_perceiver.get_config("tiny")
+  seven = config.model.copy_and_resolve_references()
+  seven.num_classes = 7
+  variables = tasks.build(seven).init(jax.random.PRNGKey(0), tasks.example_inputs(seven, 1))
+  pretrained.save_pretrained(str(tmp_path / "seven"), seven, variables)
+  config.init_from = str(tmp_path / "seven")  # Its num_classes (10) is the run's own.
+  experiment = build_experiment(config, str(tmp_path / "work"))
+  with pytest.raises(ValueError, match=r"params/decoder/logits/kernel: \(16, 10\) here \(set by "
+                                       r"config.model.num_classes\), \(16, 7\) in the checkpoint"
+                                       r"(.|\n)*config.init_fresh=\('decoder/logits/bias', "
+                                       r"'decoder/logits/kernel'\)"):
+    experiment.restore_or_init()
+  assert not os.path.exists(tmp_path / "work" / "init_from.json")
+  experiment.config.init_fresh = ("decoder/logits",)
+  state, _ = experiment.restore_or_init()
+  experiment.checkpointer.close()
+  assert state.params["decoder"]["logits"]["kernel"].shape == (16, 10)
+  np.testing.assert_array_equal(state.params["encoder"]["latents"],
+                                variables["params"]["encoder"]["latents"])
+  with open(tmp_path / "work" / "init_from.json") as f:
+    assert sorted(json.load(f)["mismatched"]) == ["params/decoder/logits/bias",
+                                                  "params/decoder/logits/kernel"]

@@ -3,8 +3,9 @@
 `build_experiment(config, workdir)` checks the config's top-level fields (`validate_config`),
 builds the model (`tasks.build`), optimizer and objective, jits the train and eval steps over a
 device mesh (train_step.py) and opens the checkpointer; `Experiment.restore_or_init` gives the
-newest checkpoint's state or a fresh one (with `config.init_from`'s weights). Nothing here reads
-data: the training loop (trainer.py), the benchmark and the eval / sample / plot launchers share it.
+newest checkpoint's state or a fresh one (with `config.init_from`'s weights; an array whose
+shape differs from the checkpoint's stops it unless `config.init_fresh` names it). Nothing here
+reads data: the training loop (trainer.py), the benchmark and the eval / sample / plot launchers share it.
 """
 
 import dataclasses
@@ -16,6 +17,7 @@ import os
 from typing import Optional, Tuple
 
 from absl import logging
+from flax import traverse_util
 import jax
 
 from perceiver_jax import tasks
@@ -30,7 +32,7 @@ from perceiver_jax.train.train_step import jit_steps, make_eval_step, make_train
 
 # The fields every training config sets (configs/common.py has them all but `model` and
 # `num_train_steps`); a dotted name is a field of a section.
-REQUIRED = ("seed", "init_from", "batch_size", "eval_batch_size", "grad_accum_steps",
+REQUIRED = ("seed", "init_from", "init_fresh", "batch_size", "eval_batch_size", "grad_accum_steps",
             "num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
             "model", "data", "optimizer", "mesh.data", "mesh.fsdp", "mesh.min_fsdp_size",
             "checkpoint.keep", "checkpoint.best_metric", "checkpoint.best_mode",
@@ -38,6 +40,12 @@ REQUIRED = ("seed", "init_from", "batch_size", "eval_batch_size", "grad_accum_st
             "mixup.switch_prob", "mlm.mask_prob", "z_loss")
 # Model fields holding an input shape (no batch dimension).
 SHAPE_FIELDS = ("input_shape", "image_shape")
+# The config field that sets the shape of the arrays under a module path (no collection),
+# named when config.init_from's array of that path has another shape.
+SHAPE_SOURCES = {"decoder/output": "config.model.num_classes",
+                 "decoder/logits": "config.model.num_classes",
+                 "input_adapter/position_embeddings": "config.model.max_seq_len",
+                 "input_adapter/position_encoding": "config.model.image_shape"}
 
 
 def sharded_batch_sizes(config) -> tuple:
@@ -100,6 +108,10 @@ def _check_values(config):
                                 or not all(_is_int(n) and n >= 1 for n in shape)):
       raise ValueError(f"config.model.{key} must be a tuple of ints >= 1, e.g. (224, 224, 3); "
                        f"got {shape!r}.")
+  fresh = config.init_fresh
+  if not isinstance(fresh, (tuple, list)) or not all(isinstance(p, str) and p for p in fresh):
+    raise ValueError("config.init_fresh must be a tuple of module paths, e.g. "
+                     f"('decoder/output',); got {fresh!r}.")
   best, reported = config.checkpoint.best_metric, make_objective(config).metrics
   if best is not None and best not in reported:
     raise ValueError(f"config.checkpoint.best_metric={best!r} is not a metric the "
@@ -138,8 +150,9 @@ class Experiment:
 
   def _load_pretrained(self, state: TrainState) -> TrainState:
     source = self.config.init_from
-    variables, report = pretrained.overlay(state.variables, pretrained.load_variables(source),
-                                           self.init_modules)
+    loaded = pretrained.load_variables(source)
+    variables, report = pretrained.overlay(state.variables, loaded, self.init_modules)
+    _check_mismatched(self.config, report["mismatched"], state.variables, loaded)
     logging.info("Initialised %d arrays from %s; %d stay freshly initialised (%d of them "
                  "because their shapes differ), %d pretrained arrays unused.",
                  len(report["loaded"]), source, len(report["fresh"]) + len(report["mismatched"]),
@@ -149,6 +162,33 @@ class Experiment:
       with open(os.path.join(self.workdir, "init_from.json"), "w") as f:
         json.dump(dict(report, init_from=source), f, indent=1)
     return state.replace(**variables)
+
+
+def _under(path: str, prefix: str) -> bool:
+  return path == prefix or path.startswith(prefix + "/")
+
+
+def _check_mismatched(config, mismatched, fresh: dict, loaded: dict):
+  """Warns of each array (collection/module/.../name) left fresh because its shape differs from
+  config.init_from's, naming the field that sets it; ValueError unless config.init_fresh holds
+  the module of each."""
+  fresh, loaded = (traverse_util.flatten_dict(v, sep="/") for v in (fresh, loaded))
+  lines, blocked = [], set()
+  for path in mismatched:
+    module = path.split("/", 1)[1]
+    field = next((f for p, f in SHAPE_SOURCES.items() if _under(module, p)), None)
+    cause = f"set by {field}" if field else "set by the model config"
+    lines.append(f"{path}: {tuple(fresh[path].shape)} here ({cause}), "
+                 f"{tuple(loaded[path].shape)} in the checkpoint")
+    logging.warning("config.init_from: %s stays freshly initialised.", lines[-1])
+    if not any(_under(module, prefix) for prefix in config.init_fresh):
+      blocked.add(module)
+  if blocked:
+    raise ValueError(
+        f"config.init_from={config.init_from!r} has arrays of other shapes than the model's:\n  "
+        + "\n  ".join(lines) + "\nSet the fields to the checkpoint's values, or let these "
+        f"arrays start fresh with config.init_fresh={tuple(sorted(blocked))!r} (or their "
+        "modules' paths).")
 
 
 def build_experiment(config, workdir: str, devices=None) -> Experiment:
