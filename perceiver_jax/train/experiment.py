@@ -5,7 +5,8 @@ builds the model (`tasks.build`), optimizer and objective, jits the train and ev
 device mesh (train_step.py) and opens the checkpointer; `Experiment.restore_or_init` gives the
 newest checkpoint's state or a fresh one (with `config.init_from`'s weights; an array whose
 shape differs from the checkpoint's stops it unless `config.init_fresh` names it). Nothing here
-reads data: the training loop (trainer.py), the benchmark and the eval / sample / plot launchers share it.
+reads data: the training loop (trainer.py), the benchmark and the eval / sample / plot
+launchers share it.
 """
 
 import dataclasses
