@@ -310,12 +310,16 @@ def test_inputs_with_other_channels_than_at_init_name_the_expected_shape():
       "Perceiver's parameters were initialised for inputs [batch, *index_dims, 3] (2 index "
       "dims), got shape (1, 8, 8, 4).")):
     _apply_shapes(config, init, jax.ShapeDtypeStruct((1, 8, 8, 4), jnp.float32))
-  for task, variant, adapter in [("image_classification", "conv", "ImageAdapter"),
-                                 ("point_cloud_classification", None, "PointCloudAdapter")]:
+  for task, variant, adapter, param, existing, needed in [
+      ("image_classification", "conv", "ImageAdapter", "input_adapter/conv/kernel",
+       (7, 7, 3, 6), (7, 7, 4, 6)),
+      ("point_cloud_classification", None, "PointCloudAdapter",
+       "encoder/cross_attention_first/input_norm/scale", (24,), (25,))]:
     config = tasks.tiny_config(task, variant)
     init = tasks.example_inputs(config, 1)
     other = jax.ShapeDtypeStruct(init.shape[:-1] + (init.shape[-1] + 1,), init.dtype)
     with pytest.raises(ValueError, match=re.escape(
         f"PerceiverIO expects inputs of the shape {adapter} takes with the channels (and patch "
-        f"or frame sizes) its parameters were initialised for, got shape {other.shape}: ")):
+        f"or frame sizes) its parameters were initialised for, got shape {other.shape}: "
+        f"parameter /{param} has shape {existing}, these inputs need {needed}.")):
       _apply_shapes(config, init, other)

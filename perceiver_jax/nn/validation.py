@@ -2,6 +2,7 @@
 only): each error names the module, the field or the expected shape, and the fix."""
 
 import contextlib
+import re
 
 import flax
 import jax
@@ -46,6 +47,12 @@ def check_batch(model: str, inputs):
                      "example along the leading batch dim.")
 
 
+_FLAX_SHAPE_ERROR = re.compile(
+    r'For parameter "(?P<name>[^"]*)" in "(?P<scope>[^"]*)", the given initializer is expected to '
+    r"generate shape (?P<needed>\([^)]*\)), but the existing parameter it received has shape "
+    r"(?P<existing>\([^)]*\))")
+
+
 @contextlib.contextmanager
 def params_fit_inputs(model: str, inputs, expected: str):
   """Turns flax's ScopeParamShapeError (inputs whose shape differs from those the parameters
@@ -54,6 +61,9 @@ def params_fit_inputs(model: str, inputs, expected: str):
     yield
   except flax.errors.ScopeParamShapeError as e:
     shapes = jax.tree_util.tree_map(lambda x: tuple(x.shape), inputs)
+    match = _FLAX_SHAPE_ERROR.match(str(e))
+    detail = (f"parameter {match['scope']}/{match['name']} has shape {match['existing']}, these "
+              f"inputs need {match['needed']}" if match else str(e))
     raise ValueError(f"{model} expects inputs {expected} with the channels (and patch or frame "
                      f"sizes) its parameters were initialised for, got shape {shapes}: "
-                     f"{e}") from None
+                     f"{detail}.") from None
