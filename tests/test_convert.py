@@ -76,3 +76,64 @@ def test_unknown_architectures_list_the_supported_heads(tmp_path):
                                        "'PerceiverForImageClassificationConvProcessing'"):
     convert.convert(path)
   assert len(convert.CONVERTERS) == 7
+
+
+def _checkpoint(directory, config="{}", **arrays):
+  """A directory with `config` as config.json and `arrays` (default one small weight) in
+  model.safetensors."""
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  os.makedirs(directory)
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    f.write(config)
+  save_file(arrays or {"w": np.ones((2, 3), np.float32)},
+            os.path.join(directory, "model.safetensors"))
+  return str(directory)
+
+
+@pytest.mark.parametrize("text, message", [("{", "config.json' is not valid JSON"),
+                                           ("[1, 2]", "config.json' holds a JSON list; expected"
+                                                      " an object")])
+def test_bad_config_files_are_named(tmp_path, text, message):
+  with pytest.raises(ValueError, match=message):
+    convert.convert(_checkpoint(tmp_path / "model", config=text))
+
+
+def test_truncated_safetensors_are_named(tmp_path):
+  path = _checkpoint(tmp_path / "model")
+  file = os.path.join(path, "model.safetensors")
+  with open(file, "r+b") as f:
+    f.truncate(os.path.getsize(file) - 8)
+  with pytest.raises(ValueError, match="model.safetensors' is not a readable safetensors file "
+                                       "\\(truncated or corrupt\\?\\)"):
+    convert.convert(path)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_weights_are_refused(tmp_path, value):
+  weight = np.ones((2, 3), np.float32)
+  weight[1, 2] = value
+  path = _checkpoint(tmp_path / "model", w=np.ones(2, np.float32), bad=weight)
+  with pytest.raises(ValueError, match="model.safetensors': weight 'bad' holds NaN or infinite"):
+    convert.convert(path)
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/tmp/elsewhere.safetensors"])
+def test_a_shard_index_naming_a_file_outside_the_directory_is_refused(tmp_path, shard):
+  path = _checkpoint(tmp_path / "model")
+  os.rename(os.path.join(path, "model.safetensors"), tmp_path / "outside.safetensors")
+  with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
+    json.dump({"weight_map": {"w": shard}}, f)
+  with pytest.raises(ValueError, match=f"names the shard '{shard}', which is not a file in the "
+                                       "checkpoint directory .*; refusing to read it"):
+    convert.convert(path)
+
+
+def test_a_pickle_that_weights_only_refuses_gets_our_message(tmp_path):
+  path = _checkpoint(tmp_path / "model")
+  os.remove(os.path.join(path, "model.safetensors"))
+  torch.save({"w": torch.ones(2), "hook": os.getcwd}, os.path.join(path, "pytorch_model.bin"))
+  with pytest.raises(ValueError) as error:
+    convert.convert(path)
+  assert "pytorch_model.bin' holds objects other than tensors" in str(error.value)
+  assert error.value.__cause__ is None and error.value.__suppress_context__
+  assert "weights_only=False" not in str(error.value)

@@ -1,6 +1,8 @@
 """Task models: every task and variant builds from its tiny config, runs forward and backward
 with its loss, and matches the analytic parameter count; paper configs have the paper's sizes."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -275,3 +277,49 @@ def test_text_tasks_ignore_padded_bytes_under_the_pad_mask(name):
   np.testing.assert_allclose(masked[0], masked[1], rtol=1e-5, atol=1e-6)
   unmasked = [scored(apply(variables, x)) for x in (ids, junk)]
   assert not np.allclose(unmasked[0], unmasked[1], rtol=1e-5, atol=1e-6)
+
+
+def _apply_shapes(config, variables_for, inputs):
+  """Traces (no compile) the built model of `config`, initialised for `variables_for` inputs,
+  on `inputs`."""
+  model = tasks.build(config)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), variables_for)
+  return jax.eval_shape(model.apply, variables, inputs)
+
+
+def _with_batch(tree, batch):
+  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((batch,) + x.shape[1:], x.dtype),
+                                tree)
+
+
+@pytest.mark.parametrize("task, model", [("perceiver_classification", "Perceiver"),
+                                         ("image_classification", "PerceiverIO"),
+                                         ("multimodal_autoencoding", "PerceiverIO"),
+                                         ("language_modeling", "PerceiverAR")])
+def test_an_empty_batch_is_a_clear_error(task, model):
+  config = tasks.tiny_config(task)
+  inputs = tasks.example_inputs(config, 1)
+  with pytest.raises(ValueError, match=f"{model} got an empty batch \\(inputs of shapes "):
+    _apply_shapes(config, inputs, _with_batch(inputs, 0))
+
+
+def test_inputs_with_other_channels_than_at_init_name_the_expected_shape():
+  config = tasks.tiny_config("perceiver_classification")
+  init = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)
+  with pytest.raises(ValueError, match=re.escape(
+      "Perceiver's parameters were initialised for inputs [batch, *index_dims, 3] (2 index "
+      "dims), got shape (1, 8, 8, 4).")):
+    _apply_shapes(config, init, jax.ShapeDtypeStruct((1, 8, 8, 4), jnp.float32))
+  for task, variant, adapter, param, existing, needed in [
+      ("image_classification", "conv", "ImageAdapter", "input_adapter/conv/kernel",
+       (7, 7, 3, 6), (7, 7, 4, 6)),
+      ("point_cloud_classification", None, "PointCloudAdapter",
+       "encoder/cross_attention_first/input_norm/scale", (24,), (25,))]:
+    config = tasks.tiny_config(task, variant)
+    init = tasks.example_inputs(config, 1)
+    other = jax.ShapeDtypeStruct(init.shape[:-1] + (init.shape[-1] + 1,), init.dtype)
+    with pytest.raises(ValueError, match=re.escape(
+        f"PerceiverIO expects inputs of the shape {adapter} takes with the channels (and patch "
+        f"or frame sizes) its parameters were initialised for, got shape {other.shape}: "
+        f"parameter /{param} has shape {existing}, these inputs need {needed}.")):
+      _apply_shapes(config, init, other)

@@ -20,7 +20,10 @@
   An output adapter with class attribute `uses_input_adapter = True` (e.g. an MLM head tied to
   the input embedding) also receives `input_adapter=` the model's (bound) input adapter.
 
-Both compose modules given as fields, so each part keeps its own dtype and param_dtype.
+Both compose modules given as fields, so each part keeps its own dtype and param_dtype. An
+empty batch, or inputs whose channels (patch or frame sizes) differ from those the parameters
+were initialised for, raise a ValueError naming the expected input shape (checked on static
+shapes while tracing, so nothing runs per step).
 """
 
 from typing import Optional, Sequence
@@ -33,6 +36,7 @@ from perceiver_jax.nn.decoder import PerceiverDecoder
 from perceiver_jax.nn.encoder import PerceiverEncoder
 from perceiver_jax.nn.model_stats import Stats
 from perceiver_jax.nn.position_encoding import concat_fourier_features, fourier_num_channels
+from perceiver_jax.nn.validation import check_batch, params_fit_inputs
 
 
 class Perceiver(nn.Module):
@@ -49,6 +53,8 @@ class Perceiver(nn.Module):
     if inputs.ndim < 3:
       raise ValueError(
           f"Perceiver expects inputs [batch, *index_dims, channels], got shape {inputs.shape}.")
+    check_batch("Perceiver", inputs)
+    self._check_channels(inputs)
     x = concat_fourier_features(inputs, self.num_frequency_bands, self.max_resolution,
                                 self.concat_pos, self.sine_only, self.encoder.dtype)
     if pad_mask is not None:
@@ -58,6 +64,19 @@ class Perceiver(nn.Module):
       pad_mask = pad_mask.reshape(x.shape[:2])
     latents = self.encoder(x, pad_mask, deterministic)
     return self.decoder(latents, deterministic)
+
+  def _check_channels(self, inputs):
+    """When applied with parameters: inputs have the channels they were initialised for."""
+    if not self.has_variable("params", "encoder"):
+      return
+    encoder = self.variables["params"]["encoder"]
+    layer = encoder.get("cross_attention_first") or encoder["cross_attention_shared"]
+    channels = layer["input_norm"]["scale"].shape[-1] - fourier_num_channels(
+        inputs.ndim - 2, self.num_frequency_bands, self.concat_pos, self.sine_only)
+    if inputs.shape[-1] != channels:
+      raise ValueError(f"Perceiver's parameters were initialised for inputs [batch, "
+                       f"*index_dims, {channels}] ({inputs.ndim - 2} index dims), got shape "
+                       f"{inputs.shape}.")
 
   @nn.nowrap
   def stats(self, input_shape) -> Stats:
@@ -79,6 +98,13 @@ class PerceiverIO(nn.Module):
 
   @nn.compact
   def __call__(self, inputs, pad_mask=None, deterministic: bool = True, subsampled_points=None):
+    check_batch("PerceiverIO", inputs)
+    expected = ("[batch, index, channels]" if self.input_adapter is None
+                else f"of the shape {type(self.input_adapter).__name__} takes")
+    with params_fit_inputs("PerceiverIO", inputs, expected):
+      return self._call(inputs, pad_mask, deterministic, subsampled_points)
+
+  def _call(self, inputs, pad_mask, deterministic, subsampled_points):
     x = inputs if self.input_adapter is None else self.input_adapter(inputs, deterministic=deterministic)
     if x.ndim != 3:
       raise ValueError(

@@ -26,7 +26,8 @@ from perceiver_jax.nn.model_stats import Stats
 from perceiver_jax.nn.multi_head_attention import MultiHeadAttention
 from perceiver_jax.nn.position_encoding import rotary_dims
 from perceiver_jax.nn.typing import DType
-from perceiver_jax.nn.validation import check_choice, check_positive, check_rate
+from perceiver_jax.nn.validation import (check_batch, check_choice, check_positive,
+                                         check_rate)
 
 
 def _attention(module, name: str) -> MultiHeadAttention:
@@ -154,6 +155,7 @@ class PerceiverAR(nn.Module):
   def __call__(self, ids, pad_mask=None, deterministic: bool = True):
     if ids.ndim != 2:
       raise ValueError(f"PerceiverAR expects ids [batch, length], got shape {ids.shape}.")
+    check_batch("PerceiverAR", ids)
     batch, length = ids.shape
     if length > self.max_context:
       raise ValueError(f"PerceiverAR got {length} tokens but PerceiverAR.max_context="

@@ -6,10 +6,14 @@ the total weight, so they equal the big batch's), then the optax update. Metrics
 device scalars: loss, accuracy..., grad_norm, learning_rate, weight (examples or tokens).
 `eval_step(state, batch) -> metric sums` (loss_sum, weight, ...) to be added over batches.
 Both are jitted with the state's shardings and the batch split over the mesh; the train step
-donates the state.
+donates the state. On a mesh of several CPU devices, `jit_steps` waits for the previous step's
+metrics before dispatching the next (at most one step queued behind the running one): XLA:CPU
+runs each device's collectives on host threads, and a loop that dispatches steps without ever
+waiting on them can deadlock in an all-reduce ("rendezvous ... only 1 of them arrived"). GPU and
+TPU steps stay fully asynchronous.
 """
 
-from typing import Callable
+from typing import Callable, List
 
 import jax
 import jax.numpy as jnp
@@ -98,11 +102,34 @@ def make_eval_step(model, objective: Objective):
   return step
 
 
+class _WaitForPrevious:
+  """A jitted step that waits for the previous call's metrics (of any step sharing `pending`)
+  before it dispatches; other attributes (lower, trace...) are the jitted function's."""
+
+  def __init__(self, jitted, metrics_of: Callable, pending: List):
+    self._jitted, self._metrics_of, self._pending = jitted, metrics_of, pending
+
+  def __call__(self, *args, **kwargs):
+    if self._pending:
+      jax.block_until_ready(self._pending.pop())
+    out = self._jitted(*args, **kwargs)
+    self._pending.append(self._metrics_of(out))  # Not the state: the next step donates it.
+    return out
+
+  def __getattr__(self, name):
+    return getattr(self._jitted, name)
+
+
 def jit_steps(train_step, eval_step, mesh, abstract_state, fsdp: bool, min_fsdp_size: int):
-  """(jitted train step, jitted eval step, state shardings) for `mesh`."""
+  """(jitted train step, jitted eval step, state shardings) for `mesh`; on several CPU devices
+  each call first waits for the previous one (see the module docstring)."""
   shardings = state_shardings(mesh, abstract_state, fsdp, min_fsdp_size)
   batch = batch_sharding(mesh)
   train = jax.jit(train_step, in_shardings=(shardings, batch),
                   out_shardings=(shardings, replicated(mesh)), donate_argnums=0)
   evaluate = jax.jit(eval_step, in_shardings=(shardings, batch), out_shardings=replicated(mesh))
+  if mesh.size > 1 and all(device.platform == "cpu" for device in mesh.devices.flat):
+    pending = []
+    train = _WaitForPrevious(train, lambda out: out[1], pending)
+    evaluate = _WaitForPrevious(evaluate, lambda out: out, pending)
   return train, evaluate, shardings
