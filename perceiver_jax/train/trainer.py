@@ -174,8 +174,6 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
       if log_now or save_now:
         fetched = jax.device_get(metrics)
         _check_finite(step, fetched, checkpointer)
-      if save_now and not jax.device_get(state_finite(state)):
-        _diverged(step, "the parameters or optimizer state are not finite", step, checkpointer)
       if log_now:
         elapsed = time.time() - window_start
         train = {k: v for k, v in fetched.items() if k != "weight"}
@@ -185,6 +183,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
         writer.progress(step, {"loss": train["loss"]})
         window_start, window_steps = time.time(), 0
       paused = time.time()  # Evaluation and saving are not train time: out of the window.
+      if save_now and not jax.device_get(state_finite(state)):
+        _diverged(step, "the parameters or optimizer state are not finite", step, checkpointer)
       if eval_now:
         eval_metrics = evaluate(experiment, state)
         writer.write(step, "eval", eval_metrics)
