@@ -1,14 +1,14 @@
 """PNG plots of a run: learning curves and where the latents look.
 
 - `plot_learning_curves(records, path)`: loss and accuracy against step, train and eval,
-  from metrics.jsonl records.
+  from metrics.jsonl records (`latest_records`: the last record of each split and step).
 - `plot_attention_grid(images, maps, labels, predictions, path)`: one row per image: the
   image, then the attention maps of the latents that attend most sharply, overlaid (maps
   [n, latents, H, W] from `perceiver_jax.nn.attention_maps.cross_attention_maps`).
 Matplotlib renders off-screen (Agg).
 """
 
-from typing import Mapping, Sequence
+from typing import List, Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -17,8 +17,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 
+def latest_records(records: Sequence[Mapping]) -> List[Mapping]:
+  """The last record of each (split, step), by step: a step written again (replayed after a
+  resume, evaluated twice) counts once, with its newest values."""
+  latest = {(r["split"], r["step"]): r for r in records}
+  return sorted(latest.values(), key=lambda r: r["step"])
+
+
 def plot_learning_curves(records: Sequence[Mapping], path: str) -> str:
   """Loss and accuracy curves (train and eval) from metrics.jsonl records; returns path."""
+  records = latest_records(records)
   figure, axes = plt.subplots(1, 2, figsize=(10, 4))
   for split, style in (("train", "-"), ("eval", "o-")):
     rows = [r for r in records if r["split"] == split]

@@ -227,6 +227,18 @@ def test_existing_or_older_step_is_skipped_unless_forced(open_checkpointer):
   np.testing.assert_array_equal(checkpointer.restore_latest(abstract)[1]["x"], [2.0, 2.0])
 
 
+def test_delete_removes_a_step_even_while_it_is_being_saved(open_checkpointer, tmp_path):
+  checkpointer = open_checkpointer(async_save=True)
+  for step in (1, 2, 3):
+    checkpointer.save(step, _small_state(float(step)))
+  checkpointer.delete(3)  # Waits for the async save of 3 first.
+  checkpointer.delete(7)  # Not saved: nothing to do.
+  assert checkpointer.all_steps() == [1, 2] and checkpointer.latest_step() == 2
+  assert sorted(os.listdir(tmp_path / "ckpt")) == ["1", "2"]
+  abstract = _abstract(_small_state(0))
+  np.testing.assert_array_equal(checkpointer.restore_latest(abstract)[1]["x"], [2.0, 2.0])
+
+
 def test_async_save_is_visible_after_wait(open_checkpointer, tmp_path):
   writer = open_checkpointer(async_save=True)
   state = _small_state(4.0)

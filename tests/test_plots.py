@@ -85,6 +85,16 @@ def test_cross_attention_maps_do_not_depend_on_the_backend_and_nothing_is_sown_b
   assert not state.get("intermediates")
 
 
+def test_learning_curves_read_the_last_record_of_each_step():
+  records = [{"step": s, "split": "train", "loss": 1.0} for s in (1, 2, 3, 4)]
+  records += [{"step": 2, "split": "eval", "loss": 0.9}]  # A resume from step 2 replays 3, 4.
+  records += [{"step": s, "split": "train", "loss": 0.5} for s in (3, 4)]
+  records += [{"step": 4, "split": "eval", "loss": 0.4}]
+  assert [(r["split"], r["step"], r["loss"]) for r in plots.latest_records(records)] == [
+      ("train", 1, 1.0), ("train", 2, 1.0), ("eval", 2, 0.9), ("train", 3, 0.5),
+      ("train", 4, 0.5), ("eval", 4, 0.4)]
+
+
 def test_pngs_have_the_figure_size(tmp_path):
   records = [{"step": s, "split": "train", "loss": 2.0 / s, "accuracy": 1 - 1.0 / s}
              for s in range(1, 6)] + [{"step": 5, "split": "eval", "loss": 0.5, "accuracy": 0.8}]

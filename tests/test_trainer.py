@@ -5,11 +5,13 @@ SIGTERM, a two-process jax.distributed run, the NaN guard and evaluation of a ch
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import types
 
 import chex
 import jax
@@ -23,8 +25,10 @@ from perceiver_jax import tasks
 from perceiver_jax.data import input_pipeline
 from perceiver_jax.convert import pretrained
 from perceiver_jax.train import trainer
+from perceiver_jax.train.checkpointing import Checkpointer
 from perceiver_jax.train.experiment import build_experiment
 from perceiver_jax.train.sharding import global_batch, usable_cpu_cores
+from perceiver_jax.train.workdir_lock import WorkdirLock
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -162,6 +166,40 @@ def test_gradient_accumulation_equals_the_big_batch(digits_data_dir, tmp_path):
                               jax.device_get(state_big.params), rtol=1e-5, atol=1e-7)
 
 
+def test_a_resumed_run_writes_each_steps_records_once(digits_data_dir, tmp_path):
+  workdir = str(tmp_path)
+  config = _config(digits_data_dir)  # 6 steps, logs every 2, saves at 3 and 6.
+  trainer.train_and_evaluate(config, workdir)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write('{"step": 6, "split": "tr')  # A line cut short by a kill.
+  trainer.train_and_evaluate(config, workdir)  # Resumes at 3 and replays 4-6.
+  assert [(r["split"], r["step"]) for r in _records(workdir)] == [
+      ("train", 2), ("train", 4), ("train", 6), ("eval", 6)]
+
+
+def test_step_time_leaves_out_evaluation_and_saving(digits_data_dir, tmp_path, monkeypatch):
+  """A clock that evaluation and saving each move on by 1000 s."""
+  clock = {"offset": 0.0}
+  monkeypatch.setattr(trainer, "time", types.SimpleNamespace(
+      time=lambda: time.time() + clock["offset"]))
+
+  def slow(function):
+    def wrapped(*args, **kwargs):
+      clock["offset"] += 1000.0
+      return function(*args, **kwargs)
+    return wrapped
+
+  monkeypatch.setattr(trainer, "evaluate", slow(trainer.evaluate))
+  monkeypatch.setattr(Checkpointer, "save", slow(Checkpointer.save))
+  config = _config(digits_data_dir, eval_every_steps=2)  # Evaluates at 2, 4, 6; saves at 3, 6.
+  trainer.train_and_evaluate(config, str(tmp_path))
+  train = [r for r in _records(str(tmp_path)) if r["split"] == "train"]
+  assert [r["step"] for r in train] == [2, 4, 6]
+  assert all(r["step_time"] < 100 for r in train), train
+  assert all(r["examples_per_second"] > 16 / 100 for r in train), train
+
+
 # Subprocesses: SIGKILL and resume (also past a corrupt checkpoint), SIGTERM.
 
 def test_killed_run_resumes_past_a_corrupt_checkpoint_to_the_uninterrupted_result(
@@ -271,18 +309,79 @@ def test_sigterm_to_one_of_two_processes_saves_the_same_step_on_both(digits_data
   assert _committed_steps(workdir) == [int(stopped[0])]
 
 
+# One run per workdir.
+
+_HOLD_LOCK = ("import sys; from perceiver_jax.train.workdir_lock import WorkdirLock\n"
+              "with WorkdirLock(sys.argv[1]):\n  print('locked', flush=True); sys.stdin.read()")
+
+
+def test_a_second_run_stops_while_a_live_one_holds_the_workdir(tmp_path, caplog):
+  workdir = str(tmp_path)
+  holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, workdir], cwd=REPO, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+  try:
+    assert holder.stdout.readline() == "locked\n"
+    in_progress = tmp_path / "checkpoints" / "3.orbax-checkpoint-tmp-17"
+    in_progress.mkdir(parents=True)
+    config = _config(str(tmp_path / "tfds"))
+    for run in (trainer.train_and_evaluate, trainer.evaluate_checkpoint):
+      with pytest.raises(RuntimeError, match=rf"another run is using the workdir {workdir}: "
+                         rf"pid {holder.pid} on {socket.gethostname()}"):
+        run(config, workdir)
+    assert in_progress.is_dir() and not (tmp_path / "metrics.jsonl").exists()
+  finally:
+    holder.kill()
+    holder.wait()
+  # Killed (no clean release), it leaves its lock file behind, which does not block.
+  with open(tmp_path / ".lock") as f:
+    assert f.read() == f"pid {holder.pid} on {socket.gethostname()}\n"
+  with WorkdirLock(workdir):
+    with open(tmp_path / ".lock") as f:
+      assert f.read() == f"pid {os.getpid()} on {socket.gethostname()}\n"
+  assert f"from pid {holder.pid} on" in caplog.text
+
+
 # The NaN guard, evaluation of a checkpoint and config errors.
 
-def test_divergence_stops_with_a_clear_error_and_keeps_good_checkpoints(digits_data_dir, tmp_path):
-  config = _config(digits_data_dir, **{"optimizer.learning_rate": 1e30,
-                                       "optimizer.clip_norm": None, "checkpoint_every_steps": 1,
-                                       "num_train_steps": 6})
-  with pytest.raises(FloatingPointError, match="diverged at step"):
+def test_divergence_keeps_only_checkpoints_that_resume(digits_data_dir, tmp_path):
+  """At learning rate 1e6 the step-3 parameters are finite (|sum| ~ 3.5e12) but step 4's loss
+  on them is NaN: checkpoint 3 is deleted, and step 2 resumes with a sane learning rate."""
+  workdir = str(tmp_path)
+  config = _config(digits_data_dir, **{"optimizer.learning_rate": 1e6,
+                                       "checkpoint_every_steps": 1})
+  with pytest.raises(FloatingPointError, match=r"diverged at step 4.*checkpoints \[3\].*"
+                     r"restarts from step 2"):
+    trainer.train_and_evaluate(config, workdir)
+  assert _committed_steps(workdir) == [2]
+  chex.assert_tree_all_finite(_final_params(config, workdir, 2))
+  config.optimizer.learning_rate = 1e-3
+  trainer.train_and_evaluate(config, workdir)
+  assert _committed_steps(workdir)[-1] == 6
+  assert all(np.isfinite(r["loss"]) for r in _records(workdir) if r["step"] > 2)
+
+
+def test_a_state_with_a_non_finite_optimizer_state_is_not_saved(digits_data_dir, tmp_path,
+                                                               monkeypatch):
+  """A NaN in the optimizer state leaves the next loss finite: the state itself is checked."""
+  def build_poisoned(config, workdir):
+    experiment = build_experiment(config, workdir)
+    step = experiment.train_step
+
+    def poisoned(state, batch):
+      state, metrics = step(state, batch)
+      nan_at_3 = jax.numpy.where(state.step == 3, jax.numpy.nan, 0.0)
+      return state.replace(opt_state=jax.tree.map(
+          lambda x: x + nan_at_3 if x.dtype == np.float32 else x, state.opt_state)), metrics
+
+    experiment.train_step = poisoned
+    return experiment
+
+  monkeypatch.setattr(trainer, "build_experiment", build_poisoned)
+  config = _config(digits_data_dir, checkpoint_every_steps=1)
+  with pytest.raises(FloatingPointError, match="diverged at step 3: the parameters or "
+                     "optimizer state are not finite.*restarts from step 2"):
     trainer.train_and_evaluate(config, str(tmp_path))
-  saved = _committed_steps(str(tmp_path))
-  assert saved and max(saved) < 6
-  for step in saved:
-    chex.assert_tree_all_finite(_final_params(config, str(tmp_path), step))
+  assert _committed_steps(str(tmp_path)) == [1, 2]
 
 
 def test_evaluate_checkpoint_and_init_from_match_the_training_runs_eval(digits_data_dir, tmp_path):

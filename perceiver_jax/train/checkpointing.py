@@ -199,6 +199,13 @@ class Checkpointer:
                        f"the saved state: use a new directory.") from error
     return None
 
+  def delete(self, step: int) -> None:
+    """Deletes the saved `step` (once pending saves are done); a missing step is a no-op."""
+    step = _check_step(step)
+    self._manager.wait_until_finished()
+    if step in self.all_steps():
+      self._manager.delete(step)
+
   def reached_preemption(self, step: int) -> bool:
     """True at the step every process of a jax.distributed run saves at after a preemption
     notice (SIGTERM) reached any of them (orbax's; always False without jax.distributed).

@@ -1,9 +1,12 @@
 """Metrics to `metrics.jsonl`, TensorBoard event files and a console progress bar.
 
-`MetricWriter(workdir, num_train_steps, initial_step)`:
+`MetricWriter(workdir, num_train_steps, initial_step, resume=False)`:
   write(step, split, metrics)  # one JSON line {"step", "split", **metrics} and TB scalars
   progress(step, metrics)      # tqdm bar with ETA and the latest train metrics
   close()
+With resume=True (a training run restarting from the checkpoint at initial_step), the records
+of later steps, which the interrupted run wrote and the restarted one replays, are dropped
+first (and a line cut short by a kill), so each step's records are written once.
 Only process 0 writes (the others' calls do nothing), so a multi-host run has one log.
 TensorBoard events go to `workdir/tensorboard/<split>` through tf.summary (TensorFlow is
 already the input pipeline's dependency; it runs on CPU only).
@@ -11,7 +14,7 @@ already the input pipeline's dependency; it runs on CPU only).
 
 import json
 import os
-from typing import Mapping
+from typing import Mapping, Optional
 
 import jax
 import tqdm
@@ -19,15 +22,44 @@ import tqdm
 from perceiver_jax.data.tensorflow_cpu import tf
 
 
+def _step_of(line: str) -> Optional[int]:
+  """The step of a metrics.jsonl line; None for a line cut short (by a kill)."""
+  if not line.endswith("\n"):
+    return None
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None
+
+
+def _drop_records_after(path: str, step: int):
+  """Rewrites metrics.jsonl (atomically) without the records of steps after `step`."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    lines = f.readlines()
+  kept = [line for line, line_step in zip(lines, map(_step_of, lines))
+          if line_step is not None and line_step <= step]
+  if kept == lines:
+    return
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.writelines(kept)
+  os.replace(path + ".tmp", path)
+
+
 class MetricWriter:
   """See the module docstring."""
 
-  def __init__(self, workdir: str, num_train_steps: int, initial_step: int = 0):
+  def __init__(self, workdir: str, num_train_steps: int, initial_step: int = 0,
+               resume: bool = False):
     self.enabled = jax.process_index() == 0
     if not self.enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+    path = os.path.join(workdir, "metrics.jsonl")
+    if resume:
+      _drop_records_after(path, initial_step)
+    self._jsonl = open(path, "a", encoding="utf-8")
     self._tensorboard_dir = os.path.join(workdir, "tensorboard")
     self._writers = {}
     self._bar = tqdm.tqdm(total=num_train_steps, initial=initial_step, unit="step",

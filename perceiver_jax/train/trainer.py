@@ -6,18 +6,33 @@ sharded train step (train_step.py) on batches from the TFDS pipeline (input_pipe
   the data position and every random draw are functions of (seed, step), so a run killed
   at any point and restarted ends with the parameters an uninterrupted run reaches;
 - logs train metrics every log_every_steps (loss, accuracy, grad_norm, learning_rate,
-  examples_per_second, step_time) and evaluates every eval_every_steps, to metrics.jsonl,
-  TensorBoard and a progress bar (metric_writer.py); train metrics are fetched one step late
-  so the host never waits for the device;
+  examples_per_second, step_time: of the window's train steps, evaluation and saving left
+  out) and evaluates every eval_every_steps, to metrics.jsonl, TensorBoard and a progress
+  bar (metric_writer.py); train metrics are fetched one step late so the host never waits
+  for the device; after a resume the replayed steps' records replace the old ones;
 - saves every checkpoint_every_steps (async, keep-N plus the best by config.checkpoint.
   best_metric) and at the end;
 - on preemption (SIGTERM) saves a checkpoint and returns: in a jax.distributed run jax's
   preemption service tells every process, which all save the same step (one past the furthest
   any had reached when the signal came: orbax's reached_preemption); a single process saves
   the step after the signal. A restart resumes from that step;
-- stops with FloatingPointError when the loss or gradient norm turns NaN/Inf, keeping the
-  last good checkpoint (a state is checked before it is saved).
+- stops with FloatingPointError when the loss or gradient norm turns NaN/Inf, or the state
+  to be saved does, and names the newest checkpoint that resumes (see "Divergence").
 `evaluate_checkpoint(config, workdir, step=None)` evaluates a saved state.
+Both hold the workdir's lock (workdir_lock.py): a second run into a workdir in use stops with
+an error naming the live process; a lock left by a killed run does not block its resume.
+
+Divergence: a state is saved only when its parameters and optimizer state are finite (one
+jitted reduction on device, at save steps only). Finite is not enough: a too-high learning
+rate leaves finite parameters (|sum| ~ 1e12) on which the next step's loss is NaN, so resuming
+there diverges again whatever the learning rate. Step s+1's loss and gradient norm are a
+function of state s and the batch of step s+1 alone, so a state is verified by the next
+step's metrics, which the loop checks anyway (one step late, with no extra host round trip).
+When step d's metrics are not finite, the checkpoints of steps >= d - 1 (saved, not yet
+verified) are deleted, and the error names the newest remaining one, g: resumed, with any
+learning rate, step g + 1 recomputes the finite loss and gradient norm it had. A run killed
+before verifying its newest save verifies it when it resumes. With checkpoint.keep >= 2
+(configs/common.py) a verified step survives a deleted one.
 
 Fine-tuning: with `config.init_from` = a pretrained model directory (`perceiver_jax.convert.pretrained`,
 e.g. written by `python -m perceiver_jax.convert`), the model takes the pretrained architecture
@@ -25,6 +40,7 @@ e.g. written by `python -m perceiver_jax.convert`), the model takes the pretrain
 from its own checkpoint); what was loaded is logged and written to workdir/init_from.json.
 """
 
+import functools
 import os
 import signal
 import time
@@ -32,13 +48,15 @@ from typing import Dict, Optional
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from perceiver_jax.data import input_pipeline
 from perceiver_jax.train.checkpointing import Checkpointer
 from perceiver_jax.train.experiment import Experiment, build_experiment
 from perceiver_jax.train.metric_writer import MetricWriter
-from perceiver_jax.train.sharding import global_batch
+from perceiver_jax.train.sharding import global_batch, replicated
+from perceiver_jax.train.workdir_lock import WorkdirLock
 
 
 def evaluate(experiment: Experiment, state) -> Dict[str, float]:
@@ -55,14 +73,33 @@ def evaluate(experiment: Experiment, state) -> Dict[str, float]:
   return {name: float(value) / weight for name, value in totals.items()}
 
 
+def _state_finite(state) -> jax.Array:
+  """Whether every float of the parameters, optimizer state and batch stats is finite."""
+  leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(
+      (state.params, state.opt_state, state.batch_stats)) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.stack(leaves).all() if leaves else jnp.array(True)
+
+
+def _diverged(step: int, problem: str, first_bad_state: int, checkpointer: Checkpointer):
+  """Deletes the checkpoints of states >= first_bad_state and raises FloatingPointError."""
+  checkpointer.wait()
+  bad = [s for s in checkpointer.all_steps() if s >= first_bad_state]
+  for s in bad:
+    checkpointer.delete(s)
+  good = checkpointer.latest_step()
+  resume = (f"resuming restarts from step {good}, whose next step's loss was finite" if good
+            is not None else "no verified checkpoint is left, so resuming starts afresh")
+  deleted = f" deleted the unverified checkpoints {bad};" if bad else ""
+  raise FloatingPointError(
+      f"training diverged at step {step}: {problem};{deleted} {resume}. Lower "
+      "config.optimizer.learning_rate, set config.optimizer.clip_norm, or use float32 compute "
+      "(config.model.dtype).")
+
+
 def _check_finite(step: int, metrics, checkpointer: Checkpointer):
   bad = {k: float(metrics[k]) for k in ("loss", "grad_norm") if not np.isfinite(metrics[k])}
-  if bad:
-    checkpointer.wait()
-    raise FloatingPointError(
-        f"training diverged at step {step}: {bad}. Nothing after the last good checkpoint "
-        f"(step {checkpointer.latest_step()}) was saved; lower config.optimizer.learning_rate, "
-        "set config.optimizer.clip_norm, or use float32 compute (config.model.dtype).")
+  if bad:  # Step `step`'s metrics are those of state step - 1.
+    _diverged(step, str(bad), step - 1, checkpointer)
 
 
 class _Preemption:
@@ -96,6 +133,16 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
 
 
+def _one_run_per_workdir(function):
+  """`function(config, workdir, ...)`, run holding the workdir's lock."""
+  @functools.wraps(function)
+  def locked(config, workdir: str, *args, **kwargs):
+    with WorkdirLock(workdir):
+      return function(config, workdir, *args, **kwargs)
+  return locked
+
+
+@_one_run_per_workdir
 def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   """Trains (resuming if possible); returns the last evaluation's metrics."""
   experiment = build_experiment(config, workdir)
@@ -103,7 +150,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   if start >= config.num_train_steps:
     logging.warning("%s already holds the final step %d; nothing to train (evaluate it with "
                     "experiments.eval, or raise config.num_train_steps).", workdir, start)
-  writer = MetricWriter(workdir, config.num_train_steps, start)
+  writer = MetricWriter(workdir, config.num_train_steps, start, resume=True)
   batches = input_pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size,
                                                seed=config.seed, start_step=start,
                                                cache_dir=workdir,
@@ -111,6 +158,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
                                                    "num_classes"))
   checkpointer = experiment.checkpointer
   preemption = _Preemption(checkpointer)
+  state_finite = jax.jit(_state_finite, out_shardings=replicated(experiment.mesh))
   eval_metrics, previous = {}, None
   window_start, window_steps = time.time(), 0
   try:
@@ -137,6 +185,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
         writer.write(step, "train", train)
         writer.progress(step, {"loss": train["loss"]})
         window_start, window_steps = time.time(), 0
+      paused = time.time()  # Evaluation and saving are not train time: out of the window.
+      if save_now and not jax.device_get(state_finite(state)):
+        _diverged(step, "the parameters or optimizer state are not finite", step, checkpointer)
       if eval_now:
         eval_metrics = evaluate(experiment, state)
         writer.write(step, "eval", eval_metrics)
@@ -145,6 +196,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
         # unreadable checkpoint: replace those.
         stale = (checkpointer.latest_step() or 0) >= step
         checkpointer.save(step, state, eval_metrics if eval_now else None, force=stale)
+      window_start += time.time() - paused
       if preempted:
         logging.warning("SIGTERM (preemption): saved the checkpoint at step %d and stopped.",
                         step)
@@ -156,6 +208,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   return eval_metrics
 
 
+@_one_run_per_workdir
 def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> Dict[str, float]:
   """Evaluates the given (or newest) checkpoint, or with none the config.init_from model
   (as step 0); appends the result to metrics.jsonl."""
