@@ -13,12 +13,13 @@ from absl import app, flags
 import jax
 import numpy as np
 
+from experiments import launch, plots
 from experiments.launch import FLAGS, setup_processes
-from experiments import plots
 from perceiver_jax.data import input_pipeline
 from perceiver_jax.nn.attention_maps import cross_attention_maps
 from perceiver_jax.train.experiment import build_experiment
 
+flags.adopt_module_key_flags(launch)  # --help lists --config, --workdir, --cpu_devices...
 flags.DEFINE_integer("num_images", 8, "Eval images in the attention grid.")
 
 

@@ -8,11 +8,13 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 
+from experiments import launch
 from experiments.launch import FLAGS, setup_processes
 from perceiver_jax.train.experiment import build_experiment
 from perceiver_jax.nn.generation import generate
 from perceiver_jax.data.tokenizer import BytesTokenizer
 
+flags.adopt_module_key_flags(launch)  # --help lists --config, --workdir, --cpu_devices...
 flags.DEFINE_string("prompt", "", "Text the samples continue.")
 flags.DEFINE_integer("max_new_tokens", 200, "Bytes to generate.")
 flags.DEFINE_integer("num_samples", 1, "Samples drawn (one batch).")
