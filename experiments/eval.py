@@ -12,7 +12,8 @@ from experiments.launch import FLAGS, setup_processes
 from perceiver_jax.train import trainer
 
 flags.adopt_module_key_flags(launch)  # --help lists --config, --workdir, --cpu_devices...
-flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest).")
+flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest readable "
+                     "one).")
 
 
 def main(argv):

@@ -157,11 +157,9 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> Dic
   """Evaluates the given (or newest) checkpoint, or with none the config.init_from model
   (as step 0); appends the result to metrics.jsonl."""
   experiment = build_experiment(config, workdir)
-  if step is None:
-    step = experiment.checkpointer.latest_step()
-    if step is None and not config.init_from:
-      raise ValueError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')} to evaluate "
-                       "(set config.init_from to evaluate a pretrained model).")
+  if step is None and experiment.checkpointer.latest_step() is None and not config.init_from:
+    raise ValueError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')} to evaluate "
+                     "(set config.init_from to evaluate a pretrained model).")
   state, step = experiment.restore_or_init(step)
   metrics = evaluate(experiment, state)
   writer = MetricWriter(workdir, config.num_train_steps, step)
