@@ -1,6 +1,8 @@
 """Evaluate a checkpoint: python -m experiments.eval --config=... --workdir=DIR [--step=N].
 
-Prints the eval split's metrics and appends them to DIR/metrics.jsonl (split 'eval').
+Prints the eval split's metrics and writes them to DIR/metrics.jsonl (split 'eval'), replacing
+the record of that step the training run wrote. With no --step: the newest readable checkpoint
+(an unreadable newer one is named in a warning).
 """
 
 import json

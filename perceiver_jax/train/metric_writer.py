@@ -2,8 +2,10 @@
 
 `MetricWriter(workdir, num_train_steps, initial_step)`:
   write(step, split, metrics)  # one JSON line {"step", "split", **metrics} and TB scalars
+  replace(step, split, metrics)  # write(), dropping earlier records of (step, split) first
   progress(step, metrics)      # tqdm bar with ETA and the latest train metrics
   close()
+num_train_steps=None: no progress bar (evaluating a checkpoint is no training run).
 Only process 0 writes (the others' calls do nothing), so a multi-host run has one log.
 TensorBoard events go to `workdir/tensorboard/<split>` through tf.summary (TensorFlow is
 already the input pipeline's dependency; it runs on CPU only).
@@ -11,7 +13,7 @@ already the input pipeline's dependency; it runs on CPU only).
 
 import json
 import os
-from typing import Mapping
+from typing import Mapping, Optional
 
 import jax
 import tqdm
@@ -19,10 +21,19 @@ import tqdm
 from perceiver_jax.data.tensorflow_cpu import tf
 
 
+def _is_record(line: str, step: int, split: str) -> bool:
+  """Whether a metrics.jsonl line is the record of `split` at `step`."""
+  try:
+    record = json.loads(line)
+  except ValueError:
+    return False
+  return isinstance(record, dict) and record.get("step") == step and record.get("split") == split
+
+
 class MetricWriter:
   """See the module docstring."""
 
-  def __init__(self, workdir: str, num_train_steps: int, initial_step: int = 0):
+  def __init__(self, workdir: str, num_train_steps: Optional[int], initial_step: int = 0):
     self.enabled = jax.process_index() == 0
     if not self.enabled:
       return
@@ -30,8 +41,9 @@ class MetricWriter:
     self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
     self._tensorboard_dir = os.path.join(workdir, "tensorboard")
     self._writers = {}
-    self._bar = tqdm.tqdm(total=num_train_steps, initial=initial_step, unit="step",
-                          dynamic_ncols=True, mininterval=1.0)
+    self._bar = None if num_train_steps is None else tqdm.tqdm(
+        total=num_train_steps, initial=initial_step, unit="step", dynamic_ncols=True,
+        mininterval=1.0)
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]):
     if not self.enabled:
@@ -51,8 +63,24 @@ class MetricWriter:
       shown = ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
       tqdm.tqdm.write(f"step {int(step)} eval: {shown}")
 
-  def progress(self, step: int, metrics: Mapping[str, float] = None):
+  def replace(self, step: int, split: str, metrics: Mapping[str, float]):
+    """write(), after rewriting metrics.jsonl without the records of `split` at `step`."""
     if not self.enabled:
+      return
+    path = self._jsonl.name
+    self._jsonl.close()
+    with open(path, encoding="utf-8") as f:
+      lines = f.readlines()
+    kept = [line for line in lines if not _is_record(line, step, split)]
+    if kept != lines:
+      with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(kept)
+      os.replace(path + ".tmp", path)
+    self._jsonl = open(path, "a", encoding="utf-8")
+    self.write(step, split, metrics)
+
+  def progress(self, step: int, metrics: Mapping[str, float] = None):
+    if not self.enabled or self._bar is None:
       return
     self._bar.update(int(step) - self._bar.n)
     if metrics:
@@ -61,7 +89,8 @@ class MetricWriter:
   def close(self):
     if not self.enabled:
       return
-    self._bar.close()
+    if self._bar is not None:
+      self._bar.close()
     self._jsonl.close()
     for writer in self._writers.values():
       writer.close()

@@ -17,7 +17,8 @@ sharded train step (train_step.py) on batches from the TFDS pipeline (input_pipe
   the step after the signal. A restart resumes from that step;
 - stops with FloatingPointError when the loss or gradient norm turns NaN/Inf, keeping the
   last good checkpoint (a state is checked before it is saved).
-`evaluate_checkpoint(config, workdir, step=None)` evaluates a saved state.
+`evaluate_checkpoint(config, workdir, step=None)` evaluates a saved state (the newest readable
+one by default).
 
 Fine-tuning: with `config.init_from` = a pretrained model directory (`perceiver_jax.convert.pretrained`,
 e.g. written by `python -m perceiver_jax.convert`), the model takes the pretrained architecture
@@ -154,16 +155,16 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
 
 
 def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> Dict[str, float]:
-  """Evaluates the given (or newest) checkpoint, or with none the config.init_from model
-  (as step 0); appends the result to metrics.jsonl."""
+  """Evaluates the given (or newest readable) checkpoint, or with none the config.init_from
+  model (as step 0); the result replaces metrics.jsonl's eval record of that step."""
   experiment = build_experiment(config, workdir)
   if step is None and experiment.checkpointer.latest_step() is None and not config.init_from:
     raise ValueError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')} to evaluate "
                      "(set config.init_from to evaluate a pretrained model).")
   state, step = experiment.restore_or_init(step)
   metrics = evaluate(experiment, state)
-  writer = MetricWriter(workdir, config.num_train_steps, step)
-  writer.write(step, "eval", metrics)
+  writer = MetricWriter(workdir, None)
+  writer.replace(step, "eval", metrics)
   writer.close()
   experiment.checkpointer.close()
   return metrics
