@@ -1,16 +1,21 @@
 """Evaluate a checkpoint: python -m experiments.eval --config=... --workdir=DIR [--step=N].
 
-Prints the eval split's metrics and appends them to DIR/metrics.jsonl (split 'eval').
+Prints the eval split's metrics and writes them to DIR/metrics.jsonl (split 'eval'), replacing
+the record of that step the training run wrote. With no --step: the newest readable checkpoint
+(an unreadable newer one is named in a warning).
 """
 
 import json
 
 from absl import app, flags
 
+from experiments import launch
 from experiments.launch import FLAGS, setup_processes
 from perceiver_jax.train import trainer
 
-flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest).")
+flags.adopt_module_key_flags(launch)  # --help lists --config, --workdir, --cpu_devices...
+flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest readable "
+                     "one).")
 
 
 def main(argv):

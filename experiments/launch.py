@@ -17,6 +17,7 @@ from experiments import cpu_devices
 from perceiver_jax.train.experiment import sharded_batch_sizes, validate_config
 
 FLAGS = flags.FLAGS
+flags.adopt_module_key_flags(cpu_devices)  # --help lists --cpu_devices.
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/X.py[:options]).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and TensorBoard.")

@@ -1,9 +1,9 @@
-"""Plot a run: python -m experiments.plot --config=... --workdir=DIR [--num_images=8].
+"""Plot a run: python -m experiments.plot --config=... --workdir=DIR [--num_images=8 --step=N].
 
 Writes DIR/plots/learning_curves.png (from metrics.jsonl) and, for Perceiver image
 classifiers, DIR/plots/cross_attention.png: test images from the eval split with the
-cross-attention maps of the newest checkpoint's latents (the weights the model sows,
-`perceiver_jax.nn.attention_maps`).
+cross-attention maps of the checkpoint's latents (the weights the model sows,
+`perceiver_jax.nn.attention_maps`) at --step, by default the newest readable checkpoint.
 """
 
 import json
@@ -13,16 +13,19 @@ from absl import app, flags
 import jax
 import numpy as np
 
+from experiments import launch, plots
 from experiments.launch import FLAGS, setup_processes
-from experiments import plots
 from perceiver_jax.data import input_pipeline
 from perceiver_jax.nn.attention_maps import cross_attention_maps
 from perceiver_jax.train.experiment import build_experiment
 
+flags.adopt_module_key_flags(launch)  # --help lists --config, --workdir, --cpu_devices...
 flags.DEFINE_integer("num_images", 8, "Eval images in the attention grid.")
+flags.DEFINE_integer("step", None, "Checkpoint step whose attention is plotted (default: the "
+                     "newest readable one).")
 
 
-def plot_run(config, workdir: str, num_images: int = 8) -> list:
+def plot_run(config, workdir: str, num_images: int = 8, step=None) -> list:
   """Writes the run's plots; returns their paths."""
   directory = os.path.join(workdir, "plots")
   os.makedirs(directory, exist_ok=True)
@@ -32,7 +35,7 @@ def plot_run(config, workdir: str, num_images: int = 8) -> list:
   if config.model.task != "perceiver_classification":
     return paths
   experiment = build_experiment(config, workdir)
-  state, _ = experiment.restore_or_init(experiment.checkpointer.latest_step())
+  state, _ = experiment.restore_or_init(step)
   experiment.checkpointer.close()
   batch = next(iter(input_pipeline.make_eval_iterator(
       config.data, global_batch_size=config.eval_batch_size)))
@@ -49,7 +52,7 @@ def plot_run(config, workdir: str, num_images: int = 8) -> list:
 def main(argv):
   del argv
   setup_processes()
-  for path in plot_run(FLAGS.config, FLAGS.workdir, FLAGS.num_images):
+  for path in plot_run(FLAGS.config, FLAGS.workdir, FLAGS.num_images, FLAGS.step):
     print(path)
 
 

@@ -8,18 +8,20 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 
+from experiments import launch
 from experiments.launch import FLAGS, setup_processes
 from perceiver_jax.train.experiment import build_experiment
 from perceiver_jax.nn.generation import generate
 from perceiver_jax.data.tokenizer import BytesTokenizer
 
+flags.adopt_module_key_flags(launch)  # --help lists --config, --workdir, --cpu_devices...
 flags.DEFINE_string("prompt", "", "Text the samples continue.")
 flags.DEFINE_integer("max_new_tokens", 200, "Bytes to generate.")
 flags.DEFINE_integer("num_samples", 1, "Samples drawn (one batch).")
 flags.DEFINE_float("temperature", 1.0, "0 is greedy decoding.")
 flags.DEFINE_integer("top_k", None, "Sample among the k most likely bytes.")
 flags.DEFINE_float("top_p", None, "Nucleus sampling: the smallest set with this probability.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest readable one).")
 
 
 def sample_from_checkpoint(config, workdir: str, prompt: str, max_new_tokens: int,
@@ -29,8 +31,7 @@ def sample_from_checkpoint(config, workdir: str, prompt: str, max_new_tokens: in
   if config.model.task != "language_modeling":
     raise ValueError(f"sampling needs a language_modeling config, got {config.model.task!r}.")
   experiment = build_experiment(config, workdir)
-  step = experiment.checkpointer.latest_step() if step is None else step
-  if step is None:
+  if step is None and experiment.checkpointer.latest_step() is None:
     raise ValueError(f"no checkpoint in {workdir}/checkpoints to sample from.")
   state, _ = experiment.restore_or_init(step)
   experiment.checkpointer.close()

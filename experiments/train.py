@@ -3,10 +3,13 @@
 Resumes from DIR's newest checkpoint when there is one; see perceiver_jax/train/trainer.py.
 """
 
-from absl import app
+from absl import app, flags
 
+from experiments import launch
 from experiments.launch import FLAGS, setup_processes
 from perceiver_jax.train import trainer
+
+flags.adopt_module_key_flags(launch)  # --help lists --config, --workdir, --cpu_devices...
 
 
 def main(argv):

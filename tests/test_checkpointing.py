@@ -1,8 +1,11 @@
 """Tests of perceiver_jax.train.checkpointing (CPU): round trips, sharded restore, retention, recovery."""
 
+import asyncio
 import logging
 import os
 import shutil
+import sys
+import types
 
 import chex
 import jax
@@ -12,6 +15,7 @@ import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
+from perceiver_jax.train import checkpointing
 from perceiver_jax.train.checkpointing import Checkpointer, abstract_with_sharding
 from perceiver_jax.train.train_state import TrainState
 
@@ -186,6 +190,66 @@ def test_corrupt_newest_step_falls_back_with_a_warning(open_checkpointer, tmp_pa
     _truncate_array_data(tmp_path / "ckpt" / str(step))
   with pytest.raises(ValueError, match=r"none of the steps \[1, 2, 3\]"):
     checkpointer.restore_latest(_abstract(_small_state(0)))
+
+
+def _damage(step_dir, how):
+  """Damages a saved step as disks and killed copies do."""
+  files = [os.path.join(root, name) for root, _, names in os.walk(step_dir) for name in names]
+  if how == "truncated array data":
+    _truncate_array_data(step_dir)
+  elif how == "deleted array data":
+    for path in files:
+      if os.path.basename(os.path.dirname(path)) == "d":
+        os.remove(path)
+  elif how == "broken tree metadata":
+    with open(os.path.join(step_dir, "state", "_METADATA"), "w") as f:
+      f.write("{not json")
+  elif how == "every file emptied, metrics too":
+    for path in files:
+      open(path, "w").close()
+
+
+@pytest.mark.parametrize("how", ["truncated array data", "deleted array data",
+                                 "broken tree metadata", "every file emptied, metrics too"])
+def test_a_damaged_step_is_skipped_by_restore_latest_and_named_by_restore(
+    open_checkpointer, tmp_path, caplog, how):
+  checkpointer = open_checkpointer(best_metric="acc")
+  for step in (1, 2, 3):
+    checkpointer.save(step, _small_state(step), {"acc": step / 10})
+  checkpointer.close()
+  _damage(tmp_path / "ckpt" / "3", how)
+
+  checkpointer = open_checkpointer(best_metric="acc")  # Opens despite damaged metrics.
+  with caplog.at_level(logging.WARNING):
+    step, restored = checkpointer.restore_latest(_abstract(_small_state(0)))
+  assert step == 2
+  np.testing.assert_array_equal(restored["x"], [2.0, 2.0])
+  assert "cannot restore step 3" in caplog.text
+  assert "restored step 2" in caplog.text and "(unreadable: [3])" in caplog.text
+  with pytest.raises(ValueError, match=r"step 3 in .* is unreadable \(.*\); restore one of the "
+                                       r"readable steps \[2, 1\]"):
+    checkpointer.restore(3, _abstract(_small_state(0)))
+
+
+def test_closed_loop_wakeups_of_a_failed_restore_are_dropped_and_nothing_else(monkeypatch):
+  seen = []
+  monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: seen.append(unraisable))
+  checkpointing._drop_closed_loop_wakeups()
+  checkpointing._drop_closed_loop_wakeups()  # Installed once.
+  loop = asyncio.new_event_loop()
+  loop.close()
+  try:  # What tensorstore's threads do when a read finishes after orbax closed its loop.
+    loop.call_soon_threadsafe(print)
+  except RuntimeError as error:
+    # A native caller adds no frame of its own: the traceback starts in asyncio.
+    wakeup = types.SimpleNamespace(exc_type=RuntimeError, exc_value=error,
+                                   exc_traceback=error.__traceback__.tb_next, err_msg=None,
+                                   object=None)
+  other = types.SimpleNamespace(exc_type=RuntimeError, exc_value=RuntimeError("other"),
+                                exc_traceback=None, err_msg=None, object=None)
+  sys.unraisablehook(wakeup)
+  sys.unraisablehook(other)
+  assert seen == [other]
 
 
 def test_interrupted_saves_are_ignored(open_checkpointer, tmp_path):

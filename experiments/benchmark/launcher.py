@@ -78,6 +78,7 @@ ATTENTION_SHAPES = {
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FLAGS = flags.FLAGS
+flags.adopt_module_key_flags(cpu_devices)  # --help lists --cpu_devices.
 flags.DEFINE_list("configs", ["cifar10_study"],
                   f"Presets {sorted(PRESETS)} or configs/X.py[:options], comma-separated "
                   "(e.g. configs/imagenet_perceiver_io.py:conv,tiny,cifar10_study).")

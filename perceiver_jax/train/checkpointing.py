@@ -8,7 +8,10 @@ interrupted save never hides the last good step; leftover tmp directories are re
 Checkpointer opens the directory. Restoring takes an abstract state (jax.ShapeDtypeStruct
 leaves with .sharding, see `abstract_with_sharding`) and returns arrays placed in those
 shardings, with the abstract tree's structure (optax namedtuples included). `restore_latest`
-skips unreadable steps, newest first, with a warning.
+skips unreadable steps (truncated or missing files, broken metadata), newest first, with a
+warning naming each; `restore` of an unreadable step raises an error naming the readable ones.
+A failed restore leaves tensorstore reads in flight that wake orbax's closed event loop; those
+'Event loop is closed' reports are dropped (`_drop_closed_loop_wakeups`), nothing else.
 
 Retention: the `keep` newest steps, plus, with `best_metric`, the step whose saved metrics
 have the best value of it (missing or NaN counts as worst), however old. All file I/O is
@@ -18,6 +21,8 @@ orbax's, which writes and deletes from the primary process only: safe on many pr
 import math
 import operator
 import os
+import sys
+import traceback
 from typing import Any, List, Mapping, Optional, Tuple
 
 from absl import logging
@@ -58,6 +63,55 @@ def _as_abstract(abstract_state):
                      f"a jax.ShapeDtypeStruct with .sharding set (or a jax.Array), got {x!r}; "
                      f"build it with abstract_with_sharding(jax.eval_shape(...), shardings).")
   return jax.tree_util.tree_map_with_path(leaf, abstract_state)
+
+
+def _is_closed_loop_wakeup(unraisable) -> bool:
+  """Whether an unraisable exception is a native callback waking a closed asyncio loop."""
+  frames = [frame.f_code.co_name for frame, _ in traceback.walk_tb(unraisable.exc_traceback)]
+  return (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == "Event loop is closed"
+          and frames[:1] == ["call_soon_threadsafe"])
+
+
+def _drop_closed_loop_wakeups():
+  """Installs (once) a sys.unraisablehook that drops the noise of a failed restore.
+
+  Orbax restores in a fresh event loop and closes it as soon as one read fails; tensorstore's
+  reads still in flight then finish on its own threads and call the closed loop's
+  call_soon_threadsafe, each failure reported through sys.unraisablehook: up to one traceback
+  per array. Other unraisable exceptions go to the previous hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_closed_loop_wakeups", False):
+    return
+
+  def hook(unraisable):
+    if not _is_closed_loop_wakeup(unraisable):
+      previous(unraisable)
+
+  hook.drops_closed_loop_wakeups = True
+  sys.unraisablehook = hook
+
+
+def _describe(error: Exception) -> str:
+  """The error's type and first line, shortened (tensorstore appends kilobytes of spec)."""
+  lines = str(error).strip().splitlines() or [""]
+  line = lines[0] if len(lines[0]) <= 300 else lines[0][:300] + "..."
+  return f"{type(error).__name__}: {line}"
+
+
+class _Manager(ocp.CheckpointManager):
+  """Orbax's CheckpointManager, which opens even when a step's metrics file is damaged (a
+  truncated JSON file would stop every launcher): that step ranks as one without metrics."""
+
+  def metrics(self, step: int):
+    try:
+      return super().metrics(step)
+    except ValueError as error:  # json.JSONDecodeError is one.
+      logging.warning("Checkpointer: the metrics of step %d in %s are unreadable (%s); it "
+                      "ranks as a step without metrics.", step, self.directory,
+                      _describe(error))
+      return None
 
 
 def _check_step(step) -> int:
@@ -107,7 +161,7 @@ class Checkpointer:
     self.directory = directory if "://" in directory else os.path.abspath(directory)
     # A named item (not orbax's default-item mode, which it guesses from the first step
     # directory it reads) keeps restores working when a step directory is damaged.
-    self._manager = ocp.CheckpointManager(self.directory, item_names=(_ITEM,), options=options)
+    self._manager = _Manager(self.directory, item_names=(_ITEM,), options=options)
 
   def _score(self, metrics) -> float:
     """best_metric's value in a step's metrics; a missing or NaN value ranks worst."""
@@ -162,18 +216,41 @@ class Checkpointer:
     return bool(self._manager.save(step, args=args, metrics=metrics, force=True))
 
   def restore(self, step: int, abstract_state) -> Any:
-    """The state saved at `step`, placed in `abstract_state`'s shardings."""
+    """The state saved at `step`, placed in `abstract_state`'s shardings.
+
+    An unreadable step raises ValueError naming it and the steps that restore.
+    """
     step = _check_step(step)
     abstract_state = _as_abstract(abstract_state)
     self._manager.wait_until_finished()
-    if step not in self.all_steps():
+    steps = self.all_steps()
+    if step not in steps:
       raise ValueError(f"Checkpointer.restore: no checkpoint for step {step} in "
-                       f"{self.directory}; saved steps: {self.all_steps()}.")
-    return self._restore(step, abstract_state)
+                       f"{self.directory}; saved steps: {steps}.")
+    try:
+      return self._restore(step, abstract_state)
+    except Exception as error:  # pylint: disable=broad-except  # Named with the readable steps.
+      readable = [s for s in reversed(steps) if s != step and self._readable(s, abstract_state)]
+      advice = (f"restore one of the readable steps {readable} (the launchers' --step=N), or "
+                f"give no step for the newest readable one" if readable else
+                "no other step restores either: if the model or optimizer config changed, "
+                "abstract_state no longer matches the saved state (use a new directory)")
+      raise ValueError(f"Checkpointer.restore: the checkpoint of step {step} in "
+                       f"{self.directory} is unreadable ({_describe(error)}); {advice}."
+                       ) from error
 
   def _restore(self, step: int, abstract_state) -> Any:
+    _drop_closed_loop_wakeups()
     args = ocp.args.Composite(**{_ITEM: ocp.args.StandardRestore(abstract_state)})
     return self._manager.restore(step, args=args)[_ITEM]
+
+  def _readable(self, step: int, abstract_state) -> bool:
+    """Whether `step` restores (it is read in full, then dropped)."""
+    try:
+      self._restore(step, abstract_state)
+    except Exception:  # pylint: disable=broad-except  # Any failure means: unreadable.
+      return False
+    return True
 
   def restore_latest(self, abstract_state) -> Optional[Tuple[int, Any]]:
     """(step, state) of the newest readable step, or None when there is no checkpoint.
@@ -184,19 +261,25 @@ class Checkpointer:
     abstract_state = _as_abstract(abstract_state)
     self._manager.wait_until_finished()
     steps = self.all_steps()
-    error = None
+    error, unreadable = None, []
     for step in reversed(steps):
       try:
-        return step, self._restore(step, abstract_state)
+        state = self._restore(step, abstract_state)
       except Exception as e:  # pylint: disable=broad-except  # Any failure means: fall back.
         error = e
-        logging.warning("Checkpointer: cannot restore step %d from %s (%s: %s); trying the "
-                        "next older step.", step, self.directory, type(e).__name__, e)
+        unreadable.append(step)
+        logging.warning("Checkpointer: cannot restore step %d from %s (%s); trying the next "
+                        "older step.", step, self.directory, _describe(e))
+        continue
+      if unreadable:
+        logging.warning("Checkpointer: restored step %d from %s, the newest readable one "
+                        "(unreadable: %s).", step, self.directory, unreadable)
+      return step, state
     if error is not None:
       raise ValueError(f"Checkpointer.restore_latest: none of the steps {steps} in "
-                       f"{self.directory} could be restored (last error: {error}); if the "
-                       f"model or optimizer config changed, abstract_state no longer matches "
-                       f"the saved state: use a new directory.") from error
+                       f"{self.directory} could be restored (last error: {_describe(error)}); "
+                       f"if the model or optimizer config changed, abstract_state no longer "
+                       f"matches the saved state: use a new directory.") from error
     return None
 
   def delete(self, step: int) -> None:

@@ -18,7 +18,8 @@ sharded train step (train_step.py) on batches from the TFDS pipeline (input_pipe
   the step after the signal. A restart resumes from that step;
 - stops with FloatingPointError when the loss or gradient norm turns NaN/Inf, or the state
   to be saved does, and names the newest checkpoint that resumes (see "Divergence").
-`evaluate_checkpoint(config, workdir, step=None)` evaluates a saved state.
+`evaluate_checkpoint(config, workdir, step=None)` evaluates a saved state (the newest readable
+one by default).
 Both hold the workdir's lock (workdir_lock.py): a second run into a workdir in use stops with
 an error naming the live process; a lock left by a killed run does not block its resume.
 
@@ -210,18 +211,16 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
 
 @_one_run_per_workdir
 def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> Dict[str, float]:
-  """Evaluates the given (or newest) checkpoint, or with none the config.init_from model
-  (as step 0); appends the result to metrics.jsonl."""
+  """Evaluates the given (or newest readable) checkpoint, or with none the config.init_from
+  model (as step 0); the result replaces metrics.jsonl's eval record of that step."""
   experiment = build_experiment(config, workdir)
-  if step is None:
-    step = experiment.checkpointer.latest_step()
-    if step is None and not config.init_from:
-      raise ValueError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')} to evaluate "
-                       "(set config.init_from to evaluate a pretrained model).")
+  if step is None and experiment.checkpointer.latest_step() is None and not config.init_from:
+    raise ValueError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')} to evaluate "
+                     "(set config.init_from to evaluate a pretrained model).")
   state, step = experiment.restore_or_init(step)
   metrics = evaluate(experiment, state)
-  writer = MetricWriter(workdir, config.num_train_steps, step)
-  writer.write(step, "eval", metrics)
+  writer = MetricWriter(workdir, None)
+  writer.replace(step, "eval", metrics)
   writer.close()
   experiment.checkpointer.close()
   return metrics
