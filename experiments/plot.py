@@ -34,7 +34,7 @@ def plot_run(config, workdir: str, num_images: int = 8, step=None) -> list:
   paths = [plots.plot_learning_curves(records, os.path.join(directory, "learning_curves.png"))]
   if config.model.task != "perceiver_classification":
     return paths
-  experiment = build_experiment(config, workdir)
+  experiment = build_experiment(config, workdir, read_only=True)  # A run may be saving.
   state, _ = experiment.restore_or_init(step)
   experiment.checkpointer.close()
   batch = next(iter(input_pipeline.make_eval_iterator(

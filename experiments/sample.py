@@ -30,7 +30,7 @@ def sample_from_checkpoint(config, workdir: str, prompt: str, max_new_tokens: in
   """Decoded continuations of `prompt` from the checkpoint in `workdir`."""
   if config.model.task != "language_modeling":
     raise ValueError(f"sampling needs a language_modeling config, got {config.model.task!r}.")
-  experiment = build_experiment(config, workdir)
+  experiment = build_experiment(config, workdir, read_only=True)  # A run may be saving.
   if step is None and experiment.checkpointer.latest_step() is None:
     raise ValueError(f"no checkpoint in {workdir}/checkpoints to sample from.")
   state, _ = experiment.restore_or_init(step)

@@ -275,6 +275,23 @@ def test_interrupted_saves_are_ignored(open_checkpointer, tmp_path):
   assert checkpointer.restore_latest(_abstract(_small_state(0)))[0] == 5
 
 
+def test_a_read_only_checkpointer_leaves_a_save_in_progress_alone(open_checkpointer, tmp_path):
+  """Plots and sampling read a workdir a live run may be saving to: opening it read-only must
+  not remove the run's in-progress save as an orphan (a writer's Checkpointer does)."""
+  checkpointer = open_checkpointer()
+  checkpointer.save(1, _small_state(1))
+  checkpointer.close()
+  root = tmp_path / "ckpt"
+  in_progress = "2.orbax-checkpoint-tmp-1700000000"
+  shutil.copytree(root / "1", root / in_progress)
+  reader = open_checkpointer(read_only=True)
+  assert reader.restore_latest(_abstract(_small_state(0)))[0] == 1
+  reader.close()
+  assert in_progress in os.listdir(root)
+  open_checkpointer().close()  # Orbax removes orphans in the background while it opens.
+  assert in_progress not in os.listdir(root)
+
+
 def test_existing_or_older_step_is_skipped_unless_forced(open_checkpointer):
   checkpointer = open_checkpointer()
   assert checkpointer.save(1, _small_state(1.0))

@@ -132,10 +132,12 @@ class Checkpointer:
   best_metric: name of the metric (in `save`'s metrics) whose best step is also retained.
   best_mode: 'max' or 'min', which value of best_metric is best.
   async_save: save in a background thread; `wait()` blocks until saves are on disk.
+  read_only: for readers of a workdir a run may be writing (plots, sampling): leaves the
+    temporary directories of saves in progress alone instead of removing them as orphans.
   """
 
   def __init__(self, directory, *, keep: int = 3, best_metric: Optional[str] = None,
-               best_mode: str = "max", async_save: bool = True):
+               best_mode: str = "max", async_save: bool = True, read_only: bool = False):
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
       raise ValueError(f"Checkpointer.keep must be an int >= 1, got {keep!r}.")
     if best_metric is not None and (not isinstance(best_metric, str) or not best_metric):
@@ -156,7 +158,8 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         best_fn=self._score if best_metric is not None else None, best_mode=best_mode,
         preservation_policy=_policies.AnyPreservationPolicy(policies),
-        enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
+        enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only,
+        create=True)
     directory = os.fspath(directory)
     self.directory = directory if "://" in directory else os.path.abspath(directory)
     # A named item (not orbax's default-item mode, which it guesses from the first step

@@ -192,7 +192,7 @@ def _check_mismatched(config, mismatched, fresh: dict, loaded: dict):
         "modules' paths).")
 
 
-def build_experiment(config, workdir: str, devices=None) -> Experiment:
+def build_experiment(config, workdir: str, devices=None, read_only: bool = False) -> Experiment:
   """Builds the model, optimizer, jitted steps and checkpointer that `config` describes
   (over `devices`, by default every device of every process)."""
   devices = jax.devices() if devices is None else devices
@@ -219,6 +219,6 @@ def build_experiment(config, workdir: str, devices=None) -> Experiment:
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
                               best_metric=config.checkpoint.best_metric,
                               best_mode=config.checkpoint.best_mode,
-                              async_save=config.checkpoint.async_save)
+                              async_save=config.checkpoint.async_save, read_only=read_only)
   return Experiment(config, mesh, model, jax.jit(init, out_shardings=shardings), train_step,
                     eval_step, abstract, checkpointer, workdir, init_modules)
