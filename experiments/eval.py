@@ -9,13 +9,12 @@ import json
 
 from absl import app, flags
 
-from experiments import launch
+from experiments import checkpoint_flag, launch
 from experiments.launch import FLAGS, setup_processes
 from perceiver_jax.train import trainer
 
 flags.adopt_module_key_flags(launch)  # --help lists --config, --workdir, --cpu_devices...
-flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest readable "
-                     "one).")
+flags.adopt_module_key_flags(checkpoint_flag)  # --step.
 
 
 def main(argv):

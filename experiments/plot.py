@@ -13,7 +13,7 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from experiments import launch, plots
+from experiments import checkpoint_flag, launch, plots
 from experiments.launch import FLAGS, setup_processes
 from perceiver_jax.data import input_pipeline
 from perceiver_jax.nn.attention_maps import cross_attention_maps
@@ -21,8 +21,7 @@ from perceiver_jax.train.experiment import build_experiment
 
 flags.adopt_module_key_flags(launch)  # --help lists --config, --workdir, --cpu_devices...
 flags.DEFINE_integer("num_images", 8, "Eval images in the attention grid.")
-flags.DEFINE_integer("step", None, "Checkpoint step whose attention is plotted (default: the "
-                     "newest readable one).")
+flags.adopt_module_key_flags(checkpoint_flag)  # --step.
 
 
 def plot_run(config, workdir: str, num_images: int = 8, step=None) -> list:

@@ -8,7 +8,7 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 
-from experiments import launch
+from experiments import checkpoint_flag, launch
 from experiments.launch import FLAGS, setup_processes
 from perceiver_jax.train.experiment import build_experiment
 from perceiver_jax.nn.generation import generate
@@ -21,7 +21,7 @@ flags.DEFINE_integer("num_samples", 1, "Samples drawn (one batch).")
 flags.DEFINE_float("temperature", 1.0, "0 is greedy decoding.")
 flags.DEFINE_integer("top_k", None, "Sample among the k most likely bytes.")
 flags.DEFINE_float("top_p", None, "Nucleus sampling: the smallest set with this probability.")
-flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest readable one).")
+flags.adopt_module_key_flags(checkpoint_flag)  # --step.
 
 
 def sample_from_checkpoint(config, workdir: str, prompt: str, max_new_tokens: int,

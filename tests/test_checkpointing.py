@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 import types
 
 import chex
@@ -288,7 +289,10 @@ def test_a_read_only_checkpointer_leaves_a_save_in_progress_alone(open_checkpoin
   assert reader.restore_latest(_abstract(_small_state(0)))[0] == 1
   reader.close()
   assert in_progress in os.listdir(root)
-  open_checkpointer().close()  # Orbax removes orphans in the background while it opens.
+  open_checkpointer().close()  # Orbax removes orphans in a background thread as it opens.
+  deadline = time.monotonic() + 60
+  while in_progress in os.listdir(root) and time.monotonic() < deadline:
+    time.sleep(0.1)
   assert in_progress not in os.listdir(root)
 
 

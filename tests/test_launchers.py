@@ -100,3 +100,12 @@ def test_eval_and_plot_fall_back_past_a_damaged_newest_checkpoint(digits_data_di
   assert os.path.getsize(os.path.join(runs["plot"], "plots", "cross_attention.png")) > 1000
   with pytest.raises(ValueError, match=r"step 6 in .* is unreadable .*readable steps \[3\]"):
     trainer.evaluate_checkpoint(_config(digits_data_dir), runs["eval"], step=6)
+
+
+def test_the_checkpoint_readers_import_into_one_process():
+  """eval, plot and sample share --step (experiments/checkpoint_flag.py): a notebook or a test
+  may import all three without absl's DuplicateFlagError."""
+  code = "import experiments.eval, experiments.plot, experiments.sample"
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
