@@ -21,7 +21,7 @@ from perceiver_jax import tasks
 from perceiver_jax.nn import model_stats
 
 
-def task_config(config):
+def _model_config(config):
   """The task config `config` is or holds as `.model`; ValueError for anything else."""
   if "task" in config:
     return config
@@ -34,12 +34,12 @@ def task_config(config):
 
 def build_model(config) -> nn.Module:
   """The model (PerceiverIO, Perceiver or PerceiverAR) that `config` describes."""
-  return tasks.build(task_config(config))
+  return tasks.build(_model_config(config))
 
 
 def example_input_shape(config):
   """The input shape of `config`'s model, no batch dim ({modality: shape} when multimodal)."""
-  inputs = jax.eval_shape(lambda: tasks.example_inputs(task_config(config), 1))
+  inputs = jax.eval_shape(lambda: tasks.example_inputs(_model_config(config), 1))
   if isinstance(inputs, Mapping):
     return {name: x.shape[1:] for name, x in inputs.items()}
   return inputs.shape[1:]
