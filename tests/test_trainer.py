@@ -262,16 +262,21 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(digits_data_dir, tmp_path)
 
 # Two processes on localhost, four CPU devices each.
 
-def test_two_process_distributed_run_trains(digits_data_dir, tmp_path):
+def _launch_two_processes(workdir, data_dir, *flags):
+  """Processes 0 and 1 of one run on a free localhost port, four CPU devices each."""
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  return [_launch(workdir, data_dir, f"--coordinator_address=localhost:{port}",
+                  "--num_processes=2", f"--process_id={i}", *flags, env=env) for i in range(2)]
+
+
+def test_two_process_distributed_run_trains(digits_data_dir, tmp_path):
   workdir = str(tmp_path / "work")
-  processes = [_launch(workdir, digits_data_dir, f"--coordinator_address=localhost:{port}",
-                       "--num_processes=2", f"--process_id={i}", "--config.num_train_steps=4",
-                       "--config.eval_every_steps=4", "--config.checkpoint_every_steps=4",
-                       env=env) for i in range(2)]
+  processes = _launch_two_processes(workdir, digits_data_dir, "--config.num_train_steps=4",
+                                    "--config.eval_every_steps=4",
+                                    "--config.checkpoint_every_steps=4")
   for process in processes:
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
@@ -283,16 +288,11 @@ def test_two_process_distributed_run_trains(digits_data_dir, tmp_path):
 
 def test_sigterm_to_one_of_two_processes_saves_the_same_step_on_both(digits_data_dir, tmp_path):
   """jax's preemption service: the process not signalled learns of it and stops with it."""
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = s.getsockname()[1]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
   workdir = str(tmp_path / "work")
-  processes = [_launch(workdir, digits_data_dir, f"--coordinator_address=localhost:{port}",
-                       "--num_processes=2", f"--process_id={i}",
-                       "--config.num_train_steps=100000", "--config.eval_every_steps=100000",
-                       "--config.checkpoint_every_steps=100000", "--config.log_every_steps=2",
-                       env=env) for i in range(2)]
+  processes = _launch_two_processes(
+      workdir, digits_data_dir, "--config.num_train_steps=100000",
+      "--config.eval_every_steps=100000", "--config.checkpoint_every_steps=100000",
+      "--config.log_every_steps=2")
   metrics = os.path.join(workdir, "metrics.jsonl")
   deadline = time.time() + 240
   while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):
