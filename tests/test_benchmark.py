@@ -470,3 +470,12 @@ def test_set_fields_reads_values_as_the_fields_types():
                      ("model.input_shape=(1, 2)", "set it in the config file")):
     with pytest.raises(ValueError, match=match):
       benchmark.set_fields(config, [bad])
+
+
+def test_a_language_model_batch_has_rows_of_max_context_plus_one_ids():
+  from configs import perceiver_ar_bytes  # pylint: disable=g-import-not-at-top
+  config = perceiver_ar_bytes.get_config("stdlib,tiny")
+  batch = benchmarking.random_batch(config, 4)
+  context = config.model.perceiver_ar.max_context
+  assert batch["ids"].shape == (4, context + 1)
+  assert 6 <= batch["ids"].min() and batch["ids"].max() < config.model.perceiver_ar.vocab_size

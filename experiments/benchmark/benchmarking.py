@@ -148,10 +148,11 @@ def random_batch(config, batch_size: int, seed: int = 0) -> dict:
   if model.task in INPUT_KEYS and INPUT_KEYS[model.task] != "ids":
     batch[INPUT_KEYS[model.task]] = rng.standard_normal(shape).astype(np.float32)
   else:
-    vocab = model.vocab_size
     if model.task == "language_modeling":  # Rows of max_context + 1 ids.
       vocab = model.perceiver_ar.vocab_size
       shape = (batch_size, shape[1] + 1)
+    else:
+      vocab = model.vocab_size
     batch["ids"] = rng.integers(6, vocab, shape).astype(np.int32)
   if model.task in INPUT_KEYS:
     batch["label"] = rng.integers(0, model.num_classes, (batch_size,)).astype(np.int32)
