@@ -1,7 +1,7 @@
 """PNG plots of a run: learning curves and where the latents look.
 
-- `plot_learning_curves(records, path)`: loss and accuracy against step, train and eval,
-  from metrics.jsonl records (`latest_records`: the last record of each split and step).
+- `plot_learning_curves(records, path)`: loss and accuracy (and bits per byte for language
+  models) against step, train and eval, from metrics.jsonl records (`latest_records`: the last record of each split and step).
 - `plot_attention_grid(images, maps, labels, predictions, path)`: one row per image: the
   image, then the attention maps of the latents that attend most sharply, overlaid (maps
   [n, latents, H, W] from `perceiver_jax.nn.attention_maps.cross_attention_maps`).
@@ -25,17 +25,20 @@ def latest_records(records: Sequence[Mapping]) -> List[Mapping]:
 
 
 def plot_learning_curves(records: Sequence[Mapping], path: str) -> str:
-  """Loss and accuracy curves (train and eval) from metrics.jsonl records; returns path."""
+  """Loss and accuracy curves (train and eval) from metrics.jsonl records, and bits per byte
+  when the records have it (language models); returns path."""
   records = latest_records(records)
-  figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+  metrics = ["loss", "accuracy"] + (["bits_per_byte"] if any(
+      "bits_per_byte" in r for r in records) else [])
+  figure, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4))
   for split, style in (("train", "-"), ("eval", "o-")):
     rows = [r for r in records if r["split"] == split]
     steps = [r["step"] for r in rows]
-    for axis, metric in zip(axes, ("loss", "accuracy")):
+    for axis, metric in zip(axes, metrics):
       values = [r.get(metric) for r in rows]
       if rows and all(v is not None for v in values):
         axis.plot(steps, values, style, label=split)
-  for axis, metric in zip(axes, ("loss", "accuracy")):
+  for axis, metric in zip(axes, metrics):
     axis.set_xlabel("step")
     axis.set_ylabel(metric)
     axis.grid(alpha=0.3)

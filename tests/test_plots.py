@@ -100,6 +100,10 @@ def test_pngs_have_the_figure_size(tmp_path):
              for s in range(1, 6)] + [{"step": 5, "split": "eval", "loss": 0.5, "accuracy": 0.8}]
   path = plots.plot_learning_curves(records, str(tmp_path / "curves.png"))
   assert matplotlib.image.imread(path).shape[:2] == (400, 1000)
+  for record in records:  # A language model's records: a third panel for bits per byte.
+    record["bits_per_byte"] = record["loss"] / np.log(2)
+  path = plots.plot_learning_curves(records, str(tmp_path / "lm_curves.png"))
+  assert matplotlib.image.imread(path).shape[:2] == (400, 1500)
   images = np.random.default_rng(1).uniform(size=(2, 8, 8, 1))
   maps = np.random.default_rng(2).uniform(size=(2, 6, 8, 8))
   path = plots.plot_attention_grid(images, maps, [3, 4], [3, 1], str(tmp_path / "grid.png"),
