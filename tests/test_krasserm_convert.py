@@ -301,3 +301,10 @@ def test_a_transformers_checkpoint_is_not_taken_for_a_krasserm_one(mlm, tmp_path
     convert.convert_krasserm(path)
   with open(os.path.join(path, "config.json")) as f:
     assert json.load(f)["model_type"] == "perceiver-io-masked-language-model"
+
+
+def test_the_transformers_converter_points_krasserm_checkpoints_to_their_converter(mlm):
+  with pytest.raises(ValueError, match="architecture 'PerceiverMaskedLanguageModel'; .*it holds "
+                                       "a krasserm/perceiver-io model_config: convert it with "
+                                       "convert_krasserm / --krasserm"):
+    convert.convert(mlm[1])

@@ -39,8 +39,10 @@ def convert(path: str) -> Tuple[ml_collections.ConfigDict, dict]:
   architectures = hf_config.get("architectures") or [None]
   architecture = architectures[0]
   if architecture not in CONVERTERS:
+    hint = ("; it holds a krasserm/perceiver-io model_config: convert it with "
+            "convert_krasserm / --krasserm" if "model_config" in hf_config else "")
     raise ValueError(f"{path}/config.json names architecture {architecture!r}; perceiver_jax "
-                     f"converts {sorted(CONVERTERS)}.")
+                     f"converts {sorted(CONVERTERS)}{hint}.")
   reader = WeightReader(weights, f"{path} ({architecture})")
   model_config, variables = CONVERTERS[architecture](hf_config, reader)
   reader.check_all_used()
