@@ -28,7 +28,8 @@ from perceiver_jax.convert import krasserm_io
 from perceiver_jax.convert.transformers_checkpoint import read_checkpoint
 from perceiver_jax.convert.weights import WeightReader, check_variables
 
-# model_type -> fn(model_config: dict, weights: WeightReader) -> (task config, variables).
+# model_type -> fn(model_config: dict, weights: WeightReader) -> (task config, variables);
+# the weights keep the names the checkpoint stores them under (`backend_model.*`).
 CONVERTERS = {**krasserm_io.CONVERTERS}
 
 
