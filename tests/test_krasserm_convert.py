@@ -89,6 +89,16 @@ def mlm(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def untied_mlm(tmp_path_factory):
+  """A MaskedLanguageModel whose 12-channel queries decode through its own output Linear
+  (TokenOutputAdapter), as `_converted`."""
+  torch.manual_seed(3)
+  model = PerceiverMaskedLanguageModel(PerceiverMaskedLanguageModelConfig(
+      _mlm_config(num_output_query_channels=12)))
+  return _converted(model, _saved(model, tmp_path_factory.mktemp("untied_mlm")))
+
+
+@pytest.fixture(scope="module")
 def text_classifier(tmp_path_factory):
   """A TextClassifier whose first cross-attention is shared with the second (krasserm's
   cross_attn_1 only) and whose two blocks share one set of layers; 3 classes."""
@@ -143,6 +153,24 @@ def test_masked_language_model_matches_krasserm_with_padding(mlm, length, real_i
   assert np.abs(unmasked[0] - theirs[0]).max() > 1e-3
 
 
+def test_untied_masked_language_model_matches_krasserm(untied_mlm):
+  model, _, config, variables = untied_mlm
+  assert config.output_query_channels == 12
+  assert "embedding" not in variables["params"]["output_adapter"]
+  ids, mask = _ids_and_mask(MAX_SEQ_LEN, 6)
+  ours = _ours(config, variables, ids, mask.astype(bool))
+  transformers_parity.assert_parity(
+      ours, transformers_parity.run(model, input_ids=ids, attention_mask=mask))
+
+
+@pytest.mark.parametrize("value", [0, 2.5, "12"])
+def test_a_bad_output_query_channels_is_named(value):
+  config = tasks.tiny_config("masked_language_modeling")
+  config.output_query_channels = value
+  with pytest.raises(ValueError, match="config.output_query_channels must be a positive int"):
+    tasks.build(config)
+
+
 def test_mlm_config_records_krasserm_settings(mlm):
   _, _, config, variables = mlm
   assert config.task == "masked_language_modeling"
@@ -151,6 +179,7 @@ def test_mlm_config_records_krasserm_settings(mlm):
   assert not config.decoder.use_query_residual
   assert (config.encoder.cross_attention_qk_channels,
           config.encoder.cross_attention_v_channels) == (8, 16)
+  assert config.output_query_channels is None  # Logits tied to the input embedding.
   # krasserm's 10 decoder queries, of which the 8 of the input positions are kept.
   assert variables["params"]["output_query"]["queries"]["embeddings"].shape == (8, 8)
   assert {"cross_attention_first", "cross_attention_shared", "self_attention_block_first",
@@ -251,7 +280,7 @@ def _edit_model_config(edit):
     (lambda c: c.update(num_heads=4),
      r"model_config has \['num_heads'\], which the converter does not know"),
     (lambda c: c["decoder"].update(num_output_query_channels=8),
-     r"decoder.num_output_query_channels=8: this MLM decodes through its own output Linear"),
+     r"has no weight 'backend_model.1.output_adapter.linear.weight'"),
     (lambda c: c["decoder"].update(max_seq_len=6),
      r"decoder.max_seq_len=6 is below model_config.encoder.max_seq_len=8"),
     (lambda c: c["decoder"].update(vocab_size=31),

@@ -3,9 +3,11 @@
 - 'perceiver-io-masked-language-model' (MaskedLanguageModel) -> `masked_language_modeling`:
   ids [batch, length] (+ pad_mask, True = token; krasserm's is True = pad) -> logits
   [batch, encoder max_seq_len, vocab_size], whose first `length` rows are krasserm's logits
-  [batch, length, vocab_size]. Decoder queries past the encoder's max_seq_len (krasserm's
-  decoder may have more) are dropped: each query decodes independently and krasserm never
-  returns more logits than input tokens, so no output changes.
+  [batch, length, vocab_size]. Its logits are tied to the input embedding
+  (TiedTokenOutputAdapter), or, with decoder.num_output_query_channels set, come from a Linear
+  (TokenOutputAdapter; our config.output_query_channels). Decoder queries past the encoder's
+  max_seq_len (krasserm's decoder may have more) are dropped: each query decodes independently
+  and krasserm never returns more logits than input tokens, so no output changes.
 - 'perceiver-io-text-classifier' (TextClassifier) -> `sequence_classification`: ids
   [batch, length] (+ pad_mask) -> logits [batch, num_classes].
 - 'perceiver-io-image-classifier' (ImageClassifier) -> `image_classification` 'fourier':
@@ -199,16 +201,11 @@ def masked_language_model(config: dict,
                           reader: WeightReader) -> Tuple[ml_collections.ConfigDict, dict]:
   """krasserm MaskedLanguageModel -> (masked_language_modeling config, variables)."""
   model, encoder, decoder = _model_config(config, TEXT_ENCODER_FIELDS, TEXT_DECODER_FIELDS)
-  if decoder["num_output_query_channels"] is not None:
-    raise ValueError(
-        f"config.json model_config.decoder.num_output_query_channels="
-        f"{decoder['num_output_query_channels']}: this MLM decodes through its own output "
-        "Linear, which perceiver_jax's masked_language_modeling (logits tied to the input "
-        "embedding) does not have; only tied MLMs (num_output_query_channels null) convert.")
   if decoder["vocab_size"] != encoder["vocab_size"]:
     raise ValueError(f"config.json model_config.decoder.vocab_size={decoder['vocab_size']} "
                      f"differs from model_config.encoder.vocab_size={encoder['vocab_size']}; "
-                     "a tied MLM has one vocabulary. Fix config.json to match the weights.")
+                     "perceiver_jax's masked_language_modeling predicts the input vocabulary, "
+                     "so such a model does not convert.")
   if decoder["max_seq_len"] < encoder["max_seq_len"]:
     raise ValueError(
         f"config.json model_config.decoder.max_seq_len={decoder['max_seq_len']} is below "
@@ -217,11 +214,16 @@ def masked_language_model(config: dict,
         "output per input position) cannot; such a model does not convert.")
   cfg, params = _text_model("masked_language_modeling", model, encoder, reader)
   cfg.decoder, params["decoder"] = _decoder(decoder, reader)
+  cfg.output_query_channels = decoder["num_output_query_channels"]
   queries = reader.take(f"{DECODER}.output_query_provider._query",
-                        (decoder["max_seq_len"], encoder["num_input_channels"]))
+                        (decoder["max_seq_len"],
+                         cfg.output_query_channels or encoder["num_input_channels"]))
   params["output_query"] = {"queries": {"embeddings": queries[:cfg.max_seq_len]}}
-  params["output_adapter"] = {"bias": reader.take(f"{DECODER}.output_adapter.bias",
-                                                  (cfg.vocab_size,))}
+  if cfg.output_query_channels is None:  # TiedTokenOutputAdapter: a bias on the tied logits.
+    params["output_adapter"] = {"bias": reader.take(f"{DECODER}.output_adapter.bias",
+                                                    (cfg.vocab_size,))}
+  else:  # TokenOutputAdapter: a Linear to the vocabulary.
+    params["output_adapter"] = {"projection": reader.dense(f"{DECODER}.output_adapter.linear")}
   return cfg, {"params": params}
 
 
