@@ -13,6 +13,9 @@ could not place or any config field it cannot honour. Inputs are in JAX layout: 
 
 `python -m perceiver_jax.convert --transformers DIR --output DIR` writes the converted model
 as a perceiver_jax checkpoint (`perceiver_jax.convert.pretrained`).
+
+krasserm/perceiver-io checkpoints convert likewise: `from_krasserm(DIR)` /
+`convert_krasserm(DIR)` and `--krasserm DIR` (`perceiver_jax.convert.krasserm`).
 """
 
 from typing import Tuple
@@ -20,12 +23,12 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 import ml_collections
-from flax import traverse_util
 
 from perceiver_jax import tasks
 from perceiver_jax.convert import flow, image, multimodal, text
+from perceiver_jax.convert.krasserm import convert_krasserm, from_krasserm
 from perceiver_jax.convert.transformers_checkpoint import read_checkpoint
-from perceiver_jax.convert.weights import WeightReader
+from perceiver_jax.convert.weights import WeightReader, check_variables
 
 CONVERTERS = {**image.CONVERTERS, **text.CONVERTERS, **flow.CONVERTERS, **multimodal.CONVERTERS}
 
@@ -36,13 +39,15 @@ def convert(path: str) -> Tuple[ml_collections.ConfigDict, dict]:
   architectures = hf_config.get("architectures") or [None]
   architecture = architectures[0]
   if architecture not in CONVERTERS:
+    hint = ("; it holds a krasserm/perceiver-io model_config: convert it with "
+            "convert_krasserm / --krasserm" if "model_config" in hf_config else "")
     raise ValueError(f"{path}/config.json names architecture {architecture!r}; perceiver_jax "
-                     f"converts {sorted(CONVERTERS)}.")
+                     f"converts {sorted(CONVERTERS)}{hint}.")
   reader = WeightReader(weights, f"{path} ({architecture})")
   model_config, variables = CONVERTERS[architecture](hf_config, reader)
   reader.check_all_used()
   variables = jax.tree_util.tree_map(jnp.asarray, variables)
-  _check_variables(model_config, variables, path)
+  check_variables(model_config, variables, path)
   return model_config, variables
 
 
@@ -51,18 +56,3 @@ def from_transformers(path: str):
   model_config, variables = convert(path)
   return tasks.build(model_config), variables
 
-
-def _check_variables(model_config, variables, path):
-  """The converted variables have exactly the names and shapes the built model initialises."""
-  model = tasks.build(model_config)
-  expected = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                            tasks.example_inputs(model_config, 1))
-  want = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(expected, sep="/").items()}
-  got = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(variables, sep="/").items()}
-  problems = [f"missing {k} {s}" for k, s in sorted(want.items()) if k not in got]
-  problems += [f"unexpected {k} {s}" for k, s in sorted(got.items()) if k not in want]
-  problems += [f"{k} has shape {got[k]}, the model's is {s}" for k, s in sorted(want.items())
-               if k in got and got[k] != s]
-  if problems:
-    raise ValueError(f"converting {path} gave variables that do not fit the "
-                     f"{model_config.task} model: " + "; ".join(problems))

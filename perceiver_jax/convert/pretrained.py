@@ -3,7 +3,7 @@
 A directory DIR holds `variables/` (an Orbax checkpoint of {'params': ..., 'batch_stats': ...})
 and `model_config.json` (the `perceiver_jax.tasks` config that builds the model), written last,
 so a directory with a model_config.json is complete. `python -m perceiver_jax.convert` writes
-them for transformers checkpoints.
+them for transformers and krasserm/perceiver-io checkpoints.
 
   model, variables = load_pretrained(DIR)          # a notebook
   outputs = model.apply(variables, inputs)
@@ -62,7 +62,7 @@ def check_directory(directory: str, field: str = "directory"):
   if not os.path.isfile(os.path.join(directory, CONFIG_FILE)):
     raise ValueError(f"{field}={directory!r} holds no pretrained model ({CONFIG_FILE} is "
                      "missing); write one with `python -m perceiver_jax.convert --transformers "
-                     "DIR --output DIR`.")
+                     "DIR --output DIR` (or --krasserm DIR).")
 
 
 def load_model_config(directory: str) -> ml_collections.ConfigDict:

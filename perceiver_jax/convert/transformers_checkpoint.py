@@ -1,4 +1,5 @@
-"""Reads a transformers checkpoint directory offline: `config.json` and its weights.
+"""Reads a checkpoint directory offline: `config.json` and its weights, as transformers'
+`save_pretrained` writes them (also for krasserm/perceiver-io's Hugging Face wrappers).
 
 Weights come from `model.safetensors` (read with safetensors' numpy API, no torch), a sharded
 `model.safetensors.index.json` (whose shards must lie inside the directory), or
@@ -19,8 +20,8 @@ import numpy as np
 def read_checkpoint(path: str) -> Tuple[dict, Dict[str, np.ndarray]]:
   """(config.json as a dict, {weight name: float32 array}) of the directory `path`."""
   if not os.path.isdir(path):
-    raise ValueError(f"{path!r} is not a directory; pass a transformers checkpoint directory "
-                     "(config.json + model.safetensors), e.g. one written by save_pretrained.")
+    raise ValueError(f"{path!r} is not a directory; pass a checkpoint directory (config.json + "
+                     "model.safetensors or pytorch_model.bin) as save_pretrained writes it.")
   config_path = os.path.join(path, "config.json")
   if not os.path.exists(config_path):
     raise ValueError(f"{path!r} has no config.json; it holds {sorted(os.listdir(path))}.")

@@ -6,16 +6,28 @@ names any weight no converter placed, so a checkpoint is never half-loaded silen
 layer helpers map transformers' `PerceiverLayer` / `PerceiverEncoder` onto
 `CrossAttentionLayer`, `SelfAttentionBlock`, `PerceiverDecoder` and `PerceiverEncoder`, and
 `encoder_settings` reads the matching `PerceiverEncoder` fields from config.json.
+`attention` also reads krasserm's MultiHeadAttention (`KRASSERM_PROJECTIONS`), and
+`check_variables` checks that converted variables have exactly the built model's names and shapes.
 """
 
 import difflib
-from typing import Dict, Optional
+from typing import Dict, Mapping, Optional
 
+import jax
+import ml_collections
 import numpy as np
+from flax import traverse_util
+
+from perceiver_jax import tasks
 
 # transformers' `hidden_act` -> layers.ACTIVATIONS ('gelu' there is the exact erf GELU).
 ACTIVATIONS = {"gelu": "gelu_exact", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu",
                "relu": "relu"}
+# MultiHeadAttention projection -> its torch Linear under an attention prefix, in transformers'
+# PerceiverAttention and in krasserm's MultiHeadAttention.
+TRANSFORMERS_PROJECTIONS = {"query": "self.query", "key": "self.key", "value": "self.value",
+                            "out": "output.dense"}
+KRASSERM_PROJECTIONS = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "out": "o_proj"}
 
 
 class WeightReader:
@@ -53,18 +65,21 @@ class WeightReader:
   def layer_norm(self, prefix: str) -> dict:
     return {"scale": self.take(f"{prefix}.weight"), "bias": self.take(f"{prefix}.bias")}
 
-  def attention(self, prefix: str, num_heads: int) -> dict:
-    """transformers PerceiverAttention `prefix` -> MultiHeadAttention params."""
+  def attention(self, prefix: str, num_heads: int,
+                projections: Mapping[str, str] = TRANSFORMERS_PROJECTIONS) -> dict:
+    """Attention `prefix` (transformers' PerceiverAttention by default; `projections` names
+    the query, key, value and out Linears under it) -> MultiHeadAttention params."""
     params = {}
     for name in ("query", "key", "value"):
-      dense = self.dense(f"{prefix}.self.{name}")
+      linear = f"{prefix}.{projections[name]}"
+      dense = self.dense(linear)
       channels = dense["bias"].shape[0]
       if channels % num_heads:
-        raise ValueError(f"{self._source}: {prefix}.self.{name} has {channels} channels, not "
+        raise ValueError(f"{self._source}: {linear} has {channels} channels, not "
                          f"divisible by {num_heads} heads; check the head counts in config.json.")
       params[name] = {"kernel": dense["kernel"].reshape(-1, num_heads, channels // num_heads),
                       "bias": dense["bias"].reshape(num_heads, channels // num_heads)}
-    out = self.dense(f"{prefix}.output.dense")
+    out = self.dense(f"{prefix}.{projections['out']}")
     params["out"] = {"kernel": out["kernel"].reshape(num_heads, -1, out["kernel"].shape[-1]),
                      "bias": out["bias"]}
     return params
@@ -163,3 +178,20 @@ def decoder_settings(config: dict, weights: WeightReader, prefix: str, num_heads
   return dict(num_heads=num_heads, qk_channels=width("query"), v_channels=width("value"),
               widening_factor=hidden // channels, use_query_residual=use_query_residual,
               dropout_rate=0.0, attention=attention_settings(config), activation=activation(config))
+
+
+def check_variables(model_config: ml_collections.ConfigDict, variables: dict, source: str):
+  """ValueError naming every variable of the converted `variables` that is missing from,
+  extra to, or shaped unlike those the model of `model_config` initialises."""
+  model = tasks.build(model_config)
+  expected = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                            tasks.example_inputs(model_config, 1))
+  want = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(expected, sep="/").items()}
+  got = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(variables, sep="/").items()}
+  problems = [f"missing {k} {s}" for k, s in sorted(want.items()) if k not in got]
+  problems += [f"unexpected {k} {s}" for k, s in sorted(got.items()) if k not in want]
+  problems += [f"{k} has shape {got[k]}, the model's is {s}" for k, s in sorted(want.items())
+               if k in got and got[k] != s]
+  if problems:
+    raise ValueError(f"converting {source} gave variables that do not fit the "
+                     f"{model_config.task} model: " + "; ".join(problems))

@@ -5,6 +5,9 @@ TextAdapter (byte embedding + learned positions) -> PerceiverEncoder -> Trainabl
 [max_seq_len, 768] -> PerceiverDecoder -> EmbeddingOutput (logits tied to the byte embedding +
 bias) -> logits [batch, max_seq_len, 262]. Trained by `train.objectives` (the
 `masked_language_modeling` objective): `masking.mask_tokens`, scored at the masked positions only.
+With `output_query_channels` set (None by default: the tied head), the queries have that width
+and a Dense layer maps the decoded queries to the logits instead (GridOutput; krasserm's
+untied MLM).
 
 Paper model (Perceiver IO, App. F.2 / Table 11; qk and head counts from the official code):
 2048 bytes x 768 channels, 256 latents x 1280, one cross-attend (8 heads, qk 256, v 1280),
@@ -21,7 +24,7 @@ from perceiver_jax.io.adapters import TextAdapter
 from perceiver_jax.nn.decoder import PerceiverDecoder, TrainableQuery
 from perceiver_jax.nn.encoder import PerceiverEncoder
 from perceiver_jax.nn.models import PerceiverIO
-from perceiver_jax.io.output_adapters import EmbeddingOutput
+from perceiver_jax.io.output_adapters import EmbeddingOutput, GridOutput
 from perceiver_jax.tasks.building import dtypes, make, task_config
 from perceiver_jax.data.tokenizer import VOCAB_SIZE
 
@@ -58,6 +61,7 @@ def default_config(variant: str = None) -> ml_collections.ConfigDict:
   c.encoder = text_encoder_config()
   c.decoder = dict(num_heads=8, qk_channels=256, v_channels=768, widening_factor=1,
                    use_query_residual=False)
+  c.output_query_channels = None  # None: queries of the input width, logits tied to the embedding.
   return c
 
 
@@ -75,12 +79,23 @@ def build(config) -> PerceiverIO:
   """The PerceiverIO model `config` describes."""
   adapter = make(TextAdapter, config.input_adapter, "config.input_adapter", config,
                  vocab_size=config.vocab_size, max_seq_len=config.max_seq_len)
+  query_channels = config.get("output_query_channels")  # Absent from older saved configs.
+  if query_channels is not None and (not isinstance(query_channels, int) or query_channels < 1):
+    raise ValueError(f"config.output_query_channels must be a positive int (an untied output "
+                     f"layer) or None (logits tied to the input embedding), got "
+                     f"{query_channels!r}.")
+  if query_channels is None:
+    query_channels = adapter.num_channels
+    output_adapter = EmbeddingOutput(config.vocab_size, **dtypes(config))
+  else:
+    output_adapter = GridOutput((config.max_seq_len,), num_output_channels=config.vocab_size,
+                                **dtypes(config))
   return PerceiverIO(
       encoder=make(PerceiverEncoder, config.encoder, "config.encoder", config),
-      output_query=TrainableQuery(config.max_seq_len, adapter.num_channels, **dtypes(config)),
+      output_query=TrainableQuery(config.max_seq_len, query_channels, **dtypes(config)),
       decoder=make(PerceiverDecoder, config.decoder, "config.decoder", config),
       input_adapter=adapter,
-      output_adapter=EmbeddingOutput(config.vocab_size, **dtypes(config)))
+      output_adapter=output_adapter)
 
 
 def example_inputs(config, batch_size: int = 1):
