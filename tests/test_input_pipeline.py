@@ -246,7 +246,7 @@ def test_failed_offline_build_says_it_builds_offline(tmp_path):
     ("task", "segmentation"), ("train_augment", "mixup"), ("image_size", (0, 8)),
     ("randaugment_layers", -1), ("randaugment_magnitude", 11.0), ("eval_crop_fraction", 1.5),
     ("std", (0.0,)), ("max_seq_len", 0), ("shuffle_buffer", 0), ("prefetch", -1),
-    ("num_threads", 0)])
+    ("num_threads", 0), ("eval_block_size", 2048), ("eval_block_size", 4)])
 def test_bad_config_values_name_the_field(config, field, value):
   with pytest.raises(ValueError, match=f"data_config.{field} must be"):
     input_pipeline.make_eval_iterator(_with(config, **{field: value}), global_batch_size=2)
