@@ -12,8 +12,7 @@ and the size, 'full' (default) or 'tiny': a test-size model for 4 steps (on 'std
 'python_stdlib_text/small' part), e.g. `:stdlib,tiny`, which the tests train.
 
   python -m experiments.train --config=configs/perceiver_ar_bytes.py:stdlib --workdir=DIR
-  python -m experiments.sample --config=configs/perceiver_ar_bytes.py:stdlib --workdir=DIR \\
-      --prompt="def main(" --max_new_tokens=200
+  python -m experiments.sample --workdir=DIR --prompt="def main(" --max_new_tokens=200
 """
 
 import ml_collections

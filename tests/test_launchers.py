@@ -121,6 +121,7 @@ def _ar_config(data_dir):
   config = perceiver_ar_bytes.get_config("stdlib,tiny")  # python_stdlib_text/small: offline.
   config.data.update(data_dir=data_dir, eval_split="test[1:]", eval_block_size=8)  # 7.7 KB.
   config.model.perceiver_ar.num_layers = 1  # Not the file's 2: only the saved config knows.
+  config.lm.minimum_crop_length = 8  # Cropped training rows, through the jitted step.
   config.update(num_train_steps=2, eval_every_steps=2, checkpoint_every_steps=2,
                 eval_batch_size=128)
   config.optimizer.warmup_steps = 1
