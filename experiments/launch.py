@@ -3,10 +3,10 @@
 --config=configs/X.py[:options] with --config.field=value overrides (ml_collections
 config_flags; train needs it; eval, plot and sample read the config the run saved in its
 workdir, `run_config`, and apply explicit overrides on top), --workdir, and the multi-process
-flags: on TPU pods and SLURM/Kubernetes GPU
-clusters `jax.distributed.initialize()` finds its peers itself (--distributed); elsewhere
-give --coordinator_address, --num_processes and --process_id. On CPU a run splits its batch
-over one JAX device per core (--cpu_devices, experiments/cpu_devices.py).
+flags: on TPU pods and SLURM/Kubernetes GPU clusters `jax.distributed.initialize()` finds its
+peers itself (--distributed); elsewhere give --coordinator_address, --num_processes and
+--process_id. On CPU a run splits its batch over one JAX device per core (--cpu_devices,
+experiments/cpu_devices.py).
 """
 
 import logging as python_logging
