@@ -114,7 +114,7 @@ def _check_language_modeling(config):
   model = config.model.perceiver_ar
   latents, context = model.num_latents, model.max_context
   crop = config.lm.minimum_crop_length
-  if not _is_int(crop) or crop != 0 and not latents <= crop <= context:
+  if not _is_int(crop) or (crop != 0 and not latents <= crop <= context):
     raise ValueError(f"config.lm.minimum_crop_length={crop!r} must be 0 (no crops) or in "
                      f"[config.model.perceiver_ar.num_latents={latents}, "
                      f"config.model.perceiver_ar.max_context={context}]: a crop keeps every "
