@@ -40,6 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.mixup = dict(mixup_alpha=0.0, cutmix_alpha=0.0, switch_prob=0.5)  # Alphas 0: off.
   c.mlm = dict(mask_prob=0.15)  # Masked language modelling: the share of bytes masked.
   c.z_loss = 0.0  # Language modelling: adds z_loss * logsumexp(logits)^2 to the loss.
+  # Language modelling: 0, or crop each training row's context to a random length in
+  # [minimum_crop_length, max_context] (left-padded), as the Perceiver AR paper trains.
+  c.lm = dict(minimum_crop_length=0)
   return c
 
 

@@ -1,4 +1,7 @@
-"""Plot a run: python -m experiments.plot --config=... --workdir=DIR [--num_images=8 --step=N].
+"""Plot a run: python -m experiments.plot --workdir=DIR [--num_images=8 --step=N --config...].
+
+The config is the one the run saved (DIR/config.json) with any explicit --config.x=y on top
+(experiments/launch.py).
 
 Writes DIR/plots/learning_curves.png (from metrics.jsonl) and, for Perceiver image
 classifiers, DIR/plots/cross_attention.png: test images from the eval split with the
@@ -14,7 +17,7 @@ import jax
 import numpy as np
 
 from experiments import checkpoint_flag, launch, plots
-from experiments.launch import FLAGS, setup_processes
+from experiments.launch import FLAGS, saved_run_config, setup_processes
 from perceiver_jax.data import input_pipeline
 from perceiver_jax.nn.attention_maps import cross_attention_maps
 from perceiver_jax.train.experiment import build_experiment
@@ -50,8 +53,9 @@ def plot_run(config, workdir: str, num_images: int = 8, step=None) -> list:
 
 def main(argv):
   del argv
-  setup_processes()
-  for path in plot_run(FLAGS.config, FLAGS.workdir, FLAGS.num_images, FLAGS.step):
+  config = saved_run_config()
+  setup_processes(config)
+  for path in plot_run(config, FLAGS.workdir, FLAGS.num_images, FLAGS.step):
     print(path)
 
 

@@ -1,7 +1,10 @@
 """Sample text from a Perceiver AR checkpoint.
 
-  python -m experiments.sample --config=configs/perceiver_ar_bytes.py:stdlib --workdir=DIR \\
-      --prompt="def main(" --max_new_tokens=200 [--temperature=0.8 --top_k=40 --top_p=0.95]
+  python -m experiments.sample --workdir=DIR --prompt="def main(" --max_new_tokens=200 \\
+      [--temperature=0.8 --top_k=40 --top_p=0.95]
+
+The config is the one the run saved (DIR/config.json) with any explicit --config.x=y on top
+(experiments/launch.py).
 """
 
 from absl import app, flags
@@ -9,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from experiments import checkpoint_flag, launch
-from experiments.launch import FLAGS, setup_processes
+from experiments.launch import FLAGS, saved_run_config, setup_processes
 from perceiver_jax.train.experiment import build_experiment
 from perceiver_jax.nn.generation import generate
 from perceiver_jax.data.tokenizer import BytesTokenizer
@@ -46,8 +49,9 @@ def sample_from_checkpoint(config, workdir: str, prompt: str, max_new_tokens: in
 
 def main(argv):
   del argv
-  setup_processes()
-  for text in sample_from_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.prompt,
+  config = saved_run_config()
+  setup_processes(config)
+  for text in sample_from_checkpoint(config, FLAGS.workdir, FLAGS.prompt,
                                      FLAGS.max_new_tokens, FLAGS.num_samples, FLAGS.temperature,
                                      FLAGS.top_k, FLAGS.top_p, FLAGS.step):
     print(FLAGS.prompt + text)

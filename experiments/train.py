@@ -1,6 +1,7 @@
 """Train a config: python -m experiments.train --config=configs/X.py[:options] --workdir=DIR.
 
-Resumes from DIR's newest checkpoint when there is one; see perceiver_jax/train/trainer.py.
+Resumes from DIR's newest checkpoint when there is one, and saves the run's config as
+DIR/config.json (eval, plot and sample read it); see perceiver_jax/train/trainer.py.
 """
 
 from absl import app, flags
@@ -10,6 +11,7 @@ from experiments.launch import FLAGS, setup_processes
 from perceiver_jax.train import trainer
 
 flags.adopt_module_key_flags(launch)  # --help lists --config, --workdir, --cpu_devices...
+flags.mark_flags_as_required(["config"])
 
 
 def main(argv):

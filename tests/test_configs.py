@@ -160,7 +160,8 @@ def test_validate_config_names_a_missing_field(path):
      r"config.checkpoint.best_metric='bits_per_byte' is not a metric.*'accuracy', 'top5'"),
     ("model.input_shape", (8, 8.0, 1), "config.model.input_shape must be a tuple of ints"),
     ("model.input_shape", "8,8,1", "config.model.input_shape must be a tuple of ints"),
-    ("init_fresh", "decoder", "config.init_fresh must be a tuple of module paths")])
+    ("init_fresh", "decoder", "config.init_fresh must be a tuple of module paths"),
+    ("lm.minimum_crop_length", 8, "config.lm.minimum_crop_length=8 applies to language_mod")])
 def test_validate_config_names_a_harmful_value(path, value, match):
   config = _config("digits_perceiver", "tiny")
   *sections, field = path.split(".")

@@ -1,18 +1,23 @@
 """Input pipelines on the real digits builder (values, per-process splits, deterministic resume,
 padded eval), mocked TFDS image datasets (shapes, no downloads), an in-memory text corpus and
-in-memory sentence pairs (text_classification)."""
+in-memory sentence pairs (text_classification), and language-model eval windows of in-memory
+documents (each token scored once; bits per byte equal to scoring each document directly)."""
 
 import collections
 from unittest import mock
 
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from configs import common
+from perceiver_jax import tasks
 from perceiver_jax.data import data_config, input_pipeline, text_ops
 from perceiver_jax.data.datasets import digits
 from perceiver_jax.data.tokenizer import EOS, PAD, SEP, BytesTokenizer
+from perceiver_jax.train.objectives import make_objective
 from tfds_offline import forbid_downloads
 
 TOKENIZER = BytesTokenizer()
@@ -246,7 +251,7 @@ def test_failed_offline_build_says_it_builds_offline(tmp_path):
     ("task", "segmentation"), ("train_augment", "mixup"), ("image_size", (0, 8)),
     ("randaugment_layers", -1), ("randaugment_magnitude", 11.0), ("eval_crop_fraction", 1.5),
     ("std", (0.0,)), ("max_seq_len", 0), ("shuffle_buffer", 0), ("prefetch", -1),
-    ("num_threads", 0)])
+    ("num_threads", 0), ("eval_block_size", 2048), ("eval_block_size", 4)])
 def test_bad_config_values_name_the_field(config, field, value):
   with pytest.raises(ValueError, match=f"data_config.{field} must be"):
     input_pipeline.make_eval_iterator(_with(config, **{field: value}), global_batch_size=2)
@@ -471,3 +476,86 @@ def test_text_classification_hidden_labels_stop_with_a_clear_error():
   with tfds.testing.mock_data(as_dataset_fn=as_dataset), forbid_downloads():
     with pytest.raises(tf.errors.InvalidArgumentError, match="label -1.*eval_split=validation"):
       list(input_pipeline.make_eval_iterator(config, global_batch_size=2))
+
+
+# --- language-model eval windows (data_config.eval_block_size) on in-memory documents ---------
+
+
+# 11 documents, one empty, two longer than the windows below; 6 and 5 per process.
+EVAL_DOCS = [DOCS[i] for i in range(0, 30, 3)] + ["", "long " * 9]
+
+
+@pytest.fixture
+def documents():
+  """The in-memory EVAL_DOCS as a TFDS text dataset whose process splits are TFDS's even
+  splits (the first processes take one more document when they do not divide)."""
+  def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False, **kwargs):
+    docs = EVAL_DOCS
+    if hasattr(split, "index"):  # tfds.split_for_jax_process's _EvenSplit.
+      docs = [EVAL_DOCS[i] for i in np.array_split(np.arange(len(EVAL_DOCS)), split.count)[
+          split.index]]
+    return tf.data.Dataset.from_tensor_slices({"text": docs})
+
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset), forbid_downloads():
+    yield _with(data_config.default_config(), name="imdb_reviews", task="text_mlm",
+                max_seq_len=12, eval_block_size=4, num_threads=1)
+
+
+def test_eval_windows_score_every_document_token_once_on_every_process(documents):
+  batches = [list(input_pipeline.make_eval_iterator(
+      documents, global_batch_size=6, process_index=index, process_count=2))
+      for index in range(2)]
+  assert len(batches[0]) == len(batches[1]) > 1  # Every process runs the same steps.
+  for index, process_docs in enumerate(np.array_split(np.array(EVAL_DOCS, object), 2)):
+    windows = [{key: batch[key][row] for key in batch}
+               for batch in batches[index] for row in range(3)]
+    real = [w for w in windows if w["mask"] == 1.0]
+    padding = windows[len(real):]
+    assert padding and all(w["mask"] == 0.0 for w in padding)  # A padded last batch.
+    assert all(not w["ids"].any() and not w["target_mask"].any() for w in padding)
+    expected = list(text_ops.eval_windows(
+        tf.data.Dataset.from_tensor_slices(list(process_docs)).map(text_ops.tokenize), 12,
+        4).as_numpy_iterator())
+    assert len(real) == len(expected)
+    for window, reference in zip(real, expected):
+      np.testing.assert_array_equal(window["ids"], reference["ids"])
+      np.testing.assert_array_equal(window["target_mask"], reference["target_mask"])
+    scored = sum(w["target_mask"].sum() for w in real)
+    assert scored == sum(len(doc.encode("utf-8")) + 1 for doc in process_docs)
+
+
+def test_eval_bits_per_byte_through_windows_equals_scoring_each_document_directly(documents):
+  """A model whose latents cover its whole 64-byte context scores each document (all shorter)
+  in one causal pass; the eval windows of blocks of 8, through the objective, give the same
+  bits per byte."""
+  config = common.get_config()
+  config.model = tasks.tiny_config("language_modeling")
+  config.model.perceiver_ar.update(max_context=64, num_latents=64, num_layers=1)
+  config.data = _with(documents, max_seq_len=65, eval_block_size=8)
+  model, objective = tasks.build(config.model), make_objective(config)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), np.zeros((1, 64), np.int32))
+  rng = np.random.default_rng(1)
+  variables = jax.tree_util.tree_map(  # Non-zero logits.
+      lambda x: x + 0.1 * rng.standard_normal(x.shape, np.float32), variables)
+
+  @jax.jit
+  def evaluate(batch):
+    inputs, kwargs, targets = objective.prepare(batch, jax.random.PRNGKey(0), False)
+    _, weight, metrics = objective.score(model.apply(variables, inputs, **kwargs), targets)
+    return metrics["bits_per_byte"], weight
+
+  bits = weight = 0.0
+  for batch in input_pipeline.make_eval_iterator(config.data, global_batch_size=16):
+    batch_bits, batch_weight = evaluate(batch)
+    bits, weight = bits + float(batch_bits), weight + float(batch_weight)
+  # Directly: every document from its start, right-padded (causal: later PADs change nothing).
+  rows = np.full((len(EVAL_DOCS), 65), PAD, np.int32)
+  for row, doc in zip(rows, EVAL_DOCS):
+    tokens = [EOS, *TOKENIZER.encode(doc), EOS]
+    row[:len(tokens)] = tokens
+  logits = np.asarray(jax.jit(model.apply)(variables, rows[:, :-1]), np.float64)
+  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  nats = -np.take_along_axis(log_probs, rows[:, 1:, None], 2)[..., 0]
+  scored = rows[:, 1:] != PAD
+  assert weight == scored.sum() == sum(len(doc.encode("utf-8")) + 1 for doc in EVAL_DOCS)
+  np.testing.assert_allclose(bits / weight, nats[scored].sum() / weight / np.log(2), rtol=1e-5)

@@ -1,6 +1,7 @@
 """The launchers as a user runs them: --help lists each launcher's own flags; eval, plot and
-sample restore the newest readable checkpoint past a damaged newer one; evaluating a
-checkpoint writes one eval record for its step and no progress bar."""
+sample restore the newest readable checkpoint past a damaged newer one, and read the config a
+run saved in its workdir (explicit overrides on top; a model that differs is named);
+evaluating a checkpoint writes one eval record for its step and no progress bar."""
 
 import json
 import os
@@ -8,10 +9,11 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from configs import digits_perceiver
-from perceiver_jax.train import trainer
+from perceiver_jax.train import run_config, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = ("--config", "--workdir", "--cpu_devices", "--coordinator_address")
@@ -109,3 +111,90 @@ def test_the_checkpoint_readers_import_into_one_process():
   result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
+
+
+# Perceiver AR: the run's saved config (workdir/config.json) serves eval, plot and sample.
+
+
+def _ar_config(data_dir):
+  from configs import perceiver_ar_bytes
+  config = perceiver_ar_bytes.get_config("stdlib,tiny")  # python_stdlib_text/small: offline.
+  config.data.update(data_dir=data_dir, eval_split="test[1:]", eval_block_size=8)  # 7.7 KB.
+  config.model.perceiver_ar.num_layers = 1  # Not the file's 2: only the saved config knows.
+  config.lm.minimum_crop_length = 8  # Cropped training rows, through the jitted step.
+  config.update(num_train_steps=2, eval_every_steps=2, checkpoint_every_steps=2,
+                eval_batch_size=128)
+  config.optimizer.warmup_steps = 1
+  return config
+
+
+@pytest.fixture(scope="module")
+def ar_trained(tmp_path_factory):
+  """(workdir, data_dir) of a 2-step Perceiver AR run (copy the workdir before changing it)."""
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  workdir = str(tmp_path_factory.mktemp("ar") / "work")
+  trainer.train_and_evaluate(_ar_config(data_dir), workdir)
+  return workdir, data_dir
+
+
+def test_the_launchers_read_the_runs_saved_config(ar_trained, tmp_path):
+  workdir, data_dir = ar_trained
+  saved = run_config.load(workdir)
+  assert saved.to_dict() == _ar_config(data_dir).to_dict()
+  copy = _copy(workdir, tmp_path, "copy")  # Evaluations lock their workdir.
+  commands = {
+      "eval": ["experiments.eval", f"--workdir={workdir}"],
+      "eval_given": ["experiments.eval", "--config=configs/perceiver_ar_bytes.py:stdlib,tiny",
+                     f"--workdir={copy}", "--config.eval_batch_size=64"],
+      "sample": ["experiments.sample", f"--workdir={workdir}", "--prompt=def ",
+                 "--max_new_tokens=3", "--temperature=0"],
+      "plot": ["experiments.plot", f"--workdir={workdir}"]}
+  processes = {name: subprocess.Popen([sys.executable, "-m", *command], cwd=REPO,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for name, command in commands.items()}
+  outputs = {}
+  for name, process in processes.items():
+    outputs[name] = process.communicate(timeout=600)
+    assert process.returncode == 0, (name, outputs[name][1][-3000:])
+  metrics = json.loads(outputs["eval"][0].splitlines()[-1])
+  assert metrics["tokens_per_second"] > 0 and metrics["bits_per_byte"] > 0
+  # The saved 1-layer model restored under the file's 2-layer config, which is named.
+  given = json.loads(outputs["eval_given"][0].splitlines()[-1])
+  np.testing.assert_allclose(given["bits_per_byte"], metrics["bits_per_byte"], rtol=1e-5)
+  assert "config.model.perceiver_ar.num_layers: 2 given, 1 saved" in outputs["eval_given"][1]
+  assert outputs["sample"][0].startswith("def ")
+  assert os.path.getsize(os.path.join(workdir, "plots", "learning_curves.png")) > 1000
+
+
+def test_a_run_resumed_with_another_model_stops_naming_the_fields(ar_trained, tmp_path):
+  workdir, data_dir = ar_trained
+  copy = _copy(workdir, tmp_path, "copy")
+  config = _ar_config(data_dir)
+  config.model.perceiver_ar.update(num_layers=2, num_heads=4)
+  config.num_train_steps = 4
+  with pytest.raises(ValueError, match=r"(?s)holds checkpoints of a model with other settings.*"
+                     r"num_heads: 4 given, 2 saved.*num_layers: 2 given, 1 saved"):
+    trainer.train_and_evaluate(config, copy)
+  assert run_config.load(copy).model.perceiver_ar.num_layers == 1  # Not replaced.
+
+
+def test_resolve_applies_explicit_overrides_on_the_saved_config_and_names_model_changes(
+    tmp_path, caplog):
+  trained = digits_perceiver.get_config("tiny")
+  trained.model.num_classes = 7
+  run_config.record(trained, str(tmp_path), resuming=False)
+  with pytest.raises(ValueError, match="config.json does not exist.*pass the run's --config"):
+    run_config.resolve(str(tmp_path / "other"))
+  assert run_config.resolve(str(tmp_path)).to_dict() == trained.to_dict()
+  given = digits_perceiver.get_config("tiny")  # As --config=...:tiny --config.seed=3 gives it.
+  given.seed = 3
+  with caplog.at_level("WARNING"):
+    config = run_config.resolve(str(tmp_path), given, {"seed": 3})
+  assert config.seed == 3 and config.model.num_classes == 7
+  assert "config.model.num_classes: 10 given, 7 saved" in caplog.text
+  assert "may not restore" not in caplog.text
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    config = run_config.resolve(str(tmp_path), given, {"model.num_classes": 10})
+  assert config.model.num_classes == 10
+  assert "config.model.num_classes: 10 now, 7 saved" in caplog.text

@@ -1,4 +1,5 @@
-"""text_ops: tf.data tokenization equals BytesTokenizer; packing and padding equal numpy."""
+"""text_ops: tf.data tokenization equals BytesTokenizer; packing and padding equal numpy; eval
+windows score each token once with its block's context."""
 
 import numpy as np
 import pytest
@@ -87,3 +88,48 @@ def test_pack_rejects_text_and_bad_lengths():
     text_ops.pack(tf.data.Dataset.from_tensor_slices(CORPUS), 8)
   with pytest.raises(ValueError, match="max_seq_len must be >= 1"):
     text_ops.pack(_documents(), 0)
+
+
+def _scored(windows):
+  """[(context, target)] of every scored position of eval windows, in order; the context is
+  the window's ids before the target, PAD stripped (checked to be left padding)."""
+  scored = []
+  for window in windows:
+    ids, target_mask = window["ids"], window["target_mask"]
+    real = np.flatnonzero(ids != PAD)
+    assert real.size and np.array_equal(real, np.arange(real[0], len(ids)))  # Left padding.
+    for position in np.flatnonzero(target_mask):
+      scored.append((tuple(ids[real[0]:position + 1]), int(ids[position + 1])))
+  return scored
+
+
+@pytest.mark.parametrize("max_seq_len, block_size", [(8, 3), (8, 7), (16, 4), (40, 1)])
+def test_eval_windows_score_each_token_once_with_the_blocks_context(max_seq_len, block_size):
+  corpus = CORPUS + ["z" * 23]
+  windows = list(text_ops.eval_windows(_documents(corpus), max_seq_len,
+                                       block_size).as_numpy_iterator())
+  assert all(w["ids"].shape == (max_seq_len,) and w["ids"].dtype == np.int32 and
+             w["target_mask"].shape == (max_seq_len - 1,) and
+             w["target_mask"].dtype == np.float32 for w in windows)
+  expected = []  # Independently: target j of [EOS] + doc + [EOS] sees the tokens before it
+  for text in corpus:  # from the start of its block's window on.
+    tokens = [EOS] + list(TOKENIZER.encode(text)) + [EOS]
+    num_targets = len(tokens) - 1
+    for j in range(1, num_targets + 1):
+      window_end = min(-(-j // block_size) * block_size, num_targets)
+      context = tokens[max(0, window_end - max_seq_len + 1):j]
+      assert len(context) >= min(j, max_seq_len - block_size)  # The promised context.
+      expected.append((tuple(context), tokens[j]))
+  assert _scored(windows) == expected
+  assert sum(w["target_mask"].sum() for w in windows) == sum(
+      len(t.encode("utf-8")) + 1 for t in corpus)
+  texts = tf.data.Dataset.from_tensor_slices(corpus)
+  assert text_ops.count_eval_windows(texts, block_size) == len(windows)
+
+
+def test_eval_windows_reject_bad_block_sizes():
+  for block_size in (0, 8):
+    with pytest.raises(ValueError, match=r"block_size must be in \[1, max_seq_len - 1 = 7\]"):
+      text_ops.eval_windows(_documents(), 8, block_size)
+  with pytest.raises(ValueError, match="block_size must be >= 1"):
+    text_ops.count_eval_windows(tf.data.Dataset.from_tensor_slices(CORPUS), 0)

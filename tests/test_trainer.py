@@ -448,3 +448,24 @@ def test_a_model_with_fewer_classes_than_the_labels_stops_before_training(digits
                                        "num_classes=5"):
     trainer.train_and_evaluate(config, str(tmp_path))
   assert _committed_steps(str(tmp_path)) == []
+
+
+def test_language_model_eval_reports_scored_tokens_per_second_without_the_compile(monkeypatch):
+  """Three eval batches of 30, 20 and 10 scored tokens; the first step takes 5 s (it compiles),
+  the others 1 s each: 30 tokens in 2 s after the first."""
+  clock = [100.0]
+  monkeypatch.setattr(trainer.time, "perf_counter", lambda: clock[0])
+  monkeypatch.setattr(trainer, "global_batch", lambda batch, mesh: batch)
+  monkeypatch.setattr(input_pipeline, "make_eval_iterator",
+                      lambda *args, **kwargs: [{"weight": w} for w in (30.0, 20.0, 10.0)])
+
+  def eval_step(state, batch):
+    clock[0] += 5.0 if batch["weight"] == 30.0 else 1.0
+    return {"weight": np.float32(batch["weight"]), "loss": np.float32(2 * batch["weight"])}
+
+  from configs import perceiver_ar_bytes
+  experiment = types.SimpleNamespace(config=perceiver_ar_bytes.get_config("stdlib,tiny"),
+                                     eval_step=eval_step, mesh=None)
+  assert trainer.evaluate(experiment, None) == {"loss": 2.0, "tokens_per_second": 15.0}
+  experiment.config = _config("unused")  # Classification: no token throughput.
+  assert trainer.evaluate(experiment, None) == {"loss": 2.0}

@@ -35,6 +35,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.text_features = ("sentence",)  # text_classification: joined with SEP between them
   config.max_seq_len = 2048
   config.pack = True                  # text_mlm: concatenate documents (EOS between) into rows
+  # text_mlm eval for language modelling: 0 evaluates the packed (or padded) rows; B > 0 reads
+  # whole documents and scores each token once, in blocks of B targets per window of
+  # max_seq_len ids with the most context the window holds (input_pipeline.py)
+  config.eval_block_size = 0
   config.shuffle_buffer = 10_000
   config.prefetch = 2                 # batches prepared ahead
   config.num_threads = placeholder(int)  # tf.data threads; None: one per CPU core
@@ -71,6 +75,11 @@ def check_config(config):
     fail("text_features", "a non-empty tuple of feature names, e.g. ('sentence1', 'sentence2')")
   if config.max_seq_len < 1:
     fail("max_seq_len", ">= 1")
+  block = config.eval_block_size
+  if isinstance(block, bool) or not isinstance(block, int) or not 0 <= block < config.max_seq_len:
+    fail("eval_block_size", f"0 (off) or an int in [1, max_seq_len - 1 = {config.max_seq_len - 1}]")
+  if block and config.task != "text_mlm":
+    fail("eval_block_size", f"0 for data_config.task={config.task!r} (blocks are text_mlm's)")
   if config.shuffle_buffer < 1:
     fail("shuffle_buffer", ">= 1")
   if config.prefetch < 0:

@@ -18,7 +18,11 @@ most one epoch. With `cache_dir` (the trainer passes its workdir) that count is 
 cache_dir/packed_rows/, so only the first resume of a run reads an epoch to count it.
 Eval: one pass over the split in order; the last batch is padded (`mask` 0.0) and processes
 with fewer examples add all-padding batches, so every process runs the same number of steps
-and every example counts once.
+and every example counts once. text_mlm with `eval_block_size` B > 0 (language modelling)
+reads whole documents instead of packed rows: `text_ops.eval_windows` rows `ids` int32
+[b, max_seq_len] ending at blocks of B targets, with `target_mask` float32 [b, max_seq_len - 1]
+(1.0 at the block's targets, 0.0 in padding batches), so each document byte and its closing
+EOS is scored once, with at least max_seq_len - B ids of context or its whole document.
 Labels: given the model's `num_classes`, both iterators raise ValueError when the labels can
 fall outside [0, num_classes): at once when the label feature is a TFDS ClassLabel with more
 classes (no data read), else at the first batch (on the host) holding such a label.
@@ -346,6 +350,9 @@ def _eval_rows(builder, config, split) -> tf.data.Dataset:
   if config.task == "text_classification":
     return records.map(_classification_row(config), tf.data.AUTOTUNE)
   docs = records.map(_ids(config))
+  if config.eval_block_size:
+    return text_ops.eval_windows(docs, config.max_seq_len, config.eval_block_size).map(
+        lambda window: dict(window, mask=tf.constant(1.0)))
   if config.pack:
     return text_ops.pack(docs, config.max_seq_len).map(_row)
   return docs.map(lambda ids: _row(text_ops.pad_or_truncate(ids, config.max_seq_len)))
@@ -381,6 +388,9 @@ def _rows_per_epoch(records, config, process: Tuple[int, int], cache_dir: Option
 
 
 def _num_eval_rows(builder, config, split) -> int:
+  if config.task == "text_mlm" and config.eval_block_size:
+    texts = _read(builder, config, split).map(lambda record: record[config.text_feature])
+    return text_ops.count_eval_windows(texts, config.eval_block_size)
   if config.task == "text_mlm" and config.pack:
     return _num_packed_rows(_read(builder, config, split), config)
   return _cardinality(_eval_rows(builder, config, split), f"split {config.eval_split!r}")

@@ -8,6 +8,16 @@
   padded with PAD, so no token is lost.
 - `count_packed_rows`: how many rows `pack` makes of a finite dataset of texts, from their
   byte lengths alone: ceil(sum(bytes + 1) / max_seq_len), whatever the documents' order.
+- `eval_windows`: documents (int32 [n] each) -> language-model eval windows that score every
+  token of each document once: {'ids': int32 [max_seq_len], 'target_mask': float32
+  [max_seq_len - 1]}. A document is read as training packs it, [EOS] + ids + [EOS]; its n + 1
+  targets (the ids and the closing EOS) fall in blocks of `block_size`, and a block's window
+  is the max_seq_len ids ending at its last target, left-padded with PAD where the document
+  starts inside the window. `target_mask` marks the block's targets (the last ones of the
+  window), so each has at least max_seq_len - block_size earlier ids of context (counting
+  the window's first id), or the whole document before it.
+- `count_eval_windows`: how many windows `eval_windows` makes of a finite dataset of texts:
+  sum(ceil((bytes + 1) / block_size)), from byte lengths alone.
 """
 
 from perceiver_jax.data.tensorflow_cpu import tf
@@ -77,3 +87,43 @@ def count_packed_rows(texts: tf.data.Dataset, max_seq_len: int) -> int:
   tokens = texts.reduce(tf.constant(0, tf.int64), lambda total, text: total + 1 + tf.cast(
       tf.strings.length(text, unit="BYTE"), tf.int64))
   return -(-int(tokens) // max_seq_len)
+
+
+def _check_block_size(block_size: int, max_seq_len: int, op: str):
+  if not 1 <= block_size < max_seq_len:
+    raise ValueError(f"{op}: block_size must be in [1, max_seq_len - 1 = {max_seq_len - 1}], "
+                     f"got {block_size}.")
+
+
+def eval_windows(ds: tf.data.Dataset, max_seq_len: int, block_size: int) -> tf.data.Dataset:
+  """Documents (int32 [n]) -> eval windows; see the module docstring."""
+  _check_length(max_seq_len, "eval_windows")
+  _check_block_size(block_size, max_seq_len, "eval_windows")
+  context = max_seq_len - 1
+
+  def windows(ids):
+    tokens = tf.concat([[EOS], ids, [EOS]], 0)  # Targets: tokens[1:].
+    num_targets = tf.shape(ids)[0] + 1
+    starts = tf.range(0, num_targets, block_size)  # Each block's first target (in tokens[1:]).
+    ends = tf.minimum(starts + block_size, num_targets)  # Its last target is tokens[end].
+    # tokens[end - context:end + 1], left-padded: padded[i] = tokens[i - context].
+    padded = tf.concat([tf.fill([context], PAD), tokens], 0)
+    rows = tf.gather(padded, ends[:, None] + tf.range(max_seq_len)[None, :])
+    scored = tf.range(context)[None, :] >= context - (ends - starts)[:, None]
+    return tf.data.Dataset.from_tensor_slices(
+        {"ids": tf.ensure_shape(rows, [None, max_seq_len]),
+         "target_mask": tf.ensure_shape(tf.cast(scored, tf.float32), [None, context])})
+
+  return ds.flat_map(windows)
+
+
+def count_eval_windows(texts: tf.data.Dataset, block_size: int) -> int:
+  """Windows `eval_windows` makes of the texts (scalar strings) of a finite dataset, counted
+  from byte lengths without tokenizing."""
+  if block_size < 1:
+    raise ValueError(f"count_eval_windows: block_size must be >= 1, got {block_size}.")
+  if texts.element_spec != tf.TensorSpec([], tf.string):
+    raise ValueError(f"count_eval_windows: texts must yield scalar strings, got "
+                     f"{texts.element_spec}.")
+  return int(texts.reduce(tf.constant(0, tf.int64), lambda total, text: total + (
+      tf.cast(tf.strings.length(text, unit="BYTE"), tf.int64) + block_size) // block_size))

@@ -38,7 +38,7 @@ REQUIRED = ("seed", "init_from", "init_fresh", "batch_size", "eval_batch_size", 
             "model", "data", "optimizer", "mesh.data", "mesh.fsdp", "mesh.min_fsdp_size",
             "checkpoint.keep", "checkpoint.best_metric", "checkpoint.best_mode",
             "checkpoint.async_save", "label_smoothing", "mixup.mixup_alpha", "mixup.cutmix_alpha",
-            "mixup.switch_prob", "mlm.mask_prob", "z_loss")
+            "mixup.switch_prob", "mlm.mask_prob", "z_loss", "lm.minimum_crop_length")
 # Model fields holding an input shape (no batch dimension).
 SHAPE_FIELDS = ("input_shape", "image_shape")
 # The config field that sets the shape of the arrays under a module path (no collection),
@@ -113,6 +113,12 @@ def _check_values(config):
   if not isinstance(fresh, (tuple, list)) or not all(isinstance(p, str) and p for p in fresh):
     raise ValueError("config.init_fresh must be a tuple of module paths, e.g. "
                      f"('decoder/output',); got {fresh!r}.")
+  if config.model.task != "language_modeling":
+    for path, value in (("lm.minimum_crop_length", config.lm.minimum_crop_length),
+                        ("data.eval_block_size", config.data.eval_block_size)):
+      if value:
+        raise ValueError(f"config.{path}={value!r} applies to language_modeling only; set it "
+                         f"to 0 for config.model.task={config.model.task!r}.")
   best, reported = config.checkpoint.best_metric, make_objective(config).metrics
   if best is not None and best not in reported:
     raise ValueError(f"config.checkpoint.best_metric={best!r} is not a metric the "

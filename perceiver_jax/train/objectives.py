@@ -14,9 +14,14 @@ the step divides by the total weight. Losses are float32.
 - `masked_language_modeling`: BERT masking of `ids` on device (`masking.mask_tokens`), loss
   and `accuracy` only at the masked bytes; padding is masked out of the encoder.
 - `language_modeling` (Perceiver AR): rows of max_context + 1 ids; the model reads the first
-  max_context and predicts the next byte at each latent position (PAD targets excluded);
-  metrics `accuracy` and `bits_per_byte` (cross-entropy / ln 2); the loss adds
-  `config.z_loss * logsumexp(logits)^2` when it is not 0.
+  max_context and predicts the next byte at each latent position (PAD targets excluded, and
+  targets outside a batch's `target_mask` [b, max_context] when it has one: the eval windows
+  of `config.data.eval_block_size`); metrics `accuracy` and `bits_per_byte` (cross-entropy /
+  ln 2); the loss adds `config.z_loss * logsumexp(logits)^2` when it is not 0. With
+  `config.lm.minimum_crop_length` = m > 0, training crops each row's context at random: a
+  length c uniform in [m, max_context] per row, the first max_context - c inputs become PAD
+  (a left-padded row, as generation meets from a short prompt); targets are unchanged, and
+  evaluation is never cropped.
 """
 
 import dataclasses
@@ -103,18 +108,53 @@ def _masked_language_modeling(config) -> Objective:
   return Objective(prepare, score, ("loss", "accuracy"))
 
 
+def _check_language_modeling(config):
+  """ValueError naming config.lm.minimum_crop_length or config.data.eval_block_size when it
+  does not fit the model's num_latents and max_context."""
+  model = config.model.perceiver_ar
+  latents, context = model.num_latents, model.max_context
+  crop = config.lm.minimum_crop_length
+  if not _is_int(crop) or (crop != 0 and not latents <= crop <= context):
+    raise ValueError(f"config.lm.minimum_crop_length={crop!r} must be 0 (no crops) or in "
+                     f"[config.model.perceiver_ar.num_latents={latents}, "
+                     f"config.model.perceiver_ar.max_context={context}]: a crop keeps every "
+                     "latent position.")
+  block = config.data.eval_block_size
+  if not _is_int(block) or not 0 <= block <= latents:
+    raise ValueError(f"config.data.eval_block_size={block!r} must be 0 (packed eval rows) or "
+                     f"in [1, config.model.perceiver_ar.num_latents={latents}]: a block's "
+                     "targets are predicted at latent positions.")
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _crop_context(inputs, rng, minimum_length: int):
+  """inputs [b, n] -> [b, n] with the first n - c ids of each row PAD, c uniform in
+  [minimum_length, n] per row (drawn from rng)."""
+  batch, length = inputs.shape
+  kept = jax.random.randint(rng, (batch, 1), minimum_length, length + 1)
+  return jnp.where(jnp.arange(length) >= length - kept, inputs, PAD)
+
+
 def _language_modeling(config) -> Objective:
+  _check_language_modeling(config)
   z_loss = config.z_loss
   context = config.model.perceiver_ar.max_context
+  minimum_crop = config.lm.minimum_crop_length
 
   def prepare(batch, rng, train):
-    del rng, train  # Deterministic.
     ids = batch["ids"]
     if ids.shape[1] != context + 1:
       raise ValueError(f"language modelling needs rows of max_context + 1 = {context + 1} ids; "
                        f"got {ids.shape[1]}: set config.data.max_seq_len = {context + 1}.")
     inputs, targets = ids[:, :-1], ids[:, 1:]
     weights = (targets != PAD).astype(jnp.float32) * batch["mask"][:, None].astype(jnp.float32)
+    if "target_mask" in batch:  # Eval windows: only the block's targets count.
+      weights = weights * batch["target_mask"].astype(jnp.float32)
+    if train and minimum_crop:
+      inputs = _crop_context(inputs, rng, minimum_crop)
     return inputs, {"pad_mask": inputs != PAD}, {"labels": targets, "weights": weights}
 
   def score(logits, targets):

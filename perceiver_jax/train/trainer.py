@@ -2,14 +2,18 @@
 
 `train_and_evaluate(config, workdir)` runs config.num_train_steps steps of the jitted,
 sharded train step (train_step.py) on batches from the TFDS pipeline (input_pipeline.py):
+- writes the run's config to workdir/config.json (run_config.py; the eval, plot and sample
+  launchers read it); a workdir holding checkpoints of a model with other settings stops
+  with an error naming the fields;
 - resumes from the newest readable checkpoint in `workdir/checkpoints` when there is one;
   the data position and every random draw are functions of (seed, step), so a run killed
   at any point and restarted ends with the parameters an uninterrupted run reaches;
 - logs train metrics every log_every_steps (loss, accuracy, grad_norm, learning_rate,
   examples_per_second, step_time: of the window's train steps, evaluation and saving left
-  out) and evaluates every eval_every_steps, to metrics.jsonl, TensorBoard and a progress
-  bar (metric_writer.py); train metrics are fetched one step late so the host never waits
-  for the device; after a resume the replayed steps' records replace the old ones;
+  out) and evaluates every eval_every_steps (language modelling adds `tokens_per_second`,
+  scored tokens per second of evaluation: `_throughput`), to metrics.jsonl, TensorBoard and
+  a progress bar (metric_writer.py); train metrics are fetched one step late so the host
+  never waits for the device; after a resume the replayed steps' records replace the old ones;
 - saves every checkpoint_every_steps (async, keep-N plus the best by config.checkpoint.
   best_metric) and at the end;
 - on preemption (SIGTERM) saves a checkpoint and returns: in a jax.distributed run jax's
@@ -53,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_jax.data import input_pipeline
+from perceiver_jax.train import run_config
 from perceiver_jax.train.checkpointing import Checkpointer
 from perceiver_jax.train.experiment import Experiment, build_experiment
 from perceiver_jax.train.metric_writer import MetricWriter
@@ -61,17 +66,35 @@ from perceiver_jax.train.workdir_lock import WorkdirLock
 
 
 def evaluate(experiment: Experiment, state) -> Dict[str, float]:
-  """Metrics over the whole eval split (each example once)."""
+  """Metrics over the whole eval split (each example once); for language_modeling also
+  `tokens_per_second`: scored tokens per second of eval steps (see `_throughput`)."""
   config = experiment.config
-  totals = None
+  totals, first_weight, started, clock = None, 0.0, time.perf_counter(), None
   for batch in input_pipeline.make_eval_iterator(
       config.data, global_batch_size=config.eval_batch_size,
       num_classes=config.model.get("num_classes")):
     sums = experiment.eval_step(state, global_batch(batch, experiment.mesh))
     totals = sums if totals is None else jax.tree_util.tree_map(np.add, totals, sums)
+    if clock is None:  # The first batch compiles the step (in a run's first evaluation).
+      first_weight, clock = float(jax.device_get(sums["weight"])), time.perf_counter()
   totals = jax.device_get(totals)
-  weight = max(float(totals.pop("weight")), 1e-8)
-  return {name: float(value) / weight for name, value in totals.items()}
+  total_weight = float(totals.pop("weight"))
+  weight = max(total_weight, 1e-8)
+  metrics = {name: float(value) / weight for name, value in totals.items()}
+  if config.model.task == "language_modeling":
+    metrics["tokens_per_second"] = _throughput(total_weight, first_weight, started, clock)
+  return metrics
+
+
+def _throughput(weight: float, first_weight: float, started: float, first_done: float) -> float:
+  """Scored tokens per second of evaluation, input pipeline included. With several batches
+  the first is left out (its step compiles in a run's first evaluation): the tokens of the
+  others over the time from the end of the first to the end of the last; with one batch,
+  its tokens over the whole time."""
+  now = time.perf_counter()
+  if weight > first_weight:
+    return (weight - first_weight) / max(now - first_done, 1e-9)
+  return weight / max(now - started, 1e-9)
 
 
 def _state_finite(state) -> jax.Array:
@@ -147,6 +170,8 @@ def _one_run_per_workdir(function):
 def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   """Trains (resuming if possible); returns the last evaluation's metrics."""
   experiment = build_experiment(config, workdir)
+  run_config.record(experiment.config, workdir,
+                    resuming=bool(experiment.checkpointer.all_steps()))
   state, start = experiment.restore_or_init()
   if start >= config.num_train_steps:
     logging.warning("%s already holds the final step %d; nothing to train (evaluate it with "
