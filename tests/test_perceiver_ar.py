@@ -258,6 +258,21 @@ def test_left_padded_rows_start_at_position_zero_also_with_absolute_positions():
   np.testing.assert_array_equal(token_positions(mask), [[0] * 4 + list(range(1, 9))])
   np.testing.assert_allclose(model.apply(params, padded, mask), model.apply(params, ids),
                              rtol=1e-5, atol=1e-6)
+  # A right-padded row (a dataset's last row) keeps its tokens at positions 0, 1, ...: its real
+  # latent computes what it does at those positions with the pads only masked.
+  right = jnp.concatenate([ids, jnp.full((1, 3), 5, jnp.int32)], axis=1)
+  right_mask = jnp.arange(12)[None] < 9
+  np.testing.assert_array_equal(token_positions(right_mask), [list(range(9)) + [8] * 3])
+  arange = jnp.arange(12)[None]
+
+  def masked(module):
+    x = module.embed(right, arange)
+    k, v = module.cross_keys_values(x, arange)
+    return module.latents_forward(x[:, 8:], arange[:, 8:], right_mask[:, 8:], k, v, arange,
+                                  right_mask)
+
+  np.testing.assert_allclose(model.apply(params, right, right_mask)[:, 0],
+                             model.apply(params, method=masked)[:, 0], rtol=1e-5, atol=1e-6)
   prompt = ids[:, :4]
   padded = jnp.concatenate([jnp.zeros((1, 3), jnp.int32), prompt], axis=1)
   tokens = generate(model, params, padded, 4, temperature=0.0, prompt_mask=jnp.arange(7)[None] >= 3)

@@ -10,8 +10,9 @@ Queries and keys get rotary embeddings (interleaved pairs) on `rotary_fraction` 
 dims, by position; MLPs use `activation` (squared ReLU by default).
 
 Positions: rows are left-padded (pad_mask True = token), and each row's first token is
-position 0, the pads before it clamped to 0 (`token_positions`); the absolute embeddings and
-rotary both use these, so a padded row computes what the unpadded row does.
+position 0, the pads before it clamped to 0 (`token_positions`, which also keeps a right-padded
+row's tokens at 0, 1, ...); the absolute embeddings and rotary both use these, so a padded row
+computes what the unpadded row does.
 
 Options (defaults keep the model above):
 - `cross_attention_dropout`: in training, each row keeps a random
@@ -56,11 +57,11 @@ from perceiver_jax.nn.validation import (check_batch, check_choice, check_positi
 
 
 def token_positions(pad_mask):
-  """Positions [b, n] of left-padded rows (pad_mask [b, n], True = token): each row's first
-  token is position 0 and its pads are clamped to 0 (krasserm's `positions(b, n, shift)`)."""
-  length = pad_mask.shape[1]
-  pads = length - jnp.sum(pad_mask, axis=1, keepdims=True, dtype=jnp.int32)
-  return jnp.maximum(jnp.arange(length, dtype=jnp.int32)[None] - pads, 0)
+  """Positions [b, n] for pad_mask [b, n] (True = token): each token's position is the number
+  of tokens before it in its row, a pad's that of the token before it (0 at the start). For
+  left-padded rows that is krasserm's `positions(b, n, shift)` (first token 0, pads clamped to
+  0); right-padded rows (a dataset's last, padded row) keep 0, 1, ... for their tokens."""
+  return jnp.maximum(jnp.cumsum(pad_mask, axis=1, dtype=jnp.int32) - 1, 0)
 
 
 def kept_prefix_indices(rng, batch: int, prefix_len: int, rate: float):
