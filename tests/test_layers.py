@@ -288,3 +288,15 @@ def test_mlp_activations(activation, reference):
   np.testing.assert_allclose(mlp.apply({"params": params}, x), expected, rtol=1e-4, atol=1e-5)
   with pytest.raises(ValueError, match="MLP.activation"):
     MLP(activation="swish")
+
+
+def test_mlp_without_biases_equals_zero_biases():
+  x = _data(0, B, N, D)
+  params = _params(MLP(), x)
+  bare = MLP(use_bias=False)
+  kernels = {name: {"kernel": p["kernel"]} for name, p in params.items()}
+  assert _params(bare, x).keys() == kernels.keys()
+  assert all(set(p) == {"kernel"} for p in _params(bare, x).values())
+  zero_biases = {name: dict(p, bias=jnp.zeros_like(p["bias"])) for name, p in params.items()}
+  np.testing.assert_allclose(bare.apply({"params": kernels}, x),
+                             MLP().apply({"params": zero_biases}, x), rtol=1e-6, atol=1e-6)

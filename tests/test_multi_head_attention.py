@@ -367,3 +367,22 @@ def test_keys_values_then_attend_equals_the_call():
   out = module.apply(params, xq, key, value, call["mask"], q_positions=call["q_positions"],
                      method=module.attend)
   np.testing.assert_allclose(out, module.apply(params, xq, xkv, **call), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_projections_without_biases_equal_zero_biases(fold):
+  """qkv_bias / out_bias False: no bias parameters, and the outputs of zero biases (the
+  folded one-head path included)."""
+  q, kv = _data(0, B, T, CQ), _data(1, B, S, CKV)
+  biased = MultiHeadAttention(num_heads=1, fold_kv_projections=fold)
+  bare = biased.clone(qkv_bias=False, out_bias=False)
+  assert bare.folds_kv_projections(T, S, CKV) == fold
+  params = biased.init(jax.random.PRNGKey(0), q, kv)["params"]
+  kernels = {name: {"kernel": p["kernel"]} for name, p in params.items()}
+  assert jax.tree_util.tree_structure(bare.init(jax.random.PRNGKey(0), q, kv)["params"]) == (
+      jax.tree_util.tree_structure(kernels))
+  zero_biases = {name: dict(p, bias=jnp.zeros_like(p["bias"])) for name, p in params.items()}
+  np.testing.assert_allclose(bare.apply({"params": kernels}, q, kv),
+                             biased.apply({"params": zero_biases}, q, kv), rtol=1e-5, atol=1e-6)
+  only_out = biased.clone(qkv_bias=False)
+  assert set(only_out.init(jax.random.PRNGKey(0), q, kv)["params"]["out"]) == {"kernel", "bias"}

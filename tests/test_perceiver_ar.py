@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from perceiver_jax.nn.attention import AttentionConfig
 from perceiver_jax.nn.generation import generate, sample_logits
 from perceiver_jax.nn.model_stats import count_params, flops, param_count
-from perceiver_jax.nn.perceiver_ar import PerceiverAR
+from perceiver_jax.nn.perceiver_ar import PerceiverAR, token_positions
 from random_params import random_params
 
 MODEL = PerceiverAR(vocab_size=11, max_context=12, num_latents=4, num_channels=16, num_heads=2,
@@ -146,9 +147,13 @@ def test_remat_and_bfloat16_keep_the_function():
   np.testing.assert_allclose(out.astype(np.float32), MODEL.apply(params, ids), rtol=0.1, atol=0.1)
 
 
-@pytest.mark.parametrize("absolute_positions,length", [(False, 10), (True, 3)])
-def test_analytic_param_count_equals_init(absolute_positions, length):
-  model = MODEL.clone(absolute_positions=absolute_positions)
+@pytest.mark.parametrize("options,length", [
+    (dict(absolute_positions=False), 10), (dict(absolute_positions=True), 3),
+    (dict(tied_embeddings=True, final_norm=False, output_bias=False), 10),
+    (dict(qkv_bias=False, self_attention_out_bias=False, mlp_bias=False,
+          latent_kv_query_norm=True, cross_attention_dropout=0.5), 10)])
+def test_analytic_param_count_equals_init(options, length):
+  model = MODEL.clone(**options)
   assert param_count(model, (length,)) == count_params(jax.eval_shape(
       model.init, jax.random.PRNGKey(0), _ids(9, 1, length)))
 
@@ -165,3 +170,143 @@ def test_analytic_flops_match_xla_where_matmuls_dominate():
 def test_default_vocabulary_is_the_bytes_tokenizers():
   from perceiver_jax.data.tokenizer import VOCAB_SIZE  # pylint: disable=import-outside-toplevel
   assert PerceiverAR(max_context=12, num_latents=4).vocab_size == VOCAB_SIZE
+
+
+# A model with every krasserm option (no left-over defaults), small enough to slide its window.
+KRASSERM_LIKE = MODEL.clone(tied_embeddings=True, final_norm=False, latent_kv_query_norm=True,
+                            num_self_attention_rotary_layers=1, qkv_bias=False,
+                            self_attention_out_bias=False, mlp_bias=False,
+                            activation="gelu_exact", rotary_fraction=1.0)
+
+
+def test_prefix_dropout_gathers_the_kept_positions_and_equals_masking_the_dropped():
+  model = MODEL.clone(cross_attention_dropout=0.5)
+  sowing = model.clone(attention=AttentionConfig(sow_weights=True))
+  params = _params()
+  ids = _ids(10, 2, 11)  # 7 prefix positions: each row keeps 7 - int(3.5) = 4.
+  pad_mask = jnp.asarray([[True] * 11, [False] * 2 + [True] * 9])
+  out = MODEL.apply(params, ids, pad_mask)
+  np.testing.assert_array_equal(model.apply(params, ids, pad_mask), out)  # Deterministic.
+  rng = {"dropout": jax.random.PRNGKey(3)}
+  np.testing.assert_array_equal(
+      MODEL.apply(params, ids, pad_mask, deterministic=False, rngs=rng), out)  # Rate 0.
+  train, state = sowing.apply(params, ids, pad_mask, deterministic=False, rngs=rng,
+                              mutable="intermediates")
+  kept = state["intermediates"]["cross_attention_kept_prefix"][0]
+  weights = state["intermediates"]["cross_attention"]["attention_weights"][0]
+  assert kept.shape == (2, 4) and weights.shape == (2, 2, 4, 4 + 4)  # Keys: kept + latents.
+  assert np.all(np.diff(kept, axis=1) > 0) and np.all((kept >= 0) & (kept < 7))
+  # The reference: every position's keys, with exactly the dropped prefix positions masked.
+  keep = np.zeros((2, 11), bool)
+  keep[np.arange(2)[:, None], kept] = True
+  keep[:, 7:] = True
+  positions = token_positions(pad_mask)
+
+  def masked(module):
+    x = module.embed(ids, positions)
+    k, v = module.cross_keys_values(x, positions)
+    return module.latents_forward(x[:, 7:], positions[:, 7:], pad_mask[:, 7:], k, v, positions,
+                                  pad_mask & keep)
+
+  np.testing.assert_allclose(train, model.apply(params, method=masked), rtol=1e-5, atol=1e-6)
+  assert not np.allclose(train, out, atol=1e-3)
+  other = model.apply(params, ids, pad_mask, deterministic=False,
+                      rngs={"dropout": jax.random.PRNGKey(4)})
+  assert not np.allclose(other, train, atol=1e-3)
+
+
+def test_rotary_in_the_first_self_attention_layers_only():
+  ids = _ids(11, 2, 10)
+  params = _params()
+  outs = [MODEL.clone(num_self_attention_rotary_layers=n).apply(params, ids) for n in (-1, 0, 1, 2)]
+  np.testing.assert_array_equal(outs[3], outs[0])  # Both layers: as every layer.
+  for a, b in ((0, 1), (0, 2), (1, 2)):
+    assert not np.allclose(outs[a], outs[b], atol=1e-3), (a, b)
+
+
+def test_tied_logits_and_optional_final_norm_and_output_bias():
+  ids = _ids(12, 2, 10)
+  wide = MODEL.clone(vocab_size=16)  # vocab = channels: an identity logits kernel reads x.
+  params = _params(wide.clone(tied_embeddings=True))["params"]
+  assert "logits" not in params and params["logits_bias"].shape == (16,)
+  hidden = {final_norm: wide.clone(final_norm=final_norm, output_bias=False).apply(
+      {"params": dict(params, logits={"kernel": jnp.eye(16)})}, ids)
+            for final_norm in (True, False)}
+  x = np.asarray(hidden[False], np.float64)
+  normed = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+  np.testing.assert_allclose(hidden[True], normed * params["final_norm"]["scale"]
+                             + params["final_norm"]["bias"], rtol=1e-4, atol=1e-5)
+  embedding = np.asarray(params["embedding"]["embedding"], np.float64)
+  for final_norm, output_bias in ((True, True), (False, False)):
+    model = wide.clone(tied_embeddings=True, final_norm=final_norm, output_bias=output_bias)
+    model_params = _params(model)["params"]
+    assert ("final_norm" in model_params) == final_norm
+    assert ("logits_bias" in model_params) == output_bias
+    expected = np.asarray(hidden[final_norm], np.float64) @ embedding.T + (
+        np.asarray(params["logits_bias"]) if output_bias else 0)
+    np.testing.assert_allclose(model.apply({"params": params}, ids), expected, rtol=1e-4,
+                               atol=1e-5)
+  assert "bias" not in _params(MODEL.clone(output_bias=False))["params"]["logits"]
+
+
+def test_left_padded_rows_start_at_position_zero_also_with_absolute_positions():
+  model = MODEL.clone(absolute_positions=True)
+  params = _params(model)
+  ids = _ids(13, 1, 9)
+  padded = jnp.concatenate([jnp.full((1, 3), 5, jnp.int32), ids], axis=1)
+  mask = jnp.arange(12)[None] >= 3
+  np.testing.assert_array_equal(token_positions(mask), [[0] * 4 + list(range(1, 9))])
+  np.testing.assert_allclose(model.apply(params, padded, mask), model.apply(params, ids),
+                             rtol=1e-5, atol=1e-6)
+  # A right-padded row (a dataset's last row) keeps its tokens at positions 0, 1, ...: its real
+  # latent computes what it does at those positions with the pads only masked.
+  right = jnp.concatenate([ids, jnp.full((1, 3), 5, jnp.int32)], axis=1)
+  right_mask = jnp.arange(12)[None] < 9
+  np.testing.assert_array_equal(token_positions(right_mask), [list(range(9)) + [8] * 3])
+  arange = jnp.arange(12)[None]
+
+  def masked(module):
+    x = module.embed(right, arange)
+    k, v = module.cross_keys_values(x, arange)
+    return module.latents_forward(x[:, 8:], arange[:, 8:], right_mask[:, 8:], k, v, arange,
+                                  right_mask)
+
+  np.testing.assert_allclose(model.apply(params, right, right_mask)[:, 0],
+                             model.apply(params, method=masked)[:, 0], rtol=1e-5, atol=1e-6)
+  prompt = ids[:, :4]
+  padded = jnp.concatenate([jnp.zeros((1, 3), jnp.int32), prompt], axis=1)
+  tokens = generate(model, params, padded, 4, temperature=0.0, prompt_mask=jnp.arange(7)[None] >= 3)
+  np.testing.assert_array_equal(tokens, generate(model, params, prompt, 4, temperature=0.0))
+
+
+def test_krasserm_options_generate_as_recomputing_also_past_the_context():
+  params = _params(KRASSERM_LIKE)
+  prompt = _ids(14, 2, 7)
+  tokens, logits = generate(KRASSERM_LIKE, params, prompt, 9, temperature=0.0, return_logits=True)
+  expected_tokens, expected_logits = _recompute(KRASSERM_LIKE, params, prompt, 9)
+  np.testing.assert_array_equal(tokens, expected_tokens)
+  np.testing.assert_allclose(logits, expected_logits, rtol=1e-4, atol=1e-4)
+  # The latents' keys come from the query norm: changing the kv norm changes only the prefix.
+  assert not np.allclose(KRASSERM_LIKE.apply(params, prompt),
+                         KRASSERM_LIKE.clone(latent_kv_query_norm=False).apply(params, prompt),
+                         atol=1e-3)
+
+
+def test_option_errors_name_the_field():
+  with pytest.raises(ValueError, match="cross_attention_dropout"):
+    PerceiverAR(cross_attention_dropout=1.0)
+  with pytest.raises(ValueError, match="num_self_attention_rotary_layers"):
+    PerceiverAR(num_layers=2, num_self_attention_rotary_layers=3)
+  with pytest.raises(ValueError, match="num_self_attention_rotary_layers"):
+    PerceiverAR(rotary_fraction=0.0, num_self_attention_rotary_layers=1)
+
+
+def test_the_task_config_exposes_every_field():
+  from perceiver_jax.tasks import language_modeling  # pylint: disable=import-outside-toplevel
+  config = language_modeling.tiny_config()
+  fields = set(PerceiverAR.__dataclass_fields__) - {"parent", "name", "dtype", "param_dtype"}
+  assert set(config.perceiver_ar) == fields
+  config.perceiver_ar.cross_attention_dropout = 0.5
+  config.perceiver_ar.num_self_attention_rotary_layers = 1
+  model = language_modeling.build(config)
+  assert (model.cross_attention_dropout, model.num_self_attention_rotary_layers) == (0.5, 1)

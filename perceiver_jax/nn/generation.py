@@ -11,7 +11,9 @@ positions. Each new token costs one embedding, one key/value projection and the 
 recomputing would project the whole context again. Past max_context the oldest position is
 overwritten, so the window slides exactly as recomputing on the last max_context tokens does
 (rotary attention depends only on relative positions). temperature=0 is greedy decoding;
-top_k / top_p (nucleus) restrict sampling. Left-padded prompts pass prompt_mask (True = token).
+top_k / top_p (nucleus) restrict sampling. Left-padded prompts pass prompt_mask (True = token);
+positions are the model's (`perceiver_ar.token_positions`: each row's first token is 0), while
+the ring buffer's slots follow the index in the window.
 """
 
 import functools
@@ -19,7 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from perceiver_jax.nn.perceiver_ar import PerceiverAR
+from perceiver_jax.nn.perceiver_ar import PerceiverAR, token_positions
 
 
 def sample_logits(logits, rng, temperature: float, top_k=None, top_p=None):
@@ -75,10 +77,10 @@ def _compiled(model: PerceiverAR, max_new_tokens: int, temperature: float, top_k
     batch = prompt.shape[0]
     window = min(prompt.shape[1], context)
     prompt, prompt_mask = prompt[:, -window:], prompt_mask[:, -window:]
-    positions = jnp.broadcast_to(jnp.arange(window), (batch, window))
+    positions = token_positions(prompt_mask)  # As the model's: each row's first token is 0.
     x = apply(prompt, positions, method=PerceiverAR.embed)
     k, v = apply(x, positions, method=PerceiverAR.cross_keys_values)
-    slots = positions[0] % context
+    slots = jnp.arange(window) % context
     cache_k = jnp.zeros((batch, context) + k.shape[2:], k.dtype).at[:, slots].set(k)
     cache_v = jnp.zeros((batch, context) + v.shape[2:], v.dtype).at[:, slots].set(v)
     kv_positions = jnp.full((batch, context), -1, jnp.int32).at[:, slots].set(positions)
@@ -96,10 +98,10 @@ def _compiled(model: PerceiverAR, max_new_tokens: int, temperature: float, top_k
       logits = apply(lat_x, lat_positions, lat_valid, cache_k, cache_v, kv_positions, kv_valid,
                      method=PerceiverAR.latents_forward)[:, -1]
       token = sample_logits(logits, key, temperature, top_k, top_p).astype(prompt.dtype)
-      position = jnp.full((batch, 1), window + index, jnp.int32)
+      position = positions[:, -1:] + 1 + index
       x_new = apply(token[:, None], position, method=PerceiverAR.embed)
       k_new, v_new = apply(x_new, position, method=PerceiverAR.cross_keys_values)
-      slot = position[0, 0] % context
+      slot = (window + index) % context
       state = (cache_k.at[:, slot].set(k_new[:, 0]), cache_v.at[:, slot].set(v_new[:, 0]),
                kv_positions.at[:, slot].set(position[:, 0]), kv_valid.at[:, slot].set(True),
                jnp.concatenate([lat_x[:, 1:], x_new], axis=1),

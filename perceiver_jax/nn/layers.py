@@ -57,12 +57,14 @@ class MLP(nn.Module):
   """Dense(widening_factor * C) -> activation -> Dense(C) -> dropout; [..., C] -> [..., C].
 
   activation: 'gelu' (tanh approximation, the default), 'gelu_exact', 'relu', 'squared_relu'.
+  use_bias: whether both Dense layers have a bias (krasserm's Perceiver AR MLPs have none).
   """
   widening_factor: int = 4
   dropout_rate: float = 0.0
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
   activation: str = "gelu"
+  use_bias: bool = True
 
   def __post_init__(self):
     check_positive(self, "widening_factor")
@@ -73,9 +75,10 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
     channels = x.shape[-1]
-    x = nn.Dense(self.widening_factor * channels, dtype=self.dtype, param_dtype=self.param_dtype)(x)
-    x = ACTIVATIONS[self.activation](x)
-    x = nn.Dense(channels, dtype=self.dtype, param_dtype=self.param_dtype)(x)
+    dense = lambda features: nn.Dense(features, use_bias=self.use_bias, dtype=self.dtype,
+                                      param_dtype=self.param_dtype)
+    x = ACTIVATIONS[self.activation](dense(self.widening_factor * channels)(x))
+    x = dense(channels)(x)
     return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
 
 

@@ -51,9 +51,9 @@ def stats(module, *input_shapes) -> Stats:
   return module.stats(*input_shapes)
 
 
-def dense_stats(d_in: int, d_out: int, tokens: int) -> Stats:
-  """A Dense layer [tokens, d_in] -> [tokens, d_out]."""
-  return Stats(d_in * d_out + d_out, 2 * tokens * d_in * d_out, (tokens, d_out))
+def dense_stats(d_in: int, d_out: int, tokens: int, bias: bool = True) -> Stats:
+  """A Dense layer [tokens, d_in] -> [tokens, d_out] (with a bias unless `bias` is False)."""
+  return Stats(d_in * d_out + (d_out if bias else 0), 2 * tokens * d_in * d_out, (tokens, d_out))
 
 
 def layer_norm_stats(shape: Shape) -> Stats:
@@ -69,8 +69,9 @@ def attention_stats(q_shape: Shape, kv_shape: Shape, module) -> Stats:
   (t, c_q), (s, c_kv) = q_shape, kv_shape
   qk, v = module.channels(c_kv)
   out = module.output_channels or c_q
-  projections = [dense_stats(c_q, qk, t), dense_stats(c_kv, qk, s), dense_stats(c_kv, v, s),
-                 dense_stats(v, out, t)]
+  bias = module.qkv_bias
+  projections = [dense_stats(c_q, qk, t, bias), dense_stats(c_kv, qk, s, bias),
+                 dense_stats(c_kv, v, s, bias), dense_stats(v, out, t, module.out_bias)]
   total = functools.reduce(Stats.__add__, projections)
   if module.folds_kv_projections(t, s, c_kv):
     flops = 2 * (t * c_q * qk + t * qk * c_kv + 2 * t * s * c_kv + t * c_kv * v + t * v * out)
@@ -78,11 +79,12 @@ def attention_stats(q_shape: Shape, kv_shape: Shape, module) -> Stats:
   return Stats(total.params, total.flops + 2 * t * s * (qk + v), (t, out))
 
 
-def mlp_stats(shape: Shape, widening_factor: int) -> Stats:
-  """An MLP [tokens, c] -> [tokens, widening_factor * c] -> [tokens, c]."""
+def mlp_stats(shape: Shape, widening_factor: int, bias: bool = True) -> Stats:
+  """An MLP [tokens, c] -> [tokens, widening_factor * c] -> [tokens, c] (biases unless `bias`
+  is False)."""
   tokens, channels = shape
-  return dense_stats(channels, widening_factor * channels, tokens) + dense_stats(
-      widening_factor * channels, channels, tokens)
+  return dense_stats(channels, widening_factor * channels, tokens, bias) + dense_stats(
+      widening_factor * channels, channels, tokens, bias)
 
 
 def cross_layer_stats(q_shape: Shape, kv_shape: Shape, attention,

@@ -49,14 +49,15 @@ def check_divisible(channels: int, num_heads: int, field: str, heads_field: str)
 
 class _Projection(nn.Module):
   """nn.DenseGeneral whose output features are given at call time (they may follow the input
-  widths); its kernel and bias sit directly under this module's name."""
+  widths); its kernel and bias (when use_bias) sit directly under this module's name."""
   axis: Union[int, Tuple[int, ...]] = -1
+  use_bias: bool = True
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
   @nn.compact
   def __call__(self, x, features: Union[int, Sequence[int]]):
-    dense = nn.DenseGeneral(features, axis=self.axis, dtype=self.dtype,
+    dense = nn.DenseGeneral(features, axis=self.axis, use_bias=self.use_bias, dtype=self.dtype,
                             param_dtype=self.param_dtype)
     nn.share_scope(self, dense)
     return dense(x)
@@ -66,7 +67,9 @@ class MultiHeadAttention(nn.Module):
   """Projects q, k, v per head, attends with `attention.dot_product_attention`, projects out.
 
   With rotary_fraction > 0, queries and keys are rotated by `RotaryPositionEmbedding` at
-  `q_positions` / `kv_positions` (Perceiver AR). The two steps are methods too, so a key/value
+  `q_positions` / `kv_positions` (Perceiver AR). `qkv_bias` / `out_bias` give the query, key
+  and value projections / the output projection a bias (krasserm's Perceiver AR drops some).
+  The two steps are methods too, so a key/value
   cache (Perceiver AR's generation) runs the same code: `keys_values(inputs_kv, kv_positions)`
   -> (keys, values), then `attend(inputs_q, keys, values, mask, q_positions=...)`.
   """
@@ -78,6 +81,8 @@ class MultiHeadAttention(nn.Module):
   rotary_fraction: float = 0.0
   attention: AttentionConfig = AttentionConfig()
   fold_kv_projections: bool = True
+  qkv_bias: bool = True
+  out_bias: bool = True
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
 
@@ -94,9 +99,11 @@ class MultiHeadAttention(nn.Module):
     super().__post_init__()
 
   def setup(self):
-    project = lambda name, axis=-1: _Projection(axis, self.dtype, self.param_dtype, name=name)
-    self.query, self.key, self.value = project("query"), project("key"), project("value")
-    self.out = project("out", axis=(-2, -1))
+    project = lambda name, bias, axis=-1: _Projection(axis, bias, self.dtype, self.param_dtype,
+                                                      name=name)
+    self.query, self.key, self.value = (project(name, self.qkv_bias)
+                                        for name in ("query", "key", "value"))
+    self.out = project("out", self.out_bias, axis=(-2, -1))
     self.rotary = (RotaryPositionEmbedding(self.rotary_fraction) if self.rotary_fraction > 0
                    else None)
 
@@ -193,7 +200,9 @@ class MultiHeadAttention(nn.Module):
     self.value(empty, self._heads(v_channels))
     key_kernel = self.key.variables["params"]["kernel"]  # [c, 1, qk]
     value_params = self.value.variables["params"]
-    value_kernel, value_bias = value_params["kernel"], value_params["bias"]  # [c, 1, v]
+    value_kernel = value_params["kernel"]  # [c, 1, v]
+    value_bias = value_params["bias"] if self.qkv_bias else jnp.zeros(
+        value_kernel.shape[1:], value_kernel.dtype)
     if kv_scale is not None:
       value_bias = value_bias + jnp.einsum("c,cnd->nd", kv_bias, value_kernel)
       key_kernel = key_kernel * kv_scale[:, None, None]

@@ -7,17 +7,43 @@ latents: each latent's query LN(x_i) cross-attends to LN(x_j) at every position 
 causal self-attention layers over the latents -> final LN -> zero-initialised Dense ->
 logits [b, L, vocab_size] at positions n-L .. n-1 (each predicts the next token).
 Queries and keys get rotary embeddings (interleaved pairs) on `rotary_fraction` of each head's
-dims, by absolute position; MLPs use `activation` (squared ReLU by default).
+dims, by position; MLPs use `activation` (squared ReLU by default).
+
+Positions: rows are left-padded (pad_mask True = token), and each row's first token is
+position 0, the pads before it clamped to 0 (`token_positions`, which also keeps a right-padded
+row's tokens at 0, 1, ...); the absolute embeddings and rotary both use these, so a padded row
+computes what the unpadded row does.
+
+Options (defaults keep the model above):
+- `cross_attention_dropout`: in training, each row keeps a random
+  prefix_len - int(prefix_len * rate) of its n - L prefix positions (Perceiver AR's prefix
+  dropout); they are gathered, so the cross-attention's keys really shrink, and keep their
+  positions and padding. With `attention.sow_weights` their indices [b, kept] are sown as
+  'intermediates' / 'cross_attention_kept_prefix' (the key axis of the sown weights is then
+  kept prefix + latents).
+- `num_self_attention_rotary_layers`: -1 = rotary in every self-attention layer, N = only in
+  the first N (the cross-attention keeps rotary whenever rotary_fraction > 0).
+- `tied_embeddings`: logits = x @ embedding^T (+ a 'logits_bias' when `output_bias`), no
+  logits Dense; `output_bias` is the logits' bias either way; `final_norm` = False drops the
+  final LN.
+- `latent_kv_query_norm`: the latents' own cross-attention keys and values come from their
+  query-normed inputs (the cross-attention query norm) instead of the kv norm, as in
+  krasserm's Perceiver AR, whose prefix keys are kv-normed and latent keys query-normed.
+- `qkv_bias`, `cross_attention_out_bias`, `self_attention_out_bias`, `mlp_bias`: the biases of
+  the q/k/v projections (all attentions), of each kind's output projection and of the MLPs.
 
 `model_stats.param_count(model, (n,))` / `flops` count it analytically (`PerceiverAR.stats`).
 The pieces are methods, so cached generation (generation.py) runs the same code:
   embed(ids, positions) -> x;  cross_keys_values(x, positions) -> (k, v)
   latents_forward(x_latents, latent_positions, latent_valid, k, v, kv_positions, kv_valid)
-Every attention is a MultiHeadAttention (its `keys_values` and `attend` steps for the
-cross-attention's cache) with `attention` (an AttentionConfig) as its settings.
+latents_forward ignores keys at positions >= its first valid latent's with
+`latent_kv_query_norm` (it appends the latents' own), so a cache of every position's kv-normed
+keys stays exact. Every attention is a MultiHeadAttention (its `keys_values` and `attend` steps
+for the cross-attention's cache) with `attention` (an AttentionConfig) as its settings.
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from perceiver_jax.nn.attention import AttentionConfig
@@ -30,12 +56,28 @@ from perceiver_jax.nn.validation import (check_batch, check_choice, check_positi
                                          check_rate)
 
 
-def _attention(module, name: str) -> MultiHeadAttention:
-  """A Perceiver AR attention: num_heads over num_channels, rotary, module.attention."""
+def token_positions(pad_mask):
+  """Positions [b, n] for pad_mask [b, n] (True = token): each token's position is the number
+  of tokens before it in its row, a pad's that of the token before it (0 at the start). For
+  left-padded rows that is krasserm's `positions(b, n, shift)` (first token 0, pads clamped to
+  0); right-padded rows (a dataset's last, padded row) keep 0, 1, ... for their tokens."""
+  return jnp.maximum(jnp.cumsum(pad_mask, axis=1, dtype=jnp.int32) - 1, 0)
+
+
+def kept_prefix_indices(rng, batch: int, prefix_len: int, rate: float):
+  """Indices [batch, prefix_len - int(prefix_len * rate)] (ascending) of the prefix positions
+  each row keeps under prefix dropout at `rate`, drawn uniformly without replacement."""
+  keep = prefix_len - int(prefix_len * rate)
+  scores = jax.random.uniform(rng, (batch, prefix_len))
+  return jnp.sort(jax.lax.top_k(scores, keep)[1], axis=-1)
+
+
+def _attention(module, name: str, rotary_fraction: float, out_bias: bool) -> MultiHeadAttention:
+  """A Perceiver AR attention: num_heads over num_channels, module.attention, its biases."""
   return MultiHeadAttention(
       module.num_heads, module.num_channels, module.num_channels, module.num_channels,
-      rotary_fraction=module.rotary_fraction, attention=module.attention, dtype=module.dtype,
-      param_dtype=module.param_dtype, name=name)
+      rotary_fraction=rotary_fraction, attention=module.attention, qkv_bias=module.qkv_bias,
+      out_bias=out_bias, dtype=module.dtype, param_dtype=module.param_dtype, name=name)
 
 
 class _SelfAttentionLayer(nn.Module):
@@ -47,6 +89,9 @@ class _SelfAttentionLayer(nn.Module):
   rotary_fraction: float
   dropout_rate: float
   attention: AttentionConfig
+  qkv_bias: bool
+  out_bias: bool
+  mlp_bias: bool
   dtype: DType
   param_dtype: DType
 
@@ -54,11 +99,11 @@ class _SelfAttentionLayer(nn.Module):
   def __call__(self, x, positions, mask, deterministic: bool):
     norm = lambda name: (lambda y: layer_norm(self.param_dtype, name)(y).astype(self.dtype))
     y = norm("attention_norm")(x)
-    y = _attention(self, "attention")(y, y, mask, deterministic=deterministic,
-                                      q_positions=positions, kv_positions=positions)
+    y = _attention(self, "attention", self.rotary_fraction, self.out_bias)(
+        y, y, mask, deterministic=deterministic, q_positions=positions, kv_positions=positions)
     x = x + nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     y = MLP(self.widening_factor, self.dropout_rate, self.dtype, self.param_dtype,
-            self.activation, name="mlp")(norm("mlp_norm")(x), deterministic)
+            self.activation, self.mlp_bias, name="mlp")(norm("mlp_norm")(x), deterministic)
     return x + y
 
 
@@ -73,9 +118,19 @@ class PerceiverAR(nn.Module):
   widening_factor: int = 4
   activation: str = "squared_relu"
   rotary_fraction: float = 0.5
+  num_self_attention_rotary_layers: int = -1
   absolute_positions: bool = False
   dropout_rate: float = 0.0
+  cross_attention_dropout: float = 0.0
   attention: AttentionConfig = AttentionConfig()
+  tied_embeddings: bool = False
+  output_bias: bool = True
+  final_norm: bool = True
+  latent_kv_query_norm: bool = False
+  qkv_bias: bool = True
+  cross_attention_out_bias: bool = True
+  self_attention_out_bias: bool = True
+  mlp_bias: bool = True
   remat: bool = False
   dtype: DType = jnp.float32
   param_dtype: DType = jnp.float32
@@ -83,7 +138,7 @@ class PerceiverAR(nn.Module):
   def __post_init__(self):
     check_positive(self, "vocab_size", "max_context", "num_latents", "num_channels", "num_heads",
                    "num_layers", "widening_factor")
-    check_rate(self, "dropout_rate")
+    check_rate(self, "dropout_rate", "cross_attention_dropout")
     check_choice(self, "activation", tuple(ACTIVATIONS))
     if self.num_latents > self.max_context:
       raise ValueError(f"PerceiverAR.num_latents={self.num_latents} must be <= "
@@ -96,7 +151,19 @@ class PerceiverAR(nn.Module):
         rotary_dims(self.num_channels // self.num_heads, self.rotary_fraction) == 0):
       raise ValueError(f"PerceiverAR.rotary_fraction={self.rotary_fraction} must be in [0, 1] "
                        "and rotate at least one pair of each head's dims (0 turns rotary off).")
+    rotary_layers = self.num_self_attention_rotary_layers
+    if not -1 <= rotary_layers <= self.num_layers or (
+        self.rotary_fraction == 0 and rotary_layers != -1):
+      raise ValueError(
+          f"PerceiverAR.num_self_attention_rotary_layers={rotary_layers} must be -1 (every "
+          f"layer) or 0 .. num_layers={self.num_layers}, and stay -1 when rotary_fraction=0.")
     super().__post_init__()
+
+  @nn.nowrap
+  def self_attention_rotary_fraction(self, layer: int) -> float:
+    """The rotary fraction of self-attention layer `layer` (0 past the rotary layers)."""
+    rotary_layers = self.num_self_attention_rotary_layers
+    return self.rotary_fraction if rotary_layers == -1 or layer < rotary_layers else 0.0
 
   def setup(self):
     init = nn.initializers.truncated_normal(0.02)
@@ -108,21 +175,31 @@ class PerceiverAR(nn.Module):
                                             self.param_dtype)
     self.query_norm = layer_norm(self.param_dtype, "cross_attention_query_norm")
     self.kv_norm = layer_norm(self.param_dtype, "cross_attention_kv_norm")
-    self.cross_attention = _attention(self, "cross_attention")
+    self.cross_attention = _attention(self, "cross_attention", self.rotary_fraction,
+                                      self.cross_attention_out_bias)
     self.cross_dropout = nn.Dropout(self.dropout_rate)
     self.cross_mlp_norm = layer_norm(self.param_dtype, "cross_attention_mlp_norm")
     self.cross_mlp = MLP(self.widening_factor, self.dropout_rate, self.dtype, self.param_dtype,
-                         self.activation, name="cross_attention_mlp")
+                         self.activation, self.mlp_bias, name="cross_attention_mlp")
     layer = nn.remat(_SelfAttentionLayer, static_argnums=(4,)) if self.remat else (
         _SelfAttentionLayer)
     settings = dict(num_channels=self.num_channels, num_heads=self.num_heads,
                     widening_factor=self.widening_factor, activation=self.activation,
-                    rotary_fraction=self.rotary_fraction, dropout_rate=self.dropout_rate,
-                    attention=self.attention, dtype=self.dtype, param_dtype=self.param_dtype)
-    self.layers = [layer(**settings, name=f"self_attention_{i}") for i in range(self.num_layers)]
-    self.final_norm = layer_norm(self.param_dtype, "final_norm")
-    self.logits = nn.Dense(self.vocab_size, kernel_init=nn.initializers.zeros, dtype=self.dtype,
-                           param_dtype=self.param_dtype)
+                    dropout_rate=self.dropout_rate, attention=self.attention,
+                    qkv_bias=self.qkv_bias, out_bias=self.self_attention_out_bias,
+                    mlp_bias=self.mlp_bias, dtype=self.dtype, param_dtype=self.param_dtype)
+    self.layers = [layer(**settings, rotary_fraction=self.self_attention_rotary_fraction(i),
+                         name=f"self_attention_{i}") for i in range(self.num_layers)]
+    if self.final_norm:
+      self.output_norm = layer_norm(self.param_dtype, "final_norm")
+    if self.tied_embeddings:
+      if self.output_bias:
+        self.logits_bias = self.param("logits_bias", nn.initializers.zeros, (self.vocab_size,),
+                                      self.param_dtype)
+    else:
+      self.logits = nn.Dense(self.vocab_size, use_bias=self.output_bias,
+                             kernel_init=nn.initializers.zeros, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
 
   def embed(self, ids, positions):
     """ids [b, n] at positions [b, n] -> x [b, n, d]."""
@@ -139,9 +216,16 @@ class PerceiverAR(nn.Module):
                       kv_valid, deterministic: bool = True):
     """Latents [b, L, d] cross-attend to k, v of the inputs at kv_positions [b, s] (each only
     to positions <= its own and kv_valid), then the self-attention stack -> logits [b, L, V]."""
+    y = self.query_norm(x_latents).astype(self.dtype)
+    if self.latent_kv_query_norm:  # Keys from the latents' own query-normed inputs.
+      first = jnp.min(jnp.where(latent_valid, latent_positions, jnp.iinfo(jnp.int32).max),
+                      axis=1, keepdims=True)
+      k_latents, v_latents = self.cross_attention.keys_values(y, latent_positions)
+      k, v = (jnp.concatenate(pair, axis=1) for pair in ((k, k_latents), (v, v_latents)))
+      kv_valid = jnp.concatenate([kv_valid & (kv_positions < first), latent_valid], axis=1)
+      kv_positions = jnp.concatenate([kv_positions, latent_positions], axis=1)
     causal = kv_positions[:, None, :] <= latent_positions[:, :, None]
     mask = (causal & kv_valid[:, None, :])[:, None]
-    y = self.query_norm(x_latents).astype(self.dtype)
     y = self.cross_attention.attend(y, k, v, mask, deterministic=deterministic,
                                     q_positions=latent_positions)
     x = x_latents + self.cross_dropout(y, deterministic=deterministic)
@@ -150,7 +234,12 @@ class PerceiverAR(nn.Module):
     mask = (causal & latent_valid[:, None, :])[:, None]
     for layer in self.layers:
       x = layer(x, latent_positions, mask, deterministic)
-    return self.logits(self.final_norm(x).astype(self.dtype))
+    if self.final_norm:
+      x = self.output_norm(x).astype(self.dtype)
+    if not self.tied_embeddings:
+      return self.logits(x)
+    logits = self.embedding.attend(x)
+    return logits + self.logits_bias.astype(self.dtype) if self.output_bias else logits
 
   def __call__(self, ids, pad_mask=None, deterministic: bool = True):
     if ids.ndim != 2:
@@ -164,12 +253,24 @@ class PerceiverAR(nn.Module):
       pad_mask = jnp.ones((batch, length), bool)
     elif pad_mask.shape != ids.shape:
       raise ValueError(f"pad_mask must have the ids' shape {ids.shape}, got {pad_mask.shape}.")
-    positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
+    positions = token_positions(pad_mask)
     x = self.embed(ids, positions)
-    k, v = self.cross_keys_values(x, positions)
-    latents = min(self.num_latents, length)
-    return self.latents_forward(x[:, -latents:], positions[:, -latents:],
-                                pad_mask[:, -latents:], k, v, positions, pad_mask, deterministic)
+    prefix = length - min(self.num_latents, length)
+    latents = (x[:, prefix:], positions[:, prefix:], pad_mask[:, prefix:])
+    inputs = (x, positions, pad_mask)  # The cross-attention's keys and values come from these.
+    if not deterministic and self.cross_attention_dropout > 0 and prefix > 0:
+      kept = kept_prefix_indices(self.make_rng("dropout"), batch, prefix,
+                                 self.cross_attention_dropout)
+      if self.attention.sow_weights:
+        self.sow("intermediates", "cross_attention_kept_prefix", kept)
+      gather = lambda a: jnp.take_along_axis(a, kept.reshape(kept.shape + (1,) * (a.ndim - 2)),
+                                             axis=1)
+      inputs = tuple(jnp.concatenate([gather(a[:, :prefix]), a_latents], axis=1)
+                     for a, a_latents in zip(inputs, latents))
+    if self.latent_kv_query_norm:  # latents_forward adds the latents' keys and values.
+      inputs = tuple(a[:, :a.shape[1] - latents[0].shape[1]] for a in inputs)
+    k, v = self.cross_keys_values(inputs[0], inputs[1])
+    return self.latents_forward(*latents, k, v, inputs[1], inputs[2], deterministic)
 
   @nn.nowrap
   def stats(self, input_shape) -> Stats:
@@ -177,11 +278,14 @@ class PerceiverAR(nn.Module):
     (length,) = input_shape
     d, w, vocab = self.num_channels, self.widening_factor, self.vocab_size
     latents = min(self.num_latents, length)
-    projection, mlp = d * d + d, 2 * w * d * d + w * d + d
+    qkv = 3 * (d * d + (d if self.qkv_bias else 0))
+    attention = lambda out_bias: qkv + d * d + (d if out_bias else 0)
+    mlp = 2 * w * d * d + ((w * d + d) if self.mlp_bias else 0)
     params = vocab * d + (self.max_context * d if self.absolute_positions else 0)
-    params += 3 * 2 * d + 4 * projection + mlp  # Cross-attention: 3 norms, q/k/v/out, MLP.
-    params += self.num_layers * (2 * 2 * d + 4 * projection + mlp)
-    params += 2 * d + d * vocab + vocab  # Final norm and logits.
+    params += 3 * 2 * d + attention(self.cross_attention_out_bias) + mlp  # 3 norms, attn, MLP.
+    params += self.num_layers * (2 * 2 * d + attention(self.self_attention_out_bias) + mlp)
+    params += (2 * d if self.final_norm else 0) + (0 if self.tied_embeddings else d * vocab)
+    params += vocab if self.output_bias else 0
     cross = 2 * length * 2 * d * d + 2 * latents * 2 * d * d + 4 * latents * length * d
     layer = 8 * latents * d * d + 4 * latents * latents * d + 4 * latents * w * d * d
     flops = (cross + 4 * latents * w * d * d + self.num_layers * layer

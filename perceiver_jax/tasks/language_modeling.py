@@ -29,8 +29,11 @@ def default_config(variant: str = None) -> ml_collections.ConfigDict:
   c.perceiver_ar = dict(
       vocab_size=VOCAB_SIZE, max_context=8192, num_latents=1024, num_channels=1024,
       num_heads=16, num_layers=12, widening_factor=4, activation="squared_relu",
-      rotary_fraction=0.5, absolute_positions=False, dropout_rate=0.0,
-      attention=dict(dropout_rate=0.0), remat=False)
+      rotary_fraction=0.5, num_self_attention_rotary_layers=-1, absolute_positions=False,
+      dropout_rate=0.0, cross_attention_dropout=0.0, attention=dict(dropout_rate=0.0),
+      tied_embeddings=False, output_bias=True, final_norm=True, latent_kv_query_norm=False,
+      qkv_bias=True, cross_attention_out_bias=True, self_attention_out_bias=True,
+      mlp_bias=True, remat=False)
   return c
 
 
