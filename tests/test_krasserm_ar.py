@@ -2,6 +2,10 @@
 
 import krasserm_peer  # pylint: disable=unused-import  # Before `perceiver`.
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,12 +13,15 @@ import pytest
 import torch
 from perceiver.model.audio.symbolic.backend import SymbolicAudioModel, SymbolicAudioModelConfig
 from perceiver.model.text.clm.backend import CausalLanguageModel, CausalLanguageModelConfig
+from perceiver.model.text.clm.huggingface import (PerceiverCausalLanguageModel,
+                                                  PerceiverCausalLanguageModelConfig)
 
-from perceiver_jax import tasks
+from perceiver_jax import convert as convert_package, load_pretrained, tasks
 from perceiver_jax.convert import krasserm_ar
 from perceiver_jax.convert.weights import WeightReader
 from transformers_parity import assert_parity
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = dict(vocab_size=13, max_seq_len=12, max_latents=4, num_channels=16, num_heads=2,
              num_self_attention_layers=2, cross_attention_widening_factor=2,
              self_attention_widening_factor=2)
@@ -88,3 +95,25 @@ def test_unknown_fields_unhonoured_values_and_leftover_weights_are_named():
   convert(config, reader)
   with pytest.raises(ValueError, match="backend_model.extra.weight"):
     reader.check_all_used()
+
+
+def test_a_saved_causal_language_model_converts_through_from_krasserm_and_the_cli(tmp_path):
+  """The directory krasserm's Hugging Face wrapper writes -> from_krasserm and
+  `python -m perceiver_jax.convert --krasserm` (then load_pretrained) give krasserm's logits."""
+  backend = _krasserm(CausalLanguageModelConfig, CausalLanguageModel, seed=4, output_norm=True)
+  wrapper = PerceiverCausalLanguageModel(
+      PerceiverCausalLanguageModelConfig(backend.config), backend_model=backend).eval()
+  path = str(tmp_path / "krasserm")
+  wrapper.save_pretrained(path)
+  ids = np.random.default_rng(5).integers(0, 13, (2, 12))
+  pad_mask = np.ones((2, 12), bool)
+  model, variables = convert_package.from_krasserm(path)
+  _compare(backend, model, variables, ids, pad_mask)
+  output = str(tmp_path / "converted")
+  result = subprocess.run([sys.executable, "-m", "perceiver_jax.convert", "--krasserm", path,
+                           "--output", output], cwd=REPO, capture_output=True, text=True,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  loaded_model, loaded = load_pretrained(output)
+  assert loaded_model == model
+  jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, variables)

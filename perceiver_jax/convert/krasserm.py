@@ -9,7 +9,7 @@ krasserm/perceiver-io-mlm: config.json holding `model_type` and `model_config` (
 model's config as a dict) and the backend's weights (keys `backend_model.*`) in
 model.safetensors or pytorch_model.bin (read with torch's weights_only loading); nothing is
 downloaded. `model_type` picks the converter (CONVERTERS; the Perceiver IO ones are in
-`krasserm_io`), which builds the matching perceiver_jax task config and places every weight;
+`krasserm_io`, the Perceiver AR ones in `krasserm_ar`), which builds the matching perceiver_jax task config and places every weight;
 an unknown model_type or model_config field, a setting we cannot honour, a weight left
 unplaced and variables that do not fit the built model each raise a ValueError naming it.
 
@@ -24,13 +24,13 @@ import jax.numpy as jnp
 import ml_collections
 
 from perceiver_jax import tasks
-from perceiver_jax.convert import krasserm_io
+from perceiver_jax.convert import krasserm_ar, krasserm_io
 from perceiver_jax.convert.transformers_checkpoint import read_checkpoint
 from perceiver_jax.convert.weights import WeightReader, check_variables
 
 # model_type -> fn(model_config: dict, weights: WeightReader) -> (task config, variables);
 # the weights keep the names the checkpoint stores them under (`backend_model.*`).
-CONVERTERS = {**krasserm_io.CONVERTERS}
+CONVERTERS = {**krasserm_io.CONVERTERS, **krasserm_ar.CONVERTERS}
 
 
 def convert_krasserm(path: str) -> Tuple[ml_collections.ConfigDict, dict]:
