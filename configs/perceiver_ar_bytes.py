@@ -8,8 +8,11 @@ Options: the corpus,
   command);
 - 'stdlib': the Python standard library's source files, offline (TFDS 'python_stdlib_text',
   built from this machine's Python; no download);
-and the size, 'full' (default) or 'tiny': a test-size model for 4 steps (on 'stdlib' its
-'python_stdlib_text/small' part), e.g. `:stdlib,tiny`, which the tests train.
+and the size, 'full' (default), 'cpu' (512-byte context, 256 latents x 128, 4 layers, float32:
+1,800 steps of 16 rows that train on 2 CPU cores in about 20 minutes; `:stdlib,cpu` is the
+README's shown-to-learn run, `python -m experiments.learning --runs=perceiver_ar_stdlib`)
+or 'tiny': a test-size model for 4 steps (on 'stdlib' its 'python_stdlib_text/small' part),
+e.g. `:stdlib,tiny`, which the tests train.
 
   python -m experiments.train --config=configs/perceiver_ar_bytes.py:stdlib --workdir=DIR
   python -m experiments.sample --workdir=DIR --prompt="def main(" --max_new_tokens=200
@@ -20,7 +23,7 @@ import ml_collections
 from configs import common
 from perceiver_jax import tasks
 
-OPTIONS = {"data": ("pg19", "stdlib"), "size": common.SIZES}
+OPTIONS = {"data": ("pg19", "stdlib"), "size": common.SIZES + ("cpu",)}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -30,6 +33,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c = common.get_config()
   if tiny:
     c.model = tasks.tiny_config("language_modeling")
+  elif options.size == "cpu":
+    c.model = tasks.default_config("language_modeling")
+    c.model.perceiver_ar.update(max_context=512, num_latents=256, num_channels=128,
+                                num_heads=2, num_layers=4)
   else:
     c.model = tasks.default_config("language_modeling")
     c.model.dtype = "bfloat16"
@@ -38,11 +45,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   else:
     c.data.update(name="python_stdlib_text/small" if tiny else "python_stdlib_text",
                   text_feature="text", eval_split="test")
-  c.data.update(task="text_mlm", max_seq_len=c.model.perceiver_ar.max_context + 1, pack=True)
+  # References: overriding --config.model.perceiver_ar.max_context / num_latents moves these.
+  model = c.model.perceiver_ar
+  c.data.update(task="text_mlm", max_seq_len=model.get_ref("max_context") + 1, pack=True)
   # Evaluation scores every byte of each held-out document once, in blocks of num_latents
   # bytes with at least max_context - num_latents + 1 bytes of context; 'tiny' evaluates its
   # packed rows (the last num_latents bytes of each), a quarter of the windows' steps.
-  c.data.eval_block_size = 0 if tiny else c.model.perceiver_ar.num_latents
+  c.data.eval_block_size = 0 if tiny else model.get_ref("num_latents").identity()
   c.optimizer.update(name="adamw", learning_rate=3e-4, b2=0.95, weight_decay=0.1,
                      schedule="warmup_cosine", warmup_steps=1000, clip_norm=1.0)
   c.mesh.min_fsdp_size = 2 ** 16
@@ -52,6 +61,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.eval_batch_size = 64
   c.num_train_steps = 200_000
   c.eval_every_steps = 5000
+  if options.size == "cpu":  # About 20 minutes on 2 CPU cores (see the README's Results).
+    c.batch_size = 16
+    c.num_train_steps, c.log_every_steps = 1800, 50
+    c.eval_every_steps = c.checkpoint_every_steps = 900
+    c.optimizer.update(learning_rate=1e-3, warmup_steps=100)
   if tiny:
     c.data.shuffle_buffer = 64
     c.optimizer.warmup_steps = 2

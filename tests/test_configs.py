@@ -122,6 +122,17 @@ def test_task_and_corpus_options_compose_with_tiny():
   assert (stdlib.data.name, pg19.data.name) == ("python_stdlib_text/small", "pg19")
 
 
+def test_perceiver_ar_data_lengths_follow_the_model_and_stay_overridable():
+  config = _config("perceiver_ar_bytes", "stdlib,cpu")
+  assert (config.data.max_seq_len, config.data.eval_block_size) == (513, 256)
+  config.model.perceiver_ar.max_context, config.model.perceiver_ar.num_latents = 1024, 128
+  assert (config.data.max_seq_len, config.data.eval_block_size) == (1025, 128)
+  config.data.eval_block_size = 64  # Its own value from now on; the model keeps its latents.
+  config.model.perceiver_ar.num_latents = 96
+  assert (config.data.eval_block_size, config.model.perceiver_ar.num_latents) == (64, 96)
+  assert _config("perceiver_ar_bytes", "stdlib,cpu").model.dtype == "float32"
+
+
 @pytest.mark.parametrize("name, arg", ALL)
 def test_every_config_holds_the_common_defaults(name, arg):
   assert set(_paths(common.get_config())) <= set(_paths(_config(name, arg)))
