@@ -13,11 +13,14 @@ dims, by absolute position; MLPs use `activation` (squared ReLU by default).
 The pieces are methods, so cached generation (generation.py) runs the same code:
   embed(ids, positions) -> x;  cross_keys_values(x, positions) -> (k, v)
   latents_forward(x_latents, latent_positions, latent_valid, k, v, kv_positions, kv_valid)
+    = head(self-attention layers(cross_attend(...)));  latents_extend(..., cache, ...) runs
+    new latents against per-layer self-attention key/value caches (generation's cache='latents').
 Every attention is a MultiHeadAttention (its `keys_values` and `attend` steps for the
 cross-attention's cache) with `attention` (an AttentionConfig) as its settings.
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from perceiver_jax.nn.attention import AttentionConfig
@@ -38,6 +41,12 @@ def _attention(module, name: str) -> MultiHeadAttention:
       param_dtype=module.param_dtype, name=name)
 
 
+def _causal_mask(q_positions, kv_positions, kv_valid):
+  """[b, 1, t, s]: query i sees key j when kv_positions[j] <= q_positions[i] and kv_valid[j]."""
+  causal = kv_positions[:, None, :] <= q_positions[:, :, None]
+  return (causal & kv_valid[:, None, :])[:, None]
+
+
 class _SelfAttentionLayer(nn.Module):
   """x += Attn(LN(x)) (causal over the latents); x += MLP(LN(x)); [b, L, d] -> [b, L, d]."""
   num_channels: int
@@ -51,15 +60,27 @@ class _SelfAttentionLayer(nn.Module):
   param_dtype: DType
 
   @nn.compact
-  def __call__(self, x, positions, mask, deterministic: bool):
+  def __call__(self, x, positions, mask, deterministic: bool, cache=None):
+    """With cache = (keys, values [b, M, heads, head_dim], start) (generation's latent cache),
+    x's keys and values are written at slots start.. and x attends to the whole cache (mask
+    [b, 1, t, M]); returns (x, (keys, values)) then."""
     norm = lambda name: (lambda y: layer_norm(self.param_dtype, name)(y).astype(self.dtype))
     y = norm("attention_norm")(x)
-    y = _attention(self, "attention")(y, y, mask, deterministic=deterministic,
-                                      q_positions=positions, kv_positions=positions)
+    attention = _attention(self, "attention")
+    if cache is None:
+      y = attention(y, y, mask, deterministic=deterministic, q_positions=positions,
+                    kv_positions=positions)
+    else:
+      keys, values, start = cache
+      k, v = attention.keys_values(y, positions)
+      keys = jax.lax.dynamic_update_slice_in_dim(keys, k.astype(keys.dtype), start, axis=1)
+      values = jax.lax.dynamic_update_slice_in_dim(values, v.astype(values.dtype), start, axis=1)
+      y = attention.attend(y, keys, values, mask, deterministic=deterministic,
+                           q_positions=positions)
     x = x + nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     y = MLP(self.widening_factor, self.dropout_rate, self.dtype, self.param_dtype,
             self.activation, name="mlp")(norm("mlp_norm")(x), deterministic)
-    return x + y
+    return x + y if cache is None else (x + y, (keys, values))
 
 
 class PerceiverAR(nn.Module):
@@ -139,18 +160,41 @@ class PerceiverAR(nn.Module):
                       kv_valid, deterministic: bool = True):
     """Latents [b, L, d] cross-attend to k, v of the inputs at kv_positions [b, s] (each only
     to positions <= its own and kv_valid), then the self-attention stack -> logits [b, L, V]."""
-    causal = kv_positions[:, None, :] <= latent_positions[:, :, None]
-    mask = (causal & kv_valid[:, None, :])[:, None]
+    x = self.cross_attend(x_latents, latent_positions, k, v, kv_positions, kv_valid,
+                          deterministic)
+    mask = _causal_mask(latent_positions, latent_positions, latent_valid)
+    for layer in self.layers:
+      x = layer(x, latent_positions, mask, deterministic)
+    return self.head(x)
+
+  def cross_attend(self, x_latents, latent_positions, k, v, kv_positions, kv_valid,
+                   deterministic: bool = True):
+    """The cross-attention block (latents_forward's first part): [b, t, d] -> [b, t, d]."""
+    mask = _causal_mask(latent_positions, kv_positions, kv_valid)
     y = self.query_norm(x_latents).astype(self.dtype)
     y = self.cross_attention.attend(y, k, v, mask, deterministic=deterministic,
                                     q_positions=latent_positions)
     x = x_latents + self.cross_dropout(y, deterministic=deterministic)
-    x = x + self.cross_mlp(self.cross_mlp_norm(x).astype(self.dtype), deterministic)
-    causal = latent_positions[:, None, :] <= latent_positions[:, :, None]
-    mask = (causal & latent_valid[:, None, :])[:, None]
-    for layer in self.layers:
-      x = layer(x, latent_positions, mask, deterministic)
+    return x + self.cross_mlp(self.cross_mlp_norm(x).astype(self.dtype), deterministic)
+
+  def head(self, x):
+    """Final norm and logits: latents [b, t, d] -> [b, t, vocab_size]."""
     return self.logits(self.final_norm(x).astype(self.dtype))
+
+  def latents_extend(self, x_latents, latent_positions, k, v, kv_positions, kv_valid, cache,
+                     cache_positions, cache_valid, start):
+    """Generation's latent cache (generation.py, cache='latents'): new latents x_latents
+    [b, t, d] cross-attend as in latents_forward; in each self-attention layer their keys and
+    values join that layer's cache (keys, values) [b, M, heads, head_dim] at slots start..
+    start+t-1 and they attend to every cached latent at a position <= theirs (cache_positions,
+    cache_valid [b, M], already holding theirs). -> (logits [b, t, V], the updated caches)."""
+    x = self.cross_attend(x_latents, latent_positions, k, v, kv_positions, kv_valid)
+    mask = _causal_mask(latent_positions, cache_positions, cache_valid)
+    caches = []
+    for layer, (keys, values) in zip(self.layers, cache):
+      x, layer_cache = layer(x, latent_positions, mask, True, (keys, values, start))
+      caches.append(layer_cache)
+    return self.head(x), caches
 
   def __call__(self, ids, pad_mask=None, deterministic: bool = True):
     if ids.ndim != 2:
