@@ -127,3 +127,11 @@ def test_generation_errors_name_the_argument():
       generate(MODEL, params, prompt, 2, temperature=0.0, **kwargs)
   with pytest.raises(ValueError, match="no empty prompt"):
     pad_prompts([[1], []])
+
+
+def test_the_generation_benchmark_runs_on_a_tiny_model():
+  from experiments.benchmark.generation import benchmark_generation  # pylint: disable=import-outside-toplevel
+  rows = benchmark_generation(MODEL, _params(), _ids(1, 1, 6), 3, 1)
+  assert [row["cache"] for row in rows] == ["sliding", "latents"]
+  assert all(row["new_tokens"] == 3 and row["tokens_per_s"] > 0 and row["compile_s"] > 0
+             for row in rows)

@@ -20,17 +20,22 @@ to the cached positions <= its own, then in each layer attends to the cached lat
 itself: O(context + layers * max_latents) per token instead of a full latent stack. When
 max_latents latents are cached, the cache is rebuilt ("reset-fill") by one latent-stack pass
 over the last num_latents positions. Its logits equal a full forward whose latents are all
-positions since the last reset-fill (tested), not the sliding mode's last num_latents.
+positions since the last reset-fill (tested), not the sliding mode's last num_latents; each
+latent cross-attends to the positions <= its own among the last max_context of the sequence
+when it joined (its cached keys and values stay as the window slides on; within max_context
+that is PerceiverAR.latents_forward over the sequence).
 
 temperature=0 is greedy decoding; top_k / top_p (nucleus) restrict sampling. Prompts of
 different lengths are left-padded (`pad_prompts`) and pass prompt_mask (True = token); each row
 gets the positions of its prompt alone (its first token is position 0), so it generates what
 that prompt alone would. With eos_id, a row that has produced eos_id yields PAD (0) after it
 (`sequence_lengths` gives each row's length) and the loop (a while_loop) stops once every row
-has ended; logits after a row's end are 0.
+has ended; logits after a row's end are 0. `compile_generate` compiles a call ahead of time
+(to time generation apart from compilation).
 """
 
 import functools
+import time
 from typing import Optional, Sequence
 
 import jax
@@ -89,6 +94,32 @@ def generate(model: PerceiverAR, variables, prompt, max_new_tokens: int, *, rng=
              return_logits: bool = False, cache: str = "sliding",
              max_latents: Optional[int] = None, eos_id: Optional[int] = None):
   """New tokens after `prompt`; see the module docstring."""
+  fn, args = _prepare(model, variables, prompt, max_new_tokens, rng, temperature, top_k, top_p,
+                      prompt_mask, cache, max_latents, eos_id)
+  tokens, logits = fn(*args)
+  return (tokens, logits) if return_logits else tokens
+
+
+def compile_generate(model: PerceiverAR, variables, prompt, max_new_tokens: int, *,
+                     return_logits: bool = False, **kwargs):
+  """Compiles generate(model, variables, prompt, max_new_tokens, **kwargs) ahead of time (the
+  same keyword arguments) -> (run, compile_seconds): run() returns what that call returns,
+  with no tracing or compiling (to time generation apart from compilation)."""
+  fn, args = _prepare(model, variables, prompt, max_new_tokens, **kwargs)
+  start = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  seconds = time.perf_counter() - start
+
+  def run():
+    tokens, logits = compiled(*args)
+    return (tokens, logits) if return_logits else tokens
+
+  return run, seconds
+
+
+def _prepare(model, variables, prompt, max_new_tokens, rng=None, temperature=1.0, top_k=None,
+             top_p=None, prompt_mask=None, cache="sliding", max_latents=None, eos_id=None):
+  """Checks generate's arguments -> (the jitted generation, its arguments)."""
   if prompt.ndim != 2 or prompt.shape[1] < 1:
     raise ValueError(f"generate: prompt must be ids [batch, length >= 1], got {prompt.shape}.")
   if max_new_tokens < 1:
@@ -126,8 +157,7 @@ def generate(model: PerceiverAR, variables, prompt, max_new_tokens: int, *, rng=
   rng = jax.random.PRNGKey(0) if rng is None else rng
   fn = _compiled(model.clone(remat=False), max_new_tokens, float(temperature), top_k, top_p,
                  cache, max_latents, eos_id)
-  tokens, logits = fn(variables, prompt, prompt_mask, rng)
-  return (tokens, logits) if return_logits else tokens
+  return fn, (variables, prompt, prompt_mask, rng)
 
 
 @functools.lru_cache(maxsize=32)
