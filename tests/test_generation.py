@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.benchmark.generation import benchmark_generation
 from perceiver_jax.nn.generation import generate, pad_prompts, sequence_lengths
 from perceiver_jax.nn.perceiver_ar import PerceiverAR
 from random_params import random_params
@@ -130,7 +131,6 @@ def test_generation_errors_name_the_argument():
 
 
 def test_the_generation_benchmark_runs_on_a_tiny_model():
-  from experiments.benchmark.generation import benchmark_generation  # pylint: disable=import-outside-toplevel
   rows = benchmark_generation(MODEL, _params(), _ids(1, 1, 6), 3, 1)
   assert [row["cache"] for row in rows] == ["sliding", "latents"]
   assert all(row["new_tokens"] == 3 and row["tokens_per_s"] > 0 and row["compile_s"] > 0

@@ -116,11 +116,12 @@ def test_sample_batches_prompts_of_different_lengths_with_the_latent_cache(tmp_p
   """sample_from_checkpoint (experiments/sample.py) on a saved random tiny Perceiver AR: two
   prompts of different lengths in one left-padded batch, the latent cache, ending at EOS; the
   longer prompt's row equals its sample alone, and new tokens/s come back."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from configs import perceiver_ar_bytes  # pylint: disable=import-outside-toplevel
-  from experiments.sample import sample_from_checkpoint  # pylint: disable=import-outside-toplevel
-  from perceiver_jax.train.experiment import build_experiment  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  import jax
+  import numpy as np
+  from configs import perceiver_ar_bytes
+  from experiments.sample import sample_from_checkpoint
+  from perceiver_jax.train.experiment import build_experiment
   config = perceiver_ar_bytes.get_config("stdlib,tiny")
   workdir = str(tmp_path / "work")
   experiment = build_experiment(config, workdir)
