@@ -153,7 +153,8 @@ def _prepare(model, variables, prompt, max_new_tokens, rng=None, temperature=1.0
                      "every row; pad_prompts builds both.")
   if model.absolute_positions and mask.sum(-1).max() + max_new_tokens > model.max_context:
     raise ValueError("generate: a PerceiverAR with absolute_positions cannot slide its window; "
-                     f"prompt + new tokens must be <= max_context={model.max_context}.")
+                     "each prompt's tokens + new tokens must be <= max_context="
+                     f"{model.max_context}.")
   rng = jax.random.PRNGKey(0) if rng is None else rng
   fn = _compiled(model.clone(remat=False), max_new_tokens, float(temperature), top_k, top_p,
                  cache, max_latents, eos_id)
