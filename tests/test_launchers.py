@@ -22,7 +22,8 @@ SHARED = ("--config", "--workdir", "--cpu_devices", "--coordinator_address")
 def test_help_of_every_launcher_lists_its_flags():
   expected = {"train": SHARED, "eval": SHARED + ("--step",),
               "plot": SHARED + ("--num_images", "--step"),
-              "sample": SHARED + ("--prompt", "--step"),
+              "sample": SHARED + ("--prompt", "--prompts_file", "--cache", "--max_latents",
+                                  "--[no]eos", "--step"),
               "benchmark": ("--configs", "--output", "--cpu_devices")}
   processes = {name: subprocess.Popen([sys.executable, "-m", f"experiments.{name}", "--help"],
                                       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -198,3 +199,29 @@ def test_resolve_applies_explicit_overrides_on_the_saved_config_and_names_model_
     config = run_config.resolve(str(tmp_path), given, {"model.num_classes": 10})
   assert config.model.num_classes == 10
   assert "config.model.num_classes: 10 now, 7 saved" in caplog.text
+
+
+def test_sample_batches_prompts_of_different_lengths_with_the_latent_cache(tmp_path):
+  """sample_from_checkpoint (experiments/sample.py) on a saved random tiny Perceiver AR: two
+  prompts of different lengths in one left-padded batch, the latent cache, ending at EOS; the
+  longer prompt's row equals its sample alone, and new tokens/s come back."""
+  # pylint: disable=import-outside-toplevel
+  import jax
+  import numpy as np
+  from configs import perceiver_ar_bytes
+  from experiments.sample import sample_from_checkpoint
+  from perceiver_jax.train.experiment import build_experiment
+  config = perceiver_ar_bytes.get_config("stdlib,tiny")
+  workdir = str(tmp_path / "work")
+  experiment = build_experiment(config, workdir)
+  state, _ = experiment.restore_or_init()
+  rng = np.random.default_rng(0)  # Random weights: the zero-initialised head emits only PAD.
+  params = jax.tree_util.tree_map(lambda p: p + 0.3 * rng.normal(size=p.shape).astype(p.dtype),
+                                  state.params)
+  experiment.checkpointer.save(1, state.replace(params=params), force=True)
+  experiment.checkpointer.close()
+  kwargs = dict(temperature=0.0, cache="latents", max_latents=12, stop_at_eos=True)
+  texts, tokens_per_s = sample_from_checkpoint(config, workdir, ["a", "def main():"], 20,
+                                               return_speed=True, **kwargs)
+  assert len(texts) == 2 and tokens_per_s > 0
+  assert texts[1] == sample_from_checkpoint(config, workdir, "def main():", 20, **kwargs)[0]

@@ -36,6 +36,8 @@ Options (defaults keep the model above):
 The pieces are methods, so cached generation (generation.py) runs the same code:
   embed(ids, positions) -> x;  cross_keys_values(x, positions) -> (k, v)
   latents_forward(x_latents, latent_positions, latent_valid, k, v, kv_positions, kv_valid)
+    = head(self-attention layers(cross_attend(...)));  latents_extend(..., cache, ...) runs
+    new latents against per-layer self-attention key/value caches (generation's cache='latents').
 latents_forward ignores keys at positions >= its first valid latent's with
 `latent_kv_query_norm` (it appends the latents' own), so a cache of every position's kv-normed
 keys stays exact. Every attention is a MultiHeadAttention (its `keys_values` and `attend` steps
@@ -72,6 +74,12 @@ def kept_prefix_indices(rng, batch: int, prefix_len: int, rate: float):
   return jnp.sort(jax.lax.top_k(scores, keep)[1], axis=-1)
 
 
+def _causal_mask(q_positions, kv_positions, kv_valid):
+  """[b, 1, t, s]: query i sees key j when kv_positions[j] <= q_positions[i] and kv_valid[j]."""
+  causal = kv_positions[:, None, :] <= q_positions[:, :, None]
+  return (causal & kv_valid[:, None, :])[:, None]
+
+
 def _attention(module, name: str, rotary_fraction: float, out_bias: bool) -> MultiHeadAttention:
   """A Perceiver AR attention: num_heads over num_channels, module.attention, its biases."""
   return MultiHeadAttention(
@@ -96,15 +104,27 @@ class _SelfAttentionLayer(nn.Module):
   param_dtype: DType
 
   @nn.compact
-  def __call__(self, x, positions, mask, deterministic: bool):
+  def __call__(self, x, positions, mask, deterministic: bool, cache=None):
+    """With cache = (keys, values [b, M, heads, head_dim], start) (generation's latent cache),
+    x's keys and values are written at slots start.. and x attends to the whole cache (mask
+    [b, 1, t, M]); returns (x, (keys, values)) then."""
     norm = lambda name: (lambda y: layer_norm(self.param_dtype, name)(y).astype(self.dtype))
     y = norm("attention_norm")(x)
-    y = _attention(self, "attention", self.rotary_fraction, self.out_bias)(
-        y, y, mask, deterministic=deterministic, q_positions=positions, kv_positions=positions)
+    attention = _attention(self, "attention", self.rotary_fraction, self.out_bias)
+    if cache is None:
+      y = attention(y, y, mask, deterministic=deterministic, q_positions=positions,
+                    kv_positions=positions)
+    else:
+      keys, values, start = cache
+      k, v = attention.keys_values(y, positions)
+      keys = jax.lax.dynamic_update_slice_in_dim(keys, k.astype(keys.dtype), start, axis=1)
+      values = jax.lax.dynamic_update_slice_in_dim(values, v.astype(values.dtype), start, axis=1)
+      y = attention.attend(y, keys, values, mask, deterministic=deterministic,
+                           q_positions=positions)
     x = x + nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     y = MLP(self.widening_factor, self.dropout_rate, self.dtype, self.param_dtype,
             self.activation, self.mlp_bias, name="mlp")(norm("mlp_norm")(x), deterministic)
-    return x + y
+    return x + y if cache is None else (x + y, (keys, values))
 
 
 class PerceiverAR(nn.Module):
@@ -216,6 +236,16 @@ class PerceiverAR(nn.Module):
                       kv_valid, deterministic: bool = True):
     """Latents [b, L, d] cross-attend to k, v of the inputs at kv_positions [b, s] (each only
     to positions <= its own and kv_valid), then the self-attention stack -> logits [b, L, V]."""
+    x = self.cross_attend(x_latents, latent_positions, latent_valid, k, v, kv_positions,
+                          kv_valid, deterministic)
+    mask = _causal_mask(latent_positions, latent_positions, latent_valid)
+    for layer in self.layers:
+      x = layer(x, latent_positions, mask, deterministic)
+    return self.head(x)
+
+  def cross_attend(self, x_latents, latent_positions, latent_valid, k, v, kv_positions,
+                   kv_valid, deterministic: bool = True):
+    """The cross-attention block (latents_forward's first part): [b, t, d] -> [b, t, d]."""
     y = self.query_norm(x_latents).astype(self.dtype)
     if self.latent_kv_query_norm:  # Keys from the latents' own query-normed inputs.
       first = jnp.min(jnp.where(latent_valid, latent_positions, jnp.iinfo(jnp.int32).max),
@@ -224,22 +254,40 @@ class PerceiverAR(nn.Module):
       k, v = (jnp.concatenate(pair, axis=1) for pair in ((k, k_latents), (v, v_latents)))
       kv_valid = jnp.concatenate([kv_valid & (kv_positions < first), latent_valid], axis=1)
       kv_positions = jnp.concatenate([kv_positions, latent_positions], axis=1)
-    causal = kv_positions[:, None, :] <= latent_positions[:, :, None]
-    mask = (causal & kv_valid[:, None, :])[:, None]
+    mask = _causal_mask(latent_positions, kv_positions, kv_valid)
     y = self.cross_attention.attend(y, k, v, mask, deterministic=deterministic,
                                     q_positions=latent_positions)
     x = x_latents + self.cross_dropout(y, deterministic=deterministic)
-    x = x + self.cross_mlp(self.cross_mlp_norm(x).astype(self.dtype), deterministic)
-    causal = latent_positions[:, None, :] <= latent_positions[:, :, None]
-    mask = (causal & latent_valid[:, None, :])[:, None]
-    for layer in self.layers:
-      x = layer(x, latent_positions, mask, deterministic)
+    return x + self.cross_mlp(self.cross_mlp_norm(x).astype(self.dtype), deterministic)
+
+  def head(self, x):
+    """The optional final norm and the logits: latents [b, t, d] -> [b, t, vocab_size]."""
     if self.final_norm:
       x = self.output_norm(x).astype(self.dtype)
     if not self.tied_embeddings:
       return self.logits(x)
     logits = self.embedding.attend(x)
     return logits + self.logits_bias.astype(self.dtype) if self.output_bias else logits
+
+  def latents_extend(self, x_latents, latent_positions, k, v, kv_positions, kv_valid, cache,
+                     cache_positions, cache_valid, start):
+    """Generation's latent cache (generation.py, cache='latents'): new latents x_latents
+    [b, t, d] cross-attend as in latents_forward; in each self-attention layer their keys and
+    values join that layer's cache (keys, values) [b, M, heads, head_dim] at slots start..
+    start+t-1 and they attend to every cached latent at a position <= theirs (cache_positions,
+    cache_valid [b, M], already holding theirs). -> (logits [b, t, V], the updated caches).
+    Not for `latent_kv_query_norm` (earlier latents' keys would need their query norm)."""
+    if self.latent_kv_query_norm:
+      raise ValueError("PerceiverAR.latents_extend (generate's cache='latents') does not "
+                       "support latent_kv_query_norm=True; use cache='sliding'.")
+    valid = jnp.ones(latent_positions.shape, bool)
+    x = self.cross_attend(x_latents, latent_positions, valid, k, v, kv_positions, kv_valid)
+    mask = _causal_mask(latent_positions, cache_positions, cache_valid)
+    caches = []
+    for layer, (keys, values) in zip(self.layers, cache):
+      x, layer_cache = layer(x, latent_positions, mask, True, (keys, values, start))
+      caches.append(layer_cache)
+    return self.head(x), caches
 
   def __call__(self, ids, pad_mask=None, deterministic: bool = True):
     if ids.ndim != 2:
