@@ -131,10 +131,13 @@ def test_language_modeling_without_crops_prepares_the_rows_as_they_come():
   np.testing.assert_array_equal(targets["weights"], batch["ids"][:, 1:] != PAD)
 
 
-def test_a_cropped_row_scores_as_the_model_on_its_kept_suffix():
+@pytest.mark.parametrize("absolute_positions", [False, True])
+def test_a_cropped_row_scores_as_the_model_on_its_kept_suffix(absolute_positions):
   """The cropped inputs carry no weight and no information: each row's loss equals the model's
-  loss on the row's last c inputs alone."""
+  loss on the row's last c inputs alone (with absolute positions too: a cropped row's first
+  kept input is position 0, as the suffix's)."""
   config = _config("language_modeling", lm={"minimum_crop_length": 8})
+  config.model.perceiver_ar.absolute_positions = absolute_positions
   context = config.model.perceiver_ar.max_context
   model = tasks.build(config.model)
   objective = make_objective(config)
