@@ -1,0 +1,166 @@
+"""Shown-to-learn runs: train a config with the real launcher and compare it with a baseline.
+
+  python -m experiments.learning --runs=perceiver_ar_stdlib --output=/tmp/learning
+
+Each run trains `python -m experiments.train --config=CONFIG --workdir=OUTPUT/NAME` in a
+subprocess (the command a user types; its wall time is measured), then writes the run's
+learning curves (`experiments.plot`) and, for language models, a sample
+(`experiments.sample`). The run's figure is its last evaluation of `metric` in
+metrics.jsonl; the baselines are computed on the same raw test data without a network (for
+bytes: zlib, bz2 and lzma at their strongest settings on the concatenated test split, and the
+unigram entropy). OUTPUT/results.json and OUTPUT/results.md (one README-ready row per run:
+figure, baselines, command, wall time, machine, date) hold the outcome; the exit status is 1
+when a run does not beat its baseline.
+"""
+
+import bz2
+import collections
+import dataclasses
+import datetime
+import json
+import lzma
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import zlib
+from typing import Callable, Dict, Tuple
+
+from absl import app, flags
+
+from perceiver_jax.data import datasets  # pylint: disable=unused-import  (registers builders)
+from perceiver_jax.data.tensorflow_cpu import tfds
+
+flags.DEFINE_list("runs", None, "Runs to train (see RUNS).")
+flags.DEFINE_string("output", None, "Directory for the runs' workdirs and the results.")
+flags.DEFINE_list("overrides", [], "Extra --config.PATH=VALUE overrides for every run, "
+                  "comma-separated (e.g. config.num_train_steps=100 for a smoke test).")
+flags.mark_flags_as_required(["runs", "output"])
+FLAGS = flags.FLAGS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def stdlib_test_bytes(data_dir=None) -> bytes:
+  """The `python_stdlib_text` test split's files, concatenated in split order (UTF-8)."""
+  builder = tfds.builder("python_stdlib_text", data_dir=data_dir)
+  builder.download_and_prepare()  # Offline: reads this Python's stdlib.
+  examples = tfds.as_numpy(builder.as_dataset(split="test", shuffle_files=False))
+  return b"".join(example["text"] for example in examples)
+
+
+def byte_baselines(data: bytes) -> Dict[str, float]:
+  """Bits per byte of `data` under classical compressors and the unigram model, and the
+  accuracy of always predicting its most frequent byte."""
+  bits = lambda compressed: 8.0 * len(compressed) / len(data)
+  counts = collections.Counter(data)
+  entropy = -sum(c / len(data) * math.log2(c / len(data)) for c in counts.values())
+  return {"zlib_9": bits(zlib.compress(data, 9)), "bz2_9": bits(bz2.compress(data, 9)),
+          "lzma_9e": bits(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)),
+          "unigram_entropy": entropy,
+          "most_frequent_byte_accuracy": max(counts.values()) / len(data)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A config trained to show learning: `metric` (eval split) must beat `beat` in baselines."""
+  config: str
+  metric: str
+  mode: str  # 'min' or 'max': which way is better.
+  baselines: Callable[[], Dict[str, float]]
+  beat: str  # The baseline the run must beat.
+  sample_prompt: str = ""  # Language models: the prompt of the printed sample.
+
+
+RUNS = {
+    "perceiver_ar_stdlib": Run(
+        config="configs/perceiver_ar_bytes.py:stdlib,cpu", metric="bits_per_byte", mode="min",
+        baselines=lambda: byte_baselines(stdlib_test_bytes()), beat="zlib_9",
+        sample_prompt="def __init__(self"),
+}
+
+
+def machine() -> str:
+  """CPU model and count, e.g. 'AMD EPYC 7B13, 2 CPUs'."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return f"{model}, {len(os.sched_getaffinity(0))} CPUs"
+
+
+def _python(module: str, *args: str) -> Tuple[float, str]:
+  """Runs `python -m module args` from the repository root; (wall seconds, stdout)."""
+  start = time.monotonic()
+  result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, check=True,
+                          stdout=subprocess.PIPE, text=True)
+  return time.monotonic() - start, result.stdout
+
+
+def final_eval(workdir: str) -> dict:
+  """The newest eval record of metrics.jsonl."""
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    records = [json.loads(line) for line in f]
+  evals = [r for r in records if r["split"] == "eval"]
+  if not evals:
+    raise ValueError(f"{workdir}/metrics.jsonl has no eval record.")
+  return max(evals, key=lambda r: r["step"])
+
+
+def run_one(name: str, run: Run, output: str, overrides=()) -> dict:
+  """Trains run `name` into output/name and returns its result record."""
+  workdir = os.path.join(output, name)
+  args = [f"--config={run.config}", f"--workdir={workdir}"] + [f"--{o}" for o in overrides]
+  seconds, _ = _python("experiments.train", *args)
+  record = final_eval(workdir)
+  baselines = run.baselines()
+  figure, target = record[run.metric], baselines[run.beat]
+  beats = figure < target if run.mode == "min" else figure > target
+  result = {"run": name, "command": "python -m experiments.train " + " ".join(args),
+            "train_seconds": round(seconds, 1), "step": record["step"], "metric": run.metric,
+            "value": figure, "eval": record, "baselines": baselines, "beat": run.beat,
+            "beats_baseline": bool(beats), "machine": machine(),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+  _, plotted = _python("experiments.plot", f"--workdir={workdir}")
+  result["plots"] = plotted.split()
+  if run.sample_prompt:
+    _, sample = _python("experiments.sample", f"--workdir={workdir}",
+                        f"--prompt={run.sample_prompt}", "--max_new_tokens=300",
+                        "--temperature=0.8", "--top_k=40")
+    result["sample"] = sample
+  return result
+
+
+def markdown_row(result: dict) -> str:
+  """A README results-table row: run, command, machine and date, figure against baselines."""
+  baselines = ", ".join(f"{k} {v:.3f}" for k, v in result["baselines"].items())
+  minutes = result["train_seconds"] / 60
+  return (f"| {result['run']} | `{result['command']}` | {result['machine']}, {result['date']}, "
+          f"{minutes:.1f} min | {result['metric']} {result['value']:.3f} at step "
+          f"{result['step']} (must beat {result['beat']}; baselines: {baselines}) |")
+
+
+def main(argv):
+  del argv
+  unknown = sorted(set(FLAGS.runs) - set(RUNS))
+  if unknown:
+    raise ValueError(f"--runs names unknown runs {unknown}; the runs are {sorted(RUNS)}.")
+  os.makedirs(FLAGS.output, exist_ok=True)
+  results = [run_one(name, RUNS[name], FLAGS.output, FLAGS.overrides) for name in FLAGS.runs]
+  with open(os.path.join(FLAGS.output, "results.json"), "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=1)
+  with open(os.path.join(FLAGS.output, "results.md"), "w", encoding="utf-8") as f:
+    f.write("\n".join(markdown_row(r) for r in results) + "\n")
+  for result in results:
+    print(markdown_row(result))
+    if "sample" in result:
+      print(result["sample"])
+  sys.exit(0 if all(r["beats_baseline"] for r in results) else 1)
+
+
+if __name__ == "__main__":
+  app.run(main)
