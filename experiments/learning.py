@@ -33,12 +33,17 @@ from absl import app, flags
 from perceiver_jax.data import datasets  # pylint: disable=unused-import  (registers builders)
 from perceiver_jax.data.tensorflow_cpu import tfds
 
-flags.DEFINE_list("runs", None, "Runs to train (see RUNS).")
-flags.DEFINE_string("output", None, "Directory for the runs' workdirs and the results.")
-flags.DEFINE_list("overrides", [], "Extra --config.PATH=VALUE overrides for every run, "
-                  "comma-separated (e.g. config.num_train_steps=100 for a smoke test).")
-flags.mark_flags_as_required(["runs", "output"])
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """This script's flags, defined when it runs (importing it, as the tests do beside other
+  launchers, defines none: benchmark's --output is another flag)."""
+  flags.DEFINE_list("runs", None, "Runs to train (see RUNS).")
+  flags.DEFINE_string("output", None, "Directory for the runs' workdirs and the results.")
+  flags.DEFINE_list("overrides", [], "Extra --config.PATH=VALUE overrides for every run, "
+                    "comma-separated (e.g. config.num_train_steps=100 for a smoke test).")
+  flags.mark_flags_as_required(["runs", "output"])
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -163,4 +168,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -42,3 +42,8 @@ def test_every_run_names_a_config_and_a_baseline_it_computes():
   for name, run in learning.RUNS.items():
     assert run.mode in ("min", "max"), name
     assert run.config.startswith("configs/"), name
+
+
+def test_importing_it_beside_the_benchmark_launcher_defines_no_clashing_flag():
+  from experiments.benchmark import launcher  # pylint: disable=g-import-not-at-top,unused-import
+  assert "output" in learning.FLAGS  # The benchmark's; learning defines its own only to run.

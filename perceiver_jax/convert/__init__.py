@@ -20,15 +20,13 @@ krasserm/perceiver-io checkpoints convert likewise: `from_krasserm(DIR)` /
 
 from typing import Tuple
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 
 from perceiver_jax import tasks
 from perceiver_jax.convert import flow, image, multimodal, text
 from perceiver_jax.convert.krasserm import convert_krasserm, from_krasserm
 from perceiver_jax.convert.transformers_checkpoint import read_checkpoint
-from perceiver_jax.convert.weights import WeightReader, check_variables
+from perceiver_jax.convert.weights import run_converter
 
 CONVERTERS = {**image.CONVERTERS, **text.CONVERTERS, **flow.CONVERTERS, **multimodal.CONVERTERS}
 
@@ -43,12 +41,8 @@ def convert(path: str) -> Tuple[ml_collections.ConfigDict, dict]:
             "convert_krasserm / --krasserm" if "model_config" in hf_config else "")
     raise ValueError(f"{path}/config.json names architecture {architecture!r}; perceiver_jax "
                      f"converts {sorted(CONVERTERS)}{hint}.")
-  reader = WeightReader(weights, f"{path} ({architecture})")
-  model_config, variables = CONVERTERS[architecture](hf_config, reader)
-  reader.check_all_used()
-  variables = jax.tree_util.tree_map(jnp.asarray, variables)
-  check_variables(model_config, variables, path)
-  return model_config, variables
+  return run_converter(CONVERTERS[architecture], hf_config, weights,
+                       f"{path} ({architecture})", path)
 
 
 def from_transformers(path: str):

@@ -19,14 +19,12 @@ perceiver_jax pretrained directory (`perceiver_jax.convert.pretrained`).
 
 from typing import Tuple
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 
 from perceiver_jax import tasks
 from perceiver_jax.convert import krasserm_ar, krasserm_io
 from perceiver_jax.convert.transformers_checkpoint import read_checkpoint
-from perceiver_jax.convert.weights import WeightReader, check_variables
+from perceiver_jax.convert.weights import run_converter
 
 # model_type -> fn(model_config: dict, weights: WeightReader) -> (task config, variables);
 # the weights keep the names the checkpoint stores them under (`backend_model.*`).
@@ -43,12 +41,8 @@ def convert_krasserm(path: str) -> Tuple[ml_collections.ConfigDict, dict]:
   if "model_config" not in config:
     raise ValueError(f"{path}/config.json has no 'model_config' (the backend model's config "
                      "that krasserm's save_pretrained writes); it is not a krasserm checkpoint.")
-  reader = WeightReader(weights, f"{path} ({model_type})")
-  model_config, variables = CONVERTERS[model_type](config["model_config"], reader)
-  reader.check_all_used()
-  variables = jax.tree_util.tree_map(jnp.asarray, variables)
-  check_variables(model_config, variables, path)
-  return model_config, variables
+  return run_converter(CONVERTERS[model_type], config["model_config"], weights,
+                       f"{path} ({model_type})", path)
 
 
 def from_krasserm(path: str):

@@ -68,7 +68,12 @@ def check_directory(directory: str, field: str = "directory"):
 def load_model_config(directory: str) -> ml_collections.ConfigDict:
   """The task model config saved in `directory` (lists restored as tuples)."""
   check_directory(directory)
-  with open(os.path.join(directory, CONFIG_FILE)) as f:
+  return read_config_json(os.path.join(directory, CONFIG_FILE))
+
+
+def read_config_json(file: str) -> ml_collections.ConfigDict:
+  """The ConfigDict written as JSON to `file`, its lists restored as the tuples they were."""
+  with open(file, encoding="utf-8") as f:
     return ml_collections.ConfigDict(_tuples(json.load(f)))
 
 

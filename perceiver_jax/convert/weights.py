@@ -7,13 +7,15 @@ layer helpers map transformers' `PerceiverLayer` / `PerceiverEncoder` onto
 `CrossAttentionLayer`, `SelfAttentionBlock`, `PerceiverDecoder` and `PerceiverEncoder`, and
 `encoder_settings` reads the matching `PerceiverEncoder` fields from config.json.
 `attention` also reads krasserm's MultiHeadAttention (`KRASSERM_PROJECTIONS`), and
-`check_variables` checks that converted variables have exactly the built model's names and shapes.
+`check_variables` checks that converted variables have exactly the built model's names and shapes;
+`run_converter` does the three steps every checkpoint format shares.
 """
 
 import difflib
 from typing import Dict, Mapping, Optional
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import traverse_util
@@ -195,3 +197,16 @@ def check_variables(model_config: ml_collections.ConfigDict, variables: dict, so
   if problems:
     raise ValueError(f"converting {source} gave variables that do not fit the "
                      f"{model_config.task} model: " + "; ".join(problems))
+
+
+def run_converter(converter, config: dict, weights: Mapping[str, np.ndarray], source: str,
+                  path: str):
+  """(task config, variables as jax arrays) of converter(config, WeightReader(weights)); a
+  ValueError names any weight left unplaced (`source` in the message) or any variable that
+  does not fit the built model (`path` in the message)."""
+  reader = WeightReader(weights, source)
+  model_config, variables = converter(config, reader)
+  reader.check_all_used()
+  variables = jax.tree_util.tree_map(jnp.asarray, variables)
+  check_variables(model_config, variables, path)
+  return model_config, variables

@@ -25,6 +25,8 @@ from absl import logging
 import jax
 import ml_collections
 
+from perceiver_jax.convert.pretrained import read_config_json
+
 FILE_NAME = "config.json"
 
 
@@ -58,20 +60,11 @@ def _listing(diffs, first: str, second: str) -> str:
   return "\n  ".join(f"{key}: {a!r} {first}, {b!r} {second}" for key, a, b in diffs)
 
 
-def _tuples(tree):
-  if isinstance(tree, dict):
-    return {key: _tuples(value) for key, value in tree.items()}
-  if isinstance(tree, list):
-    return tuple(_tuples(value) for value in tree)
-  return tree
-
-
 def load(workdir: str) -> Optional[ml_collections.ConfigDict]:
   """The config saved in `workdir`, or None."""
   if not os.path.exists(path(workdir)):
     return None
-  with open(path(workdir), encoding="utf-8") as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+  return read_config_json(path(workdir))
 
 
 def record(config, workdir: str, resuming: bool):
