@@ -32,6 +32,7 @@ from absl import app, flags
 
 from perceiver_jax.data import datasets  # pylint: disable=unused-import  (registers builders)
 from perceiver_jax.data.tensorflow_cpu import tfds
+from perceiver_jax.train.sharding import usable_cpu_cores
 
 FLAGS = flags.FLAGS
 
@@ -95,7 +96,7 @@ def machine() -> str:
       model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
   except (OSError, StopIteration):
     pass
-  return f"{model}, {len(os.sched_getaffinity(0))} CPUs"
+  return f"{model}, {usable_cpu_cores()} CPUs"
 
 
 def _python(module: str, *args: str) -> Tuple[float, str]:

@@ -176,7 +176,6 @@ def _compiled(model: PerceiverAR, max_new_tokens: int, temperature: float, top_k
     window = min(prompt.shape[1], context)
     prompt, prompt_mask = prompt[:, -window:], prompt_mask[:, -window:]
     # Each row's positions are those of its prompt alone: left padding shifts them.
-    offsets = window - prompt_mask.sum(-1, dtype=jnp.int32)  # [b]
     positions = token_positions(prompt_mask)  # The model's: each row's first token is 0.
     x = apply(prompt, positions, method=PerceiverAR.embed)
     k, v = apply(x, positions, method=PerceiverAR.cross_keys_values)
@@ -194,7 +193,7 @@ def _compiled(model: PerceiverAR, max_new_tokens: int, temperature: float, top_k
     def append(state, token, index):
       """Writes token [b] (the index-th new one) into the ring and the last latents."""
       ring, last = state[:2]
-      position = (window + index - offsets)[:, None]
+      position = positions[:, -1:] + 1 + index
       x_new = apply(token[:, None], position, method=PerceiverAR.embed)
       k_new, v_new = apply(x_new, position, method=PerceiverAR.cross_keys_values)
       slot = (window + index) % context
