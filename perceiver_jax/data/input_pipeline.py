@@ -5,6 +5,8 @@ float32 [b]; text_mlm -> `ids` int32 [b, max_seq_len] (byte ids, PAD 0), `mask` 
 text_classification -> `ids` int32 [b, max_seq_len] (the `text_features` of one example as
 bytes with SEP between them, cut or PAD-padded to max_seq_len; never packed), `label` int32
 [b], `mask` float32 [b].
+Tasks whose rows are single records preprocessed on their own (images, arrays, point clouds,
+...) are `RECORD_TASKS`: each names the features it reads and a seeded preprocess function.
 b = global_batch_size // process_count; process p reads `tfds.split_for_jax_process(split)`.
 
 Train: infinite, reshuffled every epoch. Batch s of process p is a pure function of
@@ -33,10 +35,11 @@ that does not exist is an error naming it), except the builders in
 `perceiver_jax.data.datasets.OFFLINE_BUILDERS`, which are built on first use.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
-from typing import Dict, Iterable, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
@@ -139,24 +142,40 @@ def _options(config) -> tf.data.Options:
   return options
 
 
+@dataclasses.dataclass(frozen=True)
+class RecordTask:
+  """A data task whose rows are records preprocessed one by one (images, arrays, points, ...).
+
+  fields(config) -> [(data field, feature name)]: the features each record must have, named
+    by the `config.data` field that names them (e.g. ('image_feature', 'image'));
+  preprocess(builder, config, train) -> fn(record, seed) -> dict of tensors with `mask` 1.0:
+    one row; `seed` is an int64 [2] stateless seed (zeros in evaluation);
+  encoded(config) -> feature names read undecoded (preprocess decodes them).
+  """
+  fields: Callable[..., Sequence[Tuple[str, str]]]
+  preprocess: Callable[..., Callable[..., Dict[str, tf.Tensor]]]
+  encoded: Callable[..., Sequence[str]] = lambda config: ()
+
+
 def _read(builder, config, split, *, shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
   """Undecoded records of `split` (images stay encoded); files in a seeded order when
   `shuffle_seed` is given and the dataset is not ordered (TFDS `disable_shuffling`)."""
   features = builder.info.features
-  fields = {"image_classification": [("image_feature", config.image_feature),
-                                     ("label_feature", config.label_feature)],
-            "text_mlm": [("text_feature", config.text_feature)],
-            "text_classification": [("text_features", name) for name in config.text_features]
-                                   + [("label_feature", config.label_feature)]}[config.task]
+  if config.task in RECORD_TASKS:
+    fields = RECORD_TASKS[config.task].fields(config)
+    encoded = RECORD_TASKS[config.task].encoded(config)
+  else:
+    fields = {"text_mlm": [("text_feature", config.text_feature)],
+              "text_classification": [("text_features", name) for name in config.text_features]
+                                     + [("label_feature", config.label_feature)]}[config.task]
+    encoded = ()
   for field, name in fields:
     if name not in features:
       named = f"text_features entry {name!r}" if field == "text_features" else (
           f"{field}={name!r}")
       raise ValueError(f"data_config.{named} is not a feature of {config.name!r}; it has "
                        f"{sorted(features.keys())}.")
-  decoders = None
-  if config.task == "image_classification":
-    decoders = {config.image_feature: tfds.decode.SkipDecoding()}
+  decoders = {name: tfds.decode.SkipDecoding() for name in encoded} or None
   # No TFDS auto-cache: a pass cut short (a plot's one batch) would discard it with a warning.
   read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, options=_options(config),
                                 try_autocache=False)
@@ -232,6 +251,14 @@ def _image_preprocess(builder, config, train: bool):
             "mask": tf.constant(1.0)}
 
   return preprocess
+
+
+RECORD_TASKS = {
+    "image_classification": RecordTask(
+        fields=lambda config: [("image_feature", config.image_feature),
+                               ("label_feature", config.label_feature)],
+        preprocess=_image_preprocess, encoded=lambda config: [config.image_feature]),
+}
 
 
 def _ids(config):
@@ -316,7 +343,7 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start
     elif config.task == "text_classification":
       ds = ds.map(_classification_row(config), tf.data.AUTOTUNE)
     else:
-      preprocess = _image_preprocess(builder, config, train=True)
+      preprocess = RECORD_TASKS[config.task].preprocess(builder, config, train=True)
       ds = ds.enumerate(first_example).map(
           lambda position, record: preprocess(
               record, tf.random.experimental.stateless_fold_in(augment_key, position)),
@@ -343,8 +370,8 @@ class EvalBatches:
 def _eval_rows(builder, config, split) -> tf.data.Dataset:
   """Unbatched eval rows of one process's split, in order, each with `mask` 1.0."""
   records = _read(builder, config, split)
-  if config.task == "image_classification":
-    preprocess = _image_preprocess(builder, config, train=False)
+  if config.task in RECORD_TASKS:
+    preprocess = RECORD_TASKS[config.task].preprocess(builder, config, train=False)
     return records.map(lambda record: preprocess(record, tf.zeros([2], tf.int64)),
                        tf.data.AUTOTUNE)
   if config.task == "text_classification":
