@@ -33,7 +33,7 @@ def test_final_eval_is_the_newest_eval_record_and_the_row_names_the_figure(tmp_p
   row = learning.markdown_row({
       "run": "r", "command": "python -m experiments.train --config=X", "machine": "cpu",
       "date": "today", "train_seconds": 90.0, "metric": "bits_per_byte", "value": 1.9,
-      "step": 8, "beat": "zlib_9", "baselines": {"zlib_9": 2.03}})
+      "step": 8, "beat": ["zlib_9"], "baselines": {"zlib_9": 2.03}})
   assert row.startswith("| r | `python -m experiments.train --config=X` | cpu, today, 1.5 min")
   assert "bits_per_byte 1.900 at step 8 (must beat zlib_9; baselines: zlib_9 2.030)" in row
 
