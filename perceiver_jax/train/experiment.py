@@ -2,7 +2,8 @@
 
 `build_experiment(config, workdir)` checks the config's top-level fields (`validate_config`),
 builds the model (`tasks.build`), optimizer and objective, jits the train and eval steps over a
-device mesh (train_step.py) and opens the checkpointer; `Experiment.restore_or_init` gives the
+device mesh (train_step.py) and opens the checkpointer; `check_batch(config, batch)` checks a data batch against the model before
+anything compiles; `Experiment.restore_or_init` gives the
 newest checkpoint's state or a fresh one (with `config.init_from`'s weights; an array whose
 shape differs from the checkpoint's stops it unless `config.init_fresh` names it). Nothing here
 reads data: the training loop (trainer.py), the benchmark and the eval / sample / plot
@@ -39,6 +40,25 @@ REQUIRED = ("seed", "init_from", "init_fresh", "batch_size", "eval_batch_size", 
             "checkpoint.keep", "checkpoint.best_metric", "checkpoint.best_mode",
             "checkpoint.async_save", "label_smoothing", "mixup.mixup_alpha", "mixup.cutmix_alpha",
             "mixup.switch_prob", "mlm.mask_prob", "z_loss", "lm.minimum_crop_length")
+# The data tasks (config.data.task) whose batches each model task (config.model.task) reads.
+DATA_TASKS = {"perceiver_classification": ("image_classification", "array"),
+              "image_classification": ("image_classification",),
+              "masked_language_modeling": ("text_mlm",), "language_modeling": ("text_mlm",),
+              "sequence_classification": ("text_classification",),
+              "point_cloud_classification": ("point_cloud",), "audio_classification": ("audio",),
+              "optical_flow": ("optical_flow",), "multimodal_autoencoding": ("multimodal",)}
+# The model fields that set each task's input shape, named when a batch does not fit them.
+INPUT_SHAPE_FIELDS = {
+    "perceiver_classification": "config.model.input_shape",
+    "image_classification": "config.model.image_shape",
+    "masked_language_modeling": "config.model.max_seq_len",
+    "sequence_classification": "config.model.max_seq_len",
+    "language_modeling": "config.model.perceiver_ar.max_context",
+    "point_cloud_classification": "config.model.num_points and num_point_channels",
+    "audio_classification": "config.model.num_samples",
+    "optical_flow": "config.model.image_size",
+    "multimodal_autoencoding": ("config.model.num_frames, image_size, audio_samples_per_frame "
+                                "and num_classes")}
 # Model fields holding an input shape (no batch dimension).
 SHAPE_FIELDS = ("input_shape", "image_shape")
 # The config field that sets the shape of the arrays under a module path (no collection),
@@ -119,6 +139,11 @@ def _check_values(config):
       if value:
         raise ValueError(f"config.{path}={value!r} applies to language_modeling only; set it "
                          f"to 0 for config.model.task={config.model.task!r}.")
+  readable = DATA_TASKS.get(config.model.task, ())
+  if config.data.task not in readable:
+    raise ValueError(f"config.data.task={config.data.task!r} does not feed "
+                     f"config.model.task={config.model.task!r}, which reads data.task "
+                     f"{' or '.join(map(repr, readable))}: set one of them to match the other.")
   best, reported = config.checkpoint.best_metric, make_objective(config).metrics
   if best is not None and best not in reported:
     raise ValueError(f"config.checkpoint.best_metric={best!r} is not a metric the "
@@ -169,6 +194,35 @@ class Experiment:
       with open(os.path.join(self.workdir, "init_from.json"), "w") as f:
         json.dump(dict(report, init_from=source), f, indent=1)
     return state.replace(**variables)
+
+
+def check_batch(config, batch) -> None:
+  """Raises ValueError, before anything compiles, when a per-process batch (dict of arrays
+  [b, ...]) lacks a key the objective reads or gives the model inputs of other shapes than
+  `config.model` declares; the message names the model's shape fields and the data's."""
+  objective = make_objective(config)
+  data = config.data
+  source = (f"config.data.name={data.name!r} (config.data.task={data.task!r})")
+  try:
+    inputs = jax.eval_shape(lambda b: objective.prepare(b, jax.random.PRNGKey(0), True)[0],
+                            dict(batch))
+  except KeyError as error:
+    raise ValueError(f"the batches of {source} have keys {sorted(batch)} but "
+                     f"config.model.task={config.model.task!r} reads {error}: the data task "
+                     "does not produce the model's input.") from None
+  size = next(iter(batch.values())).shape[0]
+  expected = jax.eval_shape(lambda: tasks.example_inputs(config.model, size))
+  got = {jax.tree_util.keystr(p): x.shape[1:]
+         for p, x in jax.tree_util.tree_leaves_with_path(inputs)}
+  want = {jax.tree_util.keystr(p): x.shape[1:]
+          for p, x in jax.tree_util.tree_leaves_with_path(expected)}
+  if got != want:
+    shapes = lambda d: ", ".join(f"{k or 'inputs'} {tuple(v)}" for k, v in sorted(d.items()))
+    raise ValueError(
+        f"{source} gives the model inputs of shape {shapes(got)} (no batch dim), but "
+        f"{INPUT_SHAPE_FIELDS.get(config.model.task, 'config.model')} declare(s) "
+        f"{shapes(want)}: set the model's fields to the data's shapes, or the data's "
+        "(e.g. config.data.image_size, config.data.max_seq_len) to the model's.")
 
 
 def _under(path: str, prefix: str) -> bool:

@@ -59,7 +59,7 @@ import numpy as np
 from perceiver_jax.data import input_pipeline
 from perceiver_jax.train import run_config
 from perceiver_jax.train.checkpointing import Checkpointer
-from perceiver_jax.train.experiment import Experiment, build_experiment
+from perceiver_jax.train.experiment import Experiment, build_experiment, check_batch
 from perceiver_jax.train.metric_writer import MetricWriter
 from perceiver_jax.train.sharding import global_batch, replicated
 from perceiver_jax.train.workdir_lock import WorkdirLock
@@ -70,9 +70,9 @@ def evaluate(experiment: Experiment, state) -> Dict[str, float]:
   `tokens_per_second`: scored tokens per second of eval steps (see `_throughput`)."""
   config = experiment.config
   totals, first_weight, started, clock = None, 0.0, time.perf_counter(), None
-  for batch in input_pipeline.make_eval_iterator(
+  for batch in _checked(iter(input_pipeline.make_eval_iterator(
       config.data, global_batch_size=config.eval_batch_size,
-      num_classes=config.model.get("num_classes")):
+      num_classes=config.model.get("num_classes"))), config):
     sums = experiment.eval_step(state, global_batch(batch, experiment.mesh))
     totals = sums if totals is None else jax.tree_util.tree_map(np.add, totals, sums)
     if clock is None:  # The first batch compiles the step (in a run's first evaluation).
@@ -95,6 +95,16 @@ def _throughput(weight: float, first_weight: float, started: float, first_done: 
   if weight > first_weight:
     return (weight - first_weight) / max(now - first_done, 1e-9)
   return weight / max(now - started, 1e-9)
+
+
+def _checked(batches, config):
+  """`batches`, the first checked against the model (experiment.check_batch) before any
+  step compiles."""
+  first = next(batches, None)
+  if first is not None:
+    check_batch(config, first)
+    yield first
+    yield from batches
 
 
 def _state_finite(state) -> jax.Array:
@@ -182,6 +192,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
                                                cache_dir=workdir,
                                                num_classes=experiment.config.model.get(
                                                    "num_classes"))
+  batches = _checked(batches, experiment.config)
   checkpointer = experiment.checkpointer
   preemption = _Preemption(checkpointer)
   state_finite = jax.jit(_state_finite, out_shardings=replicated(experiment.mesh))
