@@ -47,7 +47,7 @@ def resample_indices(num_points: int, n, seed=None):
   position = tf.range(num_points, dtype=tf.int32)
   if seed is None:
     return (position * n) // num_points
-  order = tf.argsort(tf.random.stateless_uniform([n], seed), output_type=tf.int32)
+  order = tf.argsort(tf.random.stateless_uniform([n], seed))  # int32
   return tf.gather(order, position % n)
 
 

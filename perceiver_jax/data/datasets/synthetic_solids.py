@@ -19,11 +19,12 @@ from scipy import spatial
 from perceiver_jax.data.datasets.meshes import sample_surface
 from perceiver_jax.data.tensorflow_cpu import tfds
 
-CLASSES = ("sphere", "ellipsoid", "cube", "box", "cylinder", "cone", "torus", "pyramid",
-           "octahedron", "capsule", "prism", "annulus")
+CLASSES = ("ellipsoid", "box", "cylinder", "cone", "torus", "pyramid", "octahedron", "capsule",
+           "prism", "annulus", "tetrahedron", "hemisphere")
 SPLIT_SEEDS = {"train": 1, "test": 2}
 SEGMENTS = 32  # Around the axis of a solid of revolution.
 NOISE = 0.01
+STRETCH = 0.3  # Each axis of a solid stretched by a factor in [1 - STRETCH, 1 + STRETCH].
 
 
 def _revolution(profile) -> tuple:
@@ -59,17 +60,15 @@ def _arc(start: float, stop: float, n: int = 9):
 def _mesh(kind: str, rng: np.random.Generator) -> tuple:
   """(vertices, faces) of a solid of `kind` with random shape parameters, centred, size ~1."""
   uniform = rng.uniform
-  if kind in ("sphere", "ellipsoid"):
+  if kind == "ellipsoid":
     t = _arc(0, np.pi, 17)
     vertices, faces = _revolution(np.stack([np.sin(t), -np.cos(t)], -1))
-    axes = [1.0, 1.0, 1.0] if kind == "sphere" else [1.0, uniform(0.4, 0.7), uniform(0.2, 0.45)]
-    return vertices * axes, faces
-  if kind in ("cube", "box"):
+    return vertices * [1.0, uniform(0.5, 1.0), uniform(0.5, 1.0)], faces
+  if kind == "box":
     corners = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).reshape(3, -1).T
-    sides = [1.0, 1.0, 1.0] if kind == "cube" else [1.0, uniform(0.3, 0.6), uniform(0.1, 0.3)]
-    return _convex(corners * sides)
+    return _convex(corners * [1.0, uniform(0.5, 1.0), uniform(0.5, 1.0)])
   if kind == "cylinder":
-    h = uniform(0.5, 1.5)
+    h = uniform(0.4, 1.2)
     return _revolution([(0, -h), (1, -h), (1, h), (0, h)])
   if kind == "cone":
     h = uniform(0.5, 1.5)
@@ -78,22 +77,28 @@ def _mesh(kind: str, rng: np.random.Generator) -> tuple:
     a, t = uniform(0.2, 0.45), _arc(0, 2 * np.pi, 17)
     return _revolution(np.stack([1 + a * np.cos(t), a * np.sin(t)], -1))
   if kind == "pyramid":
-    h = uniform(0.8, 1.6)
+    h = uniform(0.6, 1.6)
     return _convex([(-1, -1, 0), (1, -1, 0), (1, 1, 0), (-1, 1, 0), (0, 0, h)])
   if kind == "octahedron":
-    return _convex(np.concatenate([np.eye(3), -np.eye(3)]))
+    return _convex(np.concatenate([np.eye(3), -np.eye(3)]) * uniform(0.6, 1.2, 3))
   if kind == "capsule":
-    length, t = uniform(0.5, 1.5), _arc(0, np.pi / 2)
+    length, t = uniform(0.3, 1.2), _arc(0, np.pi / 2)
     bottom = np.stack([np.sin(t), -length - np.cos(t)], -1)
     top = np.stack([np.cos(t), length + np.sin(t)], -1)
     return _revolution(np.concatenate([bottom, top]))
   if kind == "prism":
-    length, angles = uniform(1.0, 2.5), 2 * np.pi * np.arange(3) / 3
+    length, angles = uniform(0.5, 1.5), 2 * np.pi * np.arange(3) / 3
     triangle = np.stack([np.cos(angles), np.sin(angles)], -1)
     return _convex([(x, y, z) for z in (-length, length) for x, y in triangle])
   if kind == "annulus":
-    inner, half = uniform(0.3, 0.6), uniform(0.05, 0.15)
+    inner, half = uniform(0.3, 0.6), uniform(0.05, 0.2)
     return _revolution([(inner, -half), (1, -half), (1, half), (inner, half), (inner, -half)])
+  if kind == "tetrahedron":
+    return _convex(np.array([(1, 1, 1), (1, -1, -1), (-1, 1, -1), (-1, -1, 1)])
+                   * uniform(0.7, 1.3, 3))
+  if kind == "hemisphere":
+    t = _arc(0, np.pi / 2)
+    return _revolution(np.concatenate([[(0, 0)], np.stack([np.cos(t), np.sin(t)], -1)]))
   raise ValueError(f"Unknown solid {kind!r}; the kinds are {CLASSES}.")
 
 
@@ -111,7 +116,7 @@ def solid(split_seed: int, index: int, num_points: int) -> dict:
   rng = np.random.default_rng((split_seed, index))
   label = index % len(CLASSES)
   vertices, faces = _mesh(CLASSES[label], rng)
-  stretch = rng.uniform(0.9, 1.1, 3)
+  stretch = rng.uniform(1 - STRETCH, 1 + STRETCH, 3)
   scale = rng.uniform(0.5, 2.0)
   vertices = scale * (vertices * stretch) @ _rotation(rng).T + rng.uniform(-0.5, 0.5, 3)
   points, normals = sample_surface(vertices, faces, num_points, rng)
