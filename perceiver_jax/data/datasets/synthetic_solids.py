@@ -4,9 +4,9 @@ Features: `points` float32 [P, 3] (uniform on the surface, area-weighted, plus G
 `normals` float32 [P, 3] (the unit normals of the faces they lie on, outward) and `label`
 (ClassLabel of `CLASSES`). Example i of a split is class i % 12 (balanced: chance is 1/12)
 drawn from np.random.default_rng((split seed, i)): its kind's shape parameters (aspect ratios,
-radii, heights in the ranges of `_mesh`), each axis stretched by a factor in [0.9, 1.1], a
-uniform random 3-D rotation, a scale in [0.5, 2], a translation in [-0.5, 0.5]^3 and noise of
-std 0.01 x scale. The shapes are triangle meshes (`meshes.sample_surface` samples them).
+radii, heights in the ranges of `_mesh`), each axis stretched by a factor in [0.7, 1.3], a
+random 3-D pose (tilted up to 20 degrees off upright, any heading about the up axis z), a
+scale in [0.5, 2], a translation in [-0.5, 0.5]^3 and noise of std 0.01 x scale. The shapes are triangle meshes (`meshes.sample_surface` samples them).
 Configs: `full` (default: 6,000 train / 1,200 test, P = 1,024) and `small` (36 / 24, P = 64,
 for tests). Builds offline in seconds: nothing is downloaded.
 """
@@ -24,6 +24,7 @@ CLASSES = ("ellipsoid", "box", "cylinder", "cone", "torus", "pyramid", "octahedr
 SPLIT_SEEDS = {"train": 1, "test": 2}
 SEGMENTS = 32  # Around the axis of a solid of revolution.
 NOISE = 0.01
+MAX_TILT = 20.0  # Degrees off upright.
 STRETCH = 0.3  # Each axis of a solid stretched by a factor in [1 - STRETCH, 1 + STRETCH].
 
 
@@ -102,13 +103,16 @@ def _mesh(kind: str, rng: np.random.Generator) -> tuple:
   raise ValueError(f"Unknown solid {kind!r}; the kinds are {CLASSES}.")
 
 
-def _rotation(rng: np.random.Generator) -> np.ndarray:
-  """A uniform random rotation matrix [3, 3] (QR of a Gaussian matrix, signs fixed)."""
-  q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-  q = q * np.sign(np.diag(r))
-  if np.linalg.det(q) < 0:
-    q[:, 0] = -q[:, 0]
-  return q
+def _pose(rng: np.random.Generator) -> np.ndarray:
+  """A rotation matrix [3, 3]: a tilt by an angle uniform in [0, MAX_TILT] degrees about a
+  random horizontal axis, then a uniform rotation about the up (z) axis."""
+  heading, axis_angle = rng.uniform(0, 2 * np.pi, 2)
+  tilt = np.radians(rng.uniform(0, MAX_TILT))
+  x, y = np.cos(axis_angle), np.sin(axis_angle)
+  cross = np.array([[0, 0, y], [0, 0, -x], [-y, x, 0]])  # [axis]_x for axis (x, y, 0).
+  tilted = np.eye(3) + np.sin(tilt) * cross + (1 - np.cos(tilt)) * cross @ cross
+  c, s = np.cos(heading), np.sin(heading)
+  return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ tilted
 
 
 def solid(split_seed: int, index: int, num_points: int) -> dict:
@@ -118,7 +122,7 @@ def solid(split_seed: int, index: int, num_points: int) -> dict:
   vertices, faces = _mesh(CLASSES[label], rng)
   stretch = rng.uniform(1 - STRETCH, 1 + STRETCH, 3)
   scale = rng.uniform(0.5, 2.0)
-  vertices = scale * (vertices * stretch) @ _rotation(rng).T + rng.uniform(-0.5, 0.5, 3)
+  vertices = scale * (vertices * stretch) @ _pose(rng).T + rng.uniform(-0.5, 0.5, 3)
   points, normals = sample_surface(vertices, faces, num_points, rng)
   points += rng.normal(0, NOISE * scale, points.shape).astype(np.float32)
   return {"points": points, "normals": normals, "label": label}
