@@ -29,6 +29,7 @@ import zlib
 from typing import Callable, Dict, Optional, Tuple
 
 from absl import app, flags
+import numpy as np
 
 from perceiver_jax.data import datasets  # pylint: disable=unused-import  (registers builders)
 from perceiver_jax.data.tensorflow_cpu import tfds
@@ -69,6 +70,38 @@ def byte_baselines(data: bytes) -> Dict[str, float]:
           "most_frequent_byte_accuracy": max(counts.values()) / len(data)}
 
 
+def point_cloud_split(name: str, split: str, data_dir=None):
+  """(points float32 [examples, P, 3], labels int [examples]) of a point-cloud TFDS split."""
+  builder = tfds.builder(name, data_dir=data_dir)
+  builder.download_and_prepare()  # Offline for synthetic_solids.
+  examples = list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
+  return (np.stack([e["points"] for e in examples]),
+          np.array([e["label"] for e in examples]))
+
+
+def radius_histograms(points, bins: int = 16):
+  """[examples, P, 3] -> [examples, bins]: the share of each cloud's points by distance from
+  its mean, over the largest distance, in equal bins of [0, 1]."""
+  radii = np.linalg.norm(points - points.mean(axis=1, keepdims=True), axis=-1)
+  radii = radii / radii.max(axis=1, keepdims=True)
+  counts = np.stack([np.histogram(r, bins=bins, range=(0.0, 1.0))[0] for r in radii])
+  return counts / points.shape[1]
+
+
+def solids_baselines(name: str = "synthetic_solids", data_dir=None) -> Dict[str, float]:
+  """Test accuracies of always predicting the most frequent test class (`chance`) and of a
+  logistic regression on `radius_histograms` (rotation- and scale-invariant), fit on train."""
+  from sklearn import linear_model, pipeline, preprocessing  # pylint: disable=g-import-not-at-top
+  train_points, train_labels = point_cloud_split(name, "train", data_dir)
+  test_points, test_labels = point_cloud_split(name, "test", data_dir)
+  model = pipeline.make_pipeline(preprocessing.StandardScaler(),
+                                 linear_model.LogisticRegression(max_iter=3000))
+  model.fit(radius_histograms(train_points), train_labels)
+  return {"chance": float(np.bincount(test_labels).max() / len(test_labels)),
+          "radius_histogram_logreg": float(model.score(radius_histograms(test_points),
+                                                       test_labels))}
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
   """A config trained to show learning: `metric` (eval split) must beat every baseline named
@@ -91,6 +124,9 @@ RUNS = {
         config="configs/perceiver_ar_bytes.py:stdlib,cpu", metric="bits_per_byte", mode="min",
         baselines=lambda: byte_baselines(stdlib_test_bytes()), beat=("zlib_9",),
         sample_prompt="def __init__(self"),
+    "solids": Run(
+        config="configs/solids_perceiver_io.py", metric="accuracy", mode="max",
+        baselines=solids_baselines, beat=("chance", "radius_histogram_logreg"), target=0.9),
 }
 
 

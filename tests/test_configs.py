@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 from configs import common
 from perceiver_jax import tasks
 from perceiver_jax.data import data_config
+from perceiver_jax.data import point_cloud_ops
 from perceiver_jax.train import optim
 import perceiver_jax.data.datasets  # pylint: disable=unused-import  # Registers our TFDS builders.
 from perceiver_jax.train.experiment import REQUIRED, validate_config
@@ -31,7 +32,7 @@ from perceiver_jax.train.objectives import make_objective
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("digits_perceiver", "perceiver_ar_bytes", "cifar10_perceiver", "cifar10_perceiver_io",
          "imagenet_perceiver", "imagenet_perceiver_io", "mlm_bytes_perceiver_io",
-         "glue_bytes_perceiver_io")
+         "glue_bytes_perceiver_io", "solids_perceiver_io", "modelnet40_perceiver_io")
 
 
 def _module(name):
@@ -51,7 +52,8 @@ NO_ABSTRACT_INIT |= {("perceiver_ar_bytes", "stdlib,full")}
 DATA_TASKS = {"perceiver_classification": "image_classification",
               "image_classification": "image_classification",
               "masked_language_modeling": "text_mlm", "language_modeling": "text_mlm",
-              "sequence_classification": "text_classification"}
+              "sequence_classification": "text_classification",
+              "point_cloud_classification": "point_cloud"}
 IMAGENET_TRAIN, CIFAR10_TRAIN = 1_281_167, 50_000
 
 
@@ -219,12 +221,18 @@ def _check_data_fits_model(config, input_shape, tmp_path):
     channels = input_shape[2]
     assert stored[-1] == channels
     assert data.mean is None or len(data.mean) == len(data.std) == channels
+  elif data.task == "point_cloud":
+    channels = 6 if data.point_cloud.use_normals else 3
+    assert input_shape == (data.point_cloud.num_points, channels)
+    stored = features[data.point_cloud.points_feature].shape
+    assert stored[1] == 3 and stored[0] >= data.point_cloud.num_points  # No repeated points.
   elif model.task == "language_modeling":
     assert data.max_seq_len == input_shape[0] + 1  # Inputs and next-byte targets.
   else:
     assert data.max_seq_len == input_shape[0]
   names = {"image_classification": [data.image_feature], "text_mlm": [data.text_feature],
-           "text_classification": list(data.text_features)}[data.task]
+           "text_classification": list(data.text_features),
+           "point_cloud": [name for _, name in point_cloud_ops.fields(data)]}[data.task]
   assert set(names) <= set(features.keys())
   if "num_classes" in model:
     assert features[data.label_feature].num_classes == model.num_classes

@@ -8,7 +8,7 @@ configs and the benchmark import this on machines without it.
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-TASKS = ("image_classification", "text_mlm", "text_classification")
+TASKS = ("image_classification", "text_mlm", "text_classification", "point_cloud")
 AUGMENTATIONS = ("none", "flip", "inception_crop_flip", "randaugment")
 MAX_MAGNITUDE = 10.0  # RandAugment magnitudes run from 0 (no change) to this (strongest).
 
@@ -42,6 +42,19 @@ def default_config() -> ml_collections.ConfigDict:
   config.shuffle_buffer = 10_000
   config.prefetch = 2                 # batches prepared ahead
   config.num_threads = placeholder(int)  # tf.data threads; None: one per CPU core
+  # point_cloud (point_cloud_ops.py): rows {'points': [num_points, 3, or 6 with normals]}
+  config.point_cloud = dict(
+      points_feature="points",    # float32 [N, 3] xyz
+      normals_feature="normals",  # float32 [N, 3], read only with use_normals
+      use_normals=False,          # True: channels xyz then normals (6; the model's must match)
+      num_points=1024,            # per row: a random subset in training, evenly spaced in eval
+      normalize=True,             # centre xyz on their mean, scale into the unit sphere
+      rotate=False,               # training: random rotation about up_axis
+      up_axis=2,                  # 0, 1 or 2 (x, y, z)
+      scale_range=(1.0, 1.0),     # training: xyz times a factor uniform in [low, high]
+      jitter_std=0.0,             # training: Gaussian noise on xyz (0: off) ...
+      jitter_clip=0.05,           # ... clipped to [-jitter_clip, jitter_clip]
+      dropout_max_rate=0.0)       # training: drop a share in [0, this] of points (first point)
   return config
 
 
@@ -86,3 +99,34 @@ def check_config(config):
     fail("prefetch", ">= 0")
   if config.num_threads is not None and config.num_threads < 1:
     fail("num_threads", "None or >= 1")
+  _check_point_cloud(config.point_cloud)
+
+
+def _check_point_cloud(settings):
+  """ValueError naming the first bad config.data.point_cloud field."""
+  for field in default_config().point_cloud.keys():
+    if field not in settings:
+      raise ValueError(f"config.data.point_cloud.{field} is missing; start from "
+                       "perceiver_jax.data.data_config.default_config().point_cloud.")
+
+  def fail(field, expected):
+    raise ValueError(f"config.data.point_cloud.{field} must be {expected}, got "
+                     f"{settings[field]!r}.")
+
+  def is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+  if not is_int(settings.num_points) or settings.num_points < 1:
+    fail("num_points", "an int >= 1")
+  if settings.up_axis not in (0, 1, 2) or isinstance(settings.up_axis, bool):
+    fail("up_axis", "0, 1 or 2 (the x, y or z axis)")
+  scale = settings.scale_range
+  if (not isinstance(scale, (tuple, list)) or len(scale) != 2
+      or not 0 < float(scale[0]) <= float(scale[1])):
+    fail("scale_range", "(low, high) with 0 < low <= high, e.g. (0.8, 1.25); (1.0, 1.0) is off")
+  if not settings.jitter_std >= 0:
+    fail("jitter_std", ">= 0 (0: off)")
+  if not settings.jitter_clip > 0:
+    fail("jitter_clip", "> 0")
+  if not 0 <= settings.dropout_max_rate < 1:
+    fail("dropout_max_rate", "in [0, 1) (0: off)")

@@ -49,6 +49,8 @@ class Objective:
 def make_objective(config) -> Objective:
   """The objective of config.model.task, with config.label_smoothing, config.mixup, config.mlm."""
   task = config.model.task
+  if task == "point_cloud_classification":
+    _check_point_cloud(config)
   if task in INPUT_KEYS:
     return _classification(config, INPUT_KEYS[task])
   if task == "masked_language_modeling":
@@ -57,6 +59,24 @@ def make_objective(config) -> Objective:
     return _language_modeling(config)
   raise ValueError(f"config.model.task={task!r} has no training objective yet; trainable tasks: "
                    f"{sorted(INPUT_KEYS) + ['language_modeling', 'masked_language_modeling']}.")
+
+
+def _check_point_cloud(config):
+  """ValueError naming config.data.task or config.data.point_cloud's num_points / use_normals
+  when the rows do not fit the model's points [num_points, num_point_channels]."""
+  data, model = config.data, config.model
+  if data.task != "point_cloud":
+    raise ValueError(f"config.data.task={data.task!r} does not feed point_cloud_classification; "
+                     "set it to 'point_cloud'.")
+  channels = 6 if data.point_cloud.use_normals else 3
+  if channels != model.num_point_channels:
+    raise ValueError(f"config.data.point_cloud.use_normals={data.point_cloud.use_normals} gives "
+                     f"{channels} channels per point but config.model.num_point_channels="
+                     f"{model.num_point_channels}: set one to match the other (3: xyz, "
+                     "6: xyz and normals).")
+  if data.point_cloud.num_points != model.num_points:
+    raise ValueError(f"config.data.point_cloud.num_points={data.point_cloud.num_points} differs "
+                     f"from config.model.num_points={model.num_points}: set them equal.")
 
 
 def _classification(config, input_key: str) -> Objective:
