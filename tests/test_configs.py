@@ -31,7 +31,8 @@ from perceiver_jax.train.objectives import make_objective
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("digits_perceiver", "perceiver_ar_bytes", "cifar10_perceiver", "cifar10_perceiver_io",
          "imagenet_perceiver", "imagenet_perceiver_io", "mlm_bytes_perceiver_io",
-         "glue_bytes_perceiver_io")
+         "glue_bytes_perceiver_io", "synthetic_audio_perceiver_io",
+         "speech_commands_perceiver_io")
 
 
 def _module(name):
@@ -51,7 +52,8 @@ NO_ABSTRACT_INIT |= {("perceiver_ar_bytes", "stdlib,full")}
 DATA_TASKS = {"perceiver_classification": "image_classification",
               "image_classification": "image_classification",
               "masked_language_modeling": "text_mlm", "language_modeling": "text_mlm",
-              "sequence_classification": "text_classification"}
+              "sequence_classification": "text_classification",
+              "audio_classification": "audio"}
 IMAGENET_TRAIN, CIFAR10_TRAIN = 1_281_167, 50_000
 
 
@@ -219,12 +221,16 @@ def _check_data_fits_model(config, input_shape, tmp_path):
     channels = input_shape[2]
     assert stored[-1] == channels
     assert data.mean is None or len(data.mean) == len(data.std) == channels
+  elif data.task == "audio":
+    assert data.audio.num_samples == input_shape[0]
+    assert len(features[data.audio.feature].shape) == 1  # Mono samples.
   elif model.task == "language_modeling":
     assert data.max_seq_len == input_shape[0] + 1  # Inputs and next-byte targets.
   else:
     assert data.max_seq_len == input_shape[0]
   names = {"image_classification": [data.image_feature], "text_mlm": [data.text_feature],
-           "text_classification": list(data.text_features)}[data.task]
+           "text_classification": list(data.text_features),
+           "audio": [data.audio.feature]}[data.task]
   assert set(names) <= set(features.keys())
   if "num_classes" in model:
     assert features[data.label_feature].num_classes == model.num_classes

@@ -8,7 +8,7 @@ configs and the benchmark import this on machines without it.
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-TASKS = ("image_classification", "text_mlm", "text_classification")
+TASKS = ("image_classification", "text_mlm", "text_classification", "audio")
 AUGMENTATIONS = ("none", "flip", "inception_crop_flip", "randaugment")
 MAX_MAGNITUDE = 10.0  # RandAugment magnitudes run from 0 (no change) to this (strongest).
 
@@ -42,6 +42,13 @@ def default_config() -> ml_collections.ConfigDict:
   config.shuffle_buffer = 10_000
   config.prefetch = 2                 # batches prepared ahead
   config.num_threads = placeholder(int)  # tf.data threads; None: one per CPU core
+  # audio (audio_ops.py): mono waveforms (int16 scaled to [-1, 1), or float) cropped to
+  # num_samples; training takes random windows, eval_crop ('center' or 'start') the eval one.
+  # gain_db > 0: training scales by a random gain in [-gain_db, gain_db] dB; noise_std > 0:
+  # adds Gaussian noise of a random std in [0, noise_std]. multi_label: label_feature is a
+  # multi-hot vector or a sequence of ClassLabel ids (AudioSet-style), read as `labels`.
+  config.audio = dict(feature="audio", num_samples=16000, eval_crop="center", gain_db=0.0,
+                      noise_std=0.0, multi_label=False)
   return config
 
 
@@ -86,3 +93,31 @@ def check_config(config):
     fail("prefetch", ">= 0")
   if config.num_threads is not None and config.num_threads < 1:
     fail("num_threads", "None or >= 1")
+  _check_audio(config.audio)
+
+
+AUDIO_EVAL_CROPS = ("center", "start")
+
+
+def _check_audio(audio):
+  """ValueError naming the first bad config.data.audio field."""
+  for field in default_config().audio.keys():
+    if field not in audio:
+      raise ValueError(f"config.data.audio.{field} is missing; start from "
+                       "perceiver_jax.data.data_config.default_config().")
+
+  def fail(field, expected):
+    raise ValueError(f"config.data.audio.{field} must be {expected}, got {audio[field]!r}.")
+
+  if not isinstance(audio.feature, str) or not audio.feature:
+    fail("feature", "the name of the waveform feature, e.g. 'audio'")
+  if isinstance(audio.num_samples, bool) or not isinstance(audio.num_samples, int) or (
+      audio.num_samples < 1):
+    fail("num_samples", "an int >= 1 (the model's config.model.num_samples)")
+  if audio.eval_crop not in AUDIO_EVAL_CROPS:
+    fail("eval_crop", f"one of {AUDIO_EVAL_CROPS}")
+  for field in ("gain_db", "noise_std"):
+    if not 0 <= audio[field] < float("inf"):
+      fail(field, "a finite number >= 0 (0: off)")
+  if not isinstance(audio.multi_label, bool):
+    fail("multi_label", "True or False")
