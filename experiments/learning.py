@@ -69,6 +69,26 @@ def byte_baselines(data: bytes) -> Dict[str, float]:
           "most_frequent_byte_accuracy": max(counts.values()) / len(data)}
 
 
+def synthetic_audio_baselines(name: str = "synthetic_audio", data_dir=None) -> Dict[str, float]:
+  """Test accuracies of non-neural classifiers on the raw samples (int16 / 32768) of the
+  `synthetic_audio` clips, trained on the train split: always the most frequent test class,
+  nearest centroid and logistic regression (scikit-learn, lbfgs, 100 iterations)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from sklearn import linear_model, neighbors  # pylint: disable=import-outside-toplevel
+  builder = tfds.builder(name, data_dir=data_dir)
+  builder.download_and_prepare()  # Offline: synthesised.
+  splits = {}
+  for split in ("train", "test"):
+    examples = list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
+    splits[split] = (np.stack([e["audio"] for e in examples]).astype(np.float32) / 32768.0,
+                     np.array([e["label"] for e in examples]))
+  (x, y), (x_test, y_test) = splits["train"], splits["test"]
+  accuracy = lambda model: float(np.mean(model.fit(x, y).predict(x_test) == y_test))
+  return {"majority_class": float(np.bincount(y_test).max() / len(y_test)),
+          "nearest_centroid_raw": accuracy(neighbors.NearestCentroid()),
+          "logistic_regression_raw": accuracy(linear_model.LogisticRegression(max_iter=100))}
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
   """A config trained to show learning: `metric` (eval split) must beat every baseline named
@@ -91,6 +111,10 @@ RUNS = {
         config="configs/perceiver_ar_bytes.py:stdlib,cpu", metric="bits_per_byte", mode="min",
         baselines=lambda: byte_baselines(stdlib_test_bytes()), beat=("zlib_9",),
         sample_prompt="def __init__(self"),
+    "synthetic_audio": Run(
+        config="configs/synthetic_audio_perceiver_io.py", metric="accuracy", mode="max",
+        baselines=synthetic_audio_baselines,
+        beat=("majority_class", "nearest_centroid_raw", "logistic_regression_raw"), target=0.9),
 }
 
 
