@@ -1,12 +1,12 @@
-"""TFDS builder `synthetic_audio`: 12 kinds of synthetic sound in background noise, offline.
+"""TFDS builder `synthetic_audio`: 11 kinds of synthetic sound in background noise, offline.
 
-Features: `audio` int16 [4096] (0.512 s at 8 kHz, full scale 32767), `label` (the kind, 12
+Features: `audio` int16 [4096] (0.512 s at 8 kHz, full scale 32767), `label` (the kind, 11
 classes, `KINDS`) and `labels` (the same kind as a one-element sequence, for multi-label
 pipelines). Each clip is low-level Gaussian background noise (std in [0.003, 0.03]) plus one
 event of its kind: a random onset, a duration of 40-75% of the clip, a peak amplitude in
-[0.1, 0.5], 10 ms fades, and a random frequency (or rate) within the kind's range. Kinds whose
-pitch matters overlap in frequency (150-1,200 Hz), so the label lies in the waveform's shape,
-not in its level or pitch. Clip i of a split is a pure function of (split, i)
+[0.25, 0.9], 10 ms fades, and a random frequency (or rate) within the kind's range. Tones have
+fundamentals in 150-1,200 Hz (square and sawtooth 150-500 Hz), so the label lies in the
+waveform's shape and spectrum, not in its level. Clip i of a split is a pure function of (split, i)
 (`np.random.default_rng([SPLIT_SEEDS[split], i])`). Configs: 'full' (8,000 train / 1,600
 test clips) and 'tiny' (36 / 24, for tests). Builds offline: nothing is downloaded.
 """
@@ -19,19 +19,25 @@ from perceiver_jax.data.tensorflow_cpu import tf, tfds
 
 SAMPLE_RATE = 8000
 NUM_SAMPLES = 4096
-KINDS = ("sine", "chord", "rising_chirp", "falling_chirp", "pulse_train", "square", "sawtooth",
-         "amplitude_modulated", "frequency_modulated", "white_noise", "brown_noise", "pluck")
+KINDS = ("sine", "chord", "chirp", "pulse_train", "square", "sawtooth", "amplitude_modulated",
+         "frequency_modulated", "white_noise", "brown_noise", "pluck")
 SPLIT_SEEDS = {"train": 1, "test": 2}
 _FADE = 80  # Samples (10 ms) of linear fade in and out of an event.
 
 
-def _tone(rng):
-  """A random fundamental in [150, 1200] Hz and a random phase."""
-  return rng.uniform(150.0, 1200.0), rng.uniform(0.0, 2 * np.pi)
+def _tone(rng, high=1200.0):
+  """A random fundamental in [150, high] Hz and a random phase."""
+  return rng.uniform(150.0, high), rng.uniform(0.0, 2 * np.pi)
 
 
 def _event(kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
-  """float64 [n]: one event of `kind`, peak amplitude about 1."""
+  """float64 [n]: one event of `kind`, peak amplitude 1."""
+  event = _waveform(kind, rng, n)
+  return event / np.max(np.abs(event))
+
+
+def _waveform(kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
+  """float64 [n]: one event of `kind` at an arbitrary level."""
   t = np.arange(n) / SAMPLE_RATE
   if kind == "sine":
     f, phase = _tone(rng)
@@ -41,10 +47,10 @@ def _event(kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
     third = 5 / 4 if rng.random() < 0.5 else 6 / 5
     return sum(np.sin(2 * np.pi * f * r * t + rng.uniform(0, 2 * np.pi))
                for r in (1.0, third, 1.5)) / 3
-  if kind in ("rising_chirp", "falling_chirp"):  # Exponential sweep over 1-2 octaves.
-    low = rng.uniform(150.0, 500.0)
-    high = low * 2 ** rng.uniform(1.0, 2.0)
-    start, end = (low, high) if kind == "rising_chirp" else (high, low)
+  if kind == "chirp":  # Exponential sweep up or down over 1.5-2.5 octaves.
+    low = rng.uniform(150.0, 400.0)
+    high = low * 2 ** rng.uniform(1.5, 2.5)
+    start, end = (low, high) if rng.random() < 0.5 else (high, low)
     duration = n / SAMPLE_RATE
     k = np.log(end / start) / duration
     return np.sin(2 * np.pi * start * (np.exp(k * t) - 1) / k + rng.uniform(0, 2 * np.pi))
@@ -54,32 +60,31 @@ def _event(kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
     click = rng.standard_normal(16) * np.exp(-np.arange(16) / 4.0)
     for start in range(int(rng.integers(period)), n - 16, period):
       signal[start:start + 16] += click
-    return signal / np.max(np.abs(signal) + 1e-9)
-  if kind == "square":
-    f, phase = _tone(rng)
+    return signal
+  if kind == "square":  # Low fundamentals: many harmonics below the 4 kHz Nyquist frequency.
+    f, phase = _tone(rng, 500.0)
     return np.sign(np.sin(2 * np.pi * f * t + phase))
   if kind == "sawtooth":
-    f, phase = _tone(rng)
+    f, phase = _tone(rng, 500.0)
     return 2 * ((f * t + phase / (2 * np.pi)) % 1.0) - 1
-  if kind == "amplitude_modulated":  # 6-25 Hz tremolo, depth 0.7-1.
+  if kind == "amplitude_modulated":  # 15-40 Hz tremolo, depth 0.9-1.
     f, phase = _tone(rng)
-    depth = rng.uniform(0.7, 1.0)
-    envelope = 1 - depth * (0.5 + 0.5 * np.cos(2 * np.pi * rng.uniform(6.0, 25.0) * t))
+    depth = rng.uniform(0.9, 1.0)
+    envelope = 1 - depth * (0.5 + 0.5 * np.cos(2 * np.pi * rng.uniform(15.0, 40.0) * t))
     return envelope * np.sin(2 * np.pi * f * t + phase)
   if kind == "frequency_modulated":  # 5-15 Hz vibrato of 8-20% of the carrier.
     f, phase = _tone(rng)
     rate, deviation = rng.uniform(5.0, 15.0), rng.uniform(0.08, 0.2) * f
     return np.sin(2 * np.pi * f * t + deviation / rate * np.sin(2 * np.pi * rate * t) + phase)
   if kind == "white_noise":
-    return np.clip(rng.standard_normal(n) / 3, -1, 1)
+    return rng.standard_normal(n)
   if kind == "brown_noise":  # Integrated white noise, high-passed by removing its mean drift.
     walk = np.cumsum(rng.standard_normal(n))
-    walk -= np.linspace(walk[0], walk[-1], n)
-    return walk / np.max(np.abs(walk) + 1e-9)
+    return walk - np.linspace(walk[0], walk[-1], n)
   if kind == "pluck":  # Three harmonics decaying with a 20-80 ms time constant.
     f, phase = _tone(rng)
     decay = np.exp(-t / rng.uniform(0.02, 0.08))
-    return decay * sum(np.sin(2 * np.pi * f * h * t + phase) / h for h in (1, 2, 3)) / 1.5
+    return decay * sum(np.sin(2 * np.pi * f * h * t + phase) / h for h in (1, 2, 3))
   raise ValueError(f"unknown kind {kind!r}; the kinds are {KINDS}.")
 
 
@@ -92,7 +97,7 @@ def clip(split: str, index: int) -> tuple:
   event = _event(KINDS[label], rng, length)
   fade = np.minimum(1.0, np.minimum(np.arange(length) + 1, length - np.arange(length)) / _FADE)
   samples = rng.standard_normal(NUM_SAMPLES) * rng.uniform(0.003, 0.03)
-  samples[onset:onset + length] += rng.uniform(0.1, 0.5) * event * fade
+  samples[onset:onset + length] += rng.uniform(0.25, 0.9) * event * fade
   return np.round(np.clip(samples, -1, 1) * 32767).astype(np.int16), label
 
 
@@ -104,7 +109,7 @@ class SyntheticAudioConfig(tfds.core.BuilderConfig):
 
 
 class SyntheticAudio(tfds.core.GeneratorBasedBuilder):
-  """Synthetic sound events of 12 kinds in noise (module docstring)."""
+  """Synthetic sound events of 11 kinds in noise (module docstring)."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
