@@ -136,6 +136,14 @@ def test_multi_label_pipeline_gives_multi_hot_labels(tiny_dir):
     input_pipeline.make_eval_iterator(config.data, global_batch_size=8, num_classes=11)
 
 
+def test_multi_hot_from_a_sequence_of_ids_or_a_multi_hot_vector():
+  multi_hot = lambda labels, is_sequence: audio_ops.multi_hot(labels, 4, is_sequence).numpy()
+  np.testing.assert_array_equal(multi_hot(tf.constant([2, 0, 2], tf.int64), True), [1, 0, 1, 0])
+  np.testing.assert_array_equal(multi_hot(tf.zeros([0], tf.int64), True), [0, 0, 0, 0])
+  np.testing.assert_array_equal(multi_hot(tf.constant([0, 1, 1, 0], tf.int32), False),
+                                [0, 1, 1, 0])
+
+
 def _audio_config(**data_audio):
   config = synthetic_audio_perceiver_io.get_config("tiny")
   config.data.audio.update(data_audio)
