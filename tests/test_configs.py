@@ -32,7 +32,8 @@ from perceiver_jax.train.objectives import make_objective
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("digits_perceiver", "perceiver_ar_bytes", "cifar10_perceiver", "cifar10_perceiver_io",
          "imagenet_perceiver", "imagenet_perceiver_io", "mlm_bytes_perceiver_io",
-         "glue_bytes_perceiver_io", "solids_perceiver_io", "modelnet40_perceiver_io")
+         "glue_bytes_perceiver_io", "solids_perceiver_io", "modelnet40_perceiver_io",
+         "synthetic_audio_perceiver_io", "speech_commands_perceiver_io")
 
 
 def _module(name):
@@ -53,7 +54,8 @@ DATA_TASKS = {"perceiver_classification": "image_classification",
               "image_classification": "image_classification",
               "masked_language_modeling": "text_mlm", "language_modeling": "text_mlm",
               "sequence_classification": "text_classification",
-              "point_cloud_classification": "point_cloud"}
+              "point_cloud_classification": "point_cloud",
+              "audio_classification": "audio"}
 IMAGENET_TRAIN, CIFAR10_TRAIN = 1_281_167, 50_000
 
 
@@ -226,13 +228,17 @@ def _check_data_fits_model(config, input_shape, tmp_path):
     assert input_shape == (data.point_cloud.num_points, channels)
     stored = features[data.point_cloud.points_feature].shape
     assert stored[1] == 3 and stored[0] >= data.point_cloud.num_points  # No repeated points.
+  elif data.task == "audio":
+    assert data.audio.num_samples == input_shape[0]
+    assert len(features[data.audio.feature].shape) == 1  # Mono samples.
   elif model.task == "language_modeling":
     assert data.max_seq_len == input_shape[0] + 1  # Inputs and next-byte targets.
   else:
     assert data.max_seq_len == input_shape[0]
   names = {"image_classification": [data.image_feature], "text_mlm": [data.text_feature],
            "text_classification": list(data.text_features),
-           "point_cloud": [name for _, name in point_cloud_ops.fields(data)]}[data.task]
+           "point_cloud": [name for _, name in point_cloud_ops.fields(data)],
+           "audio": [data.audio.feature]}[data.task]
   assert set(names) <= set(features.keys())
   if "num_classes" in model:
     assert features[data.label_feature].num_classes == model.num_classes

@@ -8,7 +8,7 @@ configs and the benchmark import this on machines without it.
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-TASKS = ("image_classification", "text_mlm", "text_classification", "point_cloud")
+TASKS = ("image_classification", "text_mlm", "text_classification", "point_cloud", "audio")
 AUGMENTATIONS = ("none", "flip", "inception_crop_flip", "randaugment")
 MAX_MAGNITUDE = 10.0  # RandAugment magnitudes run from 0 (no change) to this (strongest).
 
@@ -55,6 +55,13 @@ def default_config() -> ml_collections.ConfigDict:
       jitter_std=0.0,             # training: Gaussian noise on xyz (0: off) ...
       jitter_clip=0.05,           # ... clipped to [-jitter_clip, jitter_clip]
       dropout_max_rate=0.0)       # training: drop a share in [0, this] of points (first point)
+  # audio (audio_ops.py): mono waveforms (int16 scaled to [-1, 1), or float) cropped to
+  # num_samples; training takes random windows, eval_crop ('center' or 'start') the eval one.
+  # gain_db > 0: training scales by a random gain in [-gain_db, gain_db] dB; noise_std > 0:
+  # adds Gaussian noise of a random std in [0, noise_std]. multi_label: label_feature is a
+  # multi-hot vector or a sequence of ClassLabel ids (AudioSet-style), read as `labels`.
+  config.audio = dict(feature="audio", num_samples=16000, eval_crop="center", gain_db=0.0,
+                      noise_std=0.0, multi_label=False)
   return config
 
 
@@ -130,3 +137,31 @@ def _check_point_cloud(settings):
     fail("jitter_clip", "> 0")
   if not 0 <= settings.dropout_max_rate < 1:
     fail("dropout_max_rate", "in [0, 1) (0: off)")
+  _check_audio(config.audio)
+
+
+AUDIO_EVAL_CROPS = ("center", "start")
+
+
+def _check_audio(audio):
+  """ValueError naming the first bad config.data.audio field."""
+  for field in default_config().audio.keys():
+    if field not in audio:
+      raise ValueError(f"config.data.audio.{field} is missing; start from "
+                       "perceiver_jax.data.data_config.default_config().")
+
+  def fail(field, expected):
+    raise ValueError(f"config.data.audio.{field} must be {expected}, got {audio[field]!r}.")
+
+  if not isinstance(audio.feature, str) or not audio.feature:
+    fail("feature", "the name of the waveform feature, e.g. 'audio'")
+  if isinstance(audio.num_samples, bool) or not isinstance(audio.num_samples, int) or (
+      audio.num_samples < 1):
+    fail("num_samples", "an int >= 1 (the model's config.model.num_samples)")
+  if audio.eval_crop not in AUDIO_EVAL_CROPS:
+    fail("eval_crop", f"one of {AUDIO_EVAL_CROPS}")
+  for field in ("gain_db", "noise_std"):
+    if not 0 <= audio[field] < float("inf"):
+      fail(field, "a finite number >= 0 (0: off)")
+  if not isinstance(audio.multi_label, bool):
+    fail("multi_label", "True or False")

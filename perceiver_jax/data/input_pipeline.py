@@ -4,7 +4,9 @@ Batches: image_classification -> `image` float32 [b, h, w, c], `label` int32 [b]
 float32 [b]; text_mlm -> `ids` int32 [b, max_seq_len] (byte ids, PAD 0), `mask` float32 [b];
 text_classification -> `ids` int32 [b, max_seq_len] (the `text_features` of one example as
 bytes with SEP between them, cut or PAD-padded to max_seq_len; never packed), `label` int32
-[b], `mask` float32 [b].
+[b], `mask` float32 [b]; audio -> `audio` float32 [b, num_samples], `label` int32 [b] (or,
+with config.audio.multi_label, `labels` float32 [b, num_classes]), `mask` float32 [b]
+(audio_ops.py).
 Tasks whose rows are single records preprocessed on their own (images, arrays, point clouds,
 ...) are `RECORD_TASKS`: each names the features it reads and a seeded preprocess function.
 b = global_batch_size // process_count; process p reads `tfds.split_for_jax_process(split)`.
@@ -44,7 +46,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from perceiver_jax.data import image_ops, point_cloud_ops, text_ops
+from perceiver_jax.data import audio_ops, image_ops, point_cloud_ops, text_ops
 from perceiver_jax.data.data_config import check_config
 from perceiver_jax.data.datasets import OFFLINE_BUILDERS
 from perceiver_jax.data.tensorflow_cpu import tf, tfds
@@ -117,6 +119,11 @@ def _label_check(builder, config, num_classes: Optional[int]):
   features = builder.info.features
   if num_classes is None or config.task == "text_mlm" or config.label_feature not in features:
     return lambda batches: batches  # A missing label feature: _read names it.
+  if config.task == "audio" and config.audio.multi_label:
+    data_classes = audio_ops.num_label_classes(builder, config)
+    if data_classes != num_classes:
+      raise _label_error(config, f"{data_classes} classes", num_classes)
+    return lambda batches: batches
   feature = features[config.label_feature]
   if isinstance(feature, tfds.features.ClassLabel):
     if feature.num_classes > num_classes:
@@ -260,6 +267,10 @@ RECORD_TASKS = {
         preprocess=_image_preprocess, encoded=lambda config: [config.image_feature]),
     "point_cloud": RecordTask(fields=point_cloud_ops.fields,
                               preprocess=point_cloud_ops.make_preprocess),
+    "audio": RecordTask(
+        fields=lambda config: [("audio.feature", config.audio.feature),
+                               ("label_feature", config.label_feature)],
+        preprocess=audio_ops.preprocess),
 }
 
 

@@ -22,6 +22,11 @@ the step divides by the total weight. Losses are float32.
   length c uniform in [m, max_context] per row, the first max_context - c inputs become PAD
   (a left-padded row, as generation meets from a short prompt); targets are unchanged, and
   evaluation is never cropped.
+- `audio_classification`: single-label data is classification of `audio` (above); with
+  `config.data.audio.multi_label` (AudioSet-style `labels` [b, num_classes] multi-hot) the
+  loss is sigmoid binary cross-entropy summed over the classes (the Perceiver paper's AudioSet
+  loss); metrics `precision_at_1` (the top-scoring class is a positive) and `label_accuracy`
+  (the share of classes whose logit > 0 exactly where the label is 1).
 """
 
 import dataclasses
@@ -36,7 +41,8 @@ from perceiver_jax.data.masking import mask_tokens
 from perceiver_jax.data.tokenizer import PAD
 
 INPUT_KEYS = {"image_classification": "image", "perceiver_classification": "image",
-              "point_cloud_classification": "points", "sequence_classification": "ids"}
+              "point_cloud_classification": "points", "sequence_classification": "ids",
+              "audio_classification": "audio"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +57,10 @@ def make_objective(config) -> Objective:
   task = config.model.task
   if task == "point_cloud_classification":
     _check_point_cloud(config)
+  if task == "audio_classification":
+    _check_audio(config)
+    if config.data.audio.multi_label:
+      return _multi_label_classification(config, "audio")
   if task in INPUT_KEYS:
     return _classification(config, INPUT_KEYS[task])
   if task == "masked_language_modeling":
@@ -191,3 +201,43 @@ def _language_modeling(config) -> Objective:
                                    "bits_per_byte": cross_entropy / jnp.log(2.0)}
 
   return Objective(prepare, score, ("loss", "accuracy", "bits_per_byte"))
+
+
+def _check_audio(config):
+  """ValueError naming config.data.audio.num_samples when it is not the model's, config.mixup
+  (mixup_cutmix mixes images only) or, for multi-label data, config.label_smoothing when set."""
+  if config.data.audio.num_samples != config.model.num_samples:
+    raise ValueError(f"config.data.audio.num_samples={config.data.audio.num_samples} must be "
+                     f"the model's config.model.num_samples={config.model.num_samples}.")
+  if config.mixup.mixup_alpha or config.mixup.cutmix_alpha:
+    raise ValueError("config.mixup.mixup_alpha and cutmix_alpha must be 0 for "
+                     "audio_classification (mixup/CutMix mix images only), got "
+                     f"{config.mixup.mixup_alpha} and {config.mixup.cutmix_alpha}.")
+  if config.data.audio.multi_label and config.label_smoothing:
+    raise ValueError(f"config.label_smoothing={config.label_smoothing} must be 0 with "
+                     "config.data.audio.multi_label (the sigmoid loss has no smoothing).")
+
+
+def _multi_label_classification(config, input_key: str) -> Objective:
+  """Sigmoid binary cross-entropy on multi-hot `labels` [b, num_classes] (module docstring)."""
+  num_classes = config.model.num_classes
+
+  def prepare(batch, rng, train):
+    del rng, train
+    labels = batch["labels"]
+    if labels.shape[-1] != num_classes:
+      raise ValueError(f"the data has {labels.shape[-1]} classes but "
+                       f"config.model.num_classes={num_classes}: set it to the data's.")
+    return batch[input_key], {}, {"labels": labels, "mask": batch["mask"]}
+
+  def score(logits, targets):
+    logits = logits.astype(jnp.float32)
+    labels = targets["labels"].astype(jnp.float32)
+    weights = targets["mask"].astype(jnp.float32)
+    losses = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, labels), axis=-1)
+    top1 = jnp.take_along_axis(labels, jnp.argmax(logits, -1)[:, None], axis=-1)[:, 0]
+    agree = jnp.mean(((logits > 0) == (labels > 0.5)).astype(jnp.float32), axis=-1)
+    return jnp.sum(losses * weights), jnp.sum(weights), {
+        "precision_at_1": jnp.sum(top1 * weights), "label_accuracy": jnp.sum(agree * weights)}
+
+  return Objective(prepare, score, ("loss", "precision_at_1", "label_accuracy"))

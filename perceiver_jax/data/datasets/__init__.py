@@ -9,4 +9,7 @@ from perceiver_jax.data.datasets.modelnet40 import Modelnet40
 from perceiver_jax.data.datasets.python_stdlib_text import PythonStdlibText
 from perceiver_jax.data.datasets.synthetic_solids import SyntheticSolids
 
-OFFLINE_BUILDERS = frozenset({"python_stdlib_text", "sklearn_digits", "synthetic_solids"})
+from perceiver_jax.data.datasets.synthetic_audio import SyntheticAudio
+
+OFFLINE_BUILDERS = frozenset({"python_stdlib_text", "sklearn_digits", "synthetic_solids",
+                              "synthetic_audio"})
