@@ -9,6 +9,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 TASKS = ("image_classification", "text_mlm", "text_classification")
+TASKS += ("multimodal",)  # Video + audio + label clips (multimodal_ops.py).
 AUGMENTATIONS = ("none", "flip", "inception_crop_flip", "randaugment")
 MAX_MAGNITUDE = 10.0  # RandAugment magnitudes run from 0 (no change) to this (strongest).
 
@@ -42,6 +43,14 @@ def default_config() -> ml_collections.ConfigDict:
   config.shuffle_buffer = 10_000
   config.prefetch = 2                 # batches prepared ahead
   config.num_threads = placeholder(int)  # tf.data threads; None: one per CPU core
+  # multimodal (multimodal_ops.py): clips of video frames uint8 [F, H, W, 3], audio [S] or
+  # [S, 1] (int16 or float) and `label_feature`; rows `image` float32 [num_frames, H, W, 3] in
+  # [0, 1], `audio` float32 [num_frames * audio_samples_per_frame, 1] in [-1, 1], `label`.
+  # Training crops num_frames at a random start (the audio span of the same frames), evaluation
+  # takes the first ones; image_size None keeps the frames' size, else the central square is
+  # resized to image_size x image_size; flip mirrors the clip's frames at random in training.
+  config.multimodal = dict(video_feature="video", audio_feature="audio", num_frames=4,
+                           audio_samples_per_frame=128, image_size=placeholder(int), flip=False)
   return config
 
 
@@ -86,3 +95,29 @@ def check_config(config):
     fail("prefetch", ">= 0")
   if config.num_threads is not None and config.num_threads < 1:
     fail("num_threads", "None or >= 1")
+  _check_multimodal(config.multimodal)
+
+
+def _check_multimodal(section):
+  """ValueError naming the first bad config.data.multimodal field."""
+  for field in default_config().multimodal.keys():
+    if field not in section:
+      raise ValueError(f"config.data.multimodal.{field} is missing; start from "
+                       "perceiver_jax.data.data_config.default_config().")
+
+  def fail(field, expected):
+    raise ValueError(f"config.data.multimodal.{field} must be {expected}, got "
+                     f"{section[field]!r}.")
+
+  for field in ("video_feature", "audio_feature"):
+    if not isinstance(section[field], str) or not section[field]:
+      fail(field, "a feature name")
+  for field in ("num_frames", "audio_samples_per_frame"):
+    value = section[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      fail(field, "an int >= 1")
+  size = section.image_size
+  if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+    fail("image_size", "None (the stored size) or an int >= 1")
+  if not isinstance(section.flip, bool):
+    fail("flip", "True or False")

@@ -44,7 +44,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from perceiver_jax.data import image_ops, text_ops
+from perceiver_jax.data import image_ops, multimodal_ops, text_ops
 from perceiver_jax.data.data_config import check_config
 from perceiver_jax.data.datasets import OFFLINE_BUILDERS
 from perceiver_jax.data.tensorflow_cpu import tf, tfds
@@ -258,6 +258,12 @@ RECORD_TASKS = {
         fields=lambda config: [("image_feature", config.image_feature),
                                ("label_feature", config.label_feature)],
         preprocess=_image_preprocess, encoded=lambda config: [config.image_feature]),
+    # Video + audio + label clips: `image` [T, H, W, 3], `audio` [T * spf, 1], `label`.
+    "multimodal": RecordTask(
+        fields=lambda config: [("multimodal.video_feature", config.multimodal.video_feature),
+                               ("multimodal.audio_feature", config.multimodal.audio_feature),
+                               ("label_feature", config.label_feature)],
+        preprocess=multimodal_ops.make_preprocess),
 }
 
 
