@@ -22,6 +22,9 @@ the step divides by the total weight. Losses are float32.
   length c uniform in [m, max_context] per row, the first max_context - c inputs become PAD
   (a left-padded row, as generation meets from a short prompt); targets are unchanged, and
   evaluation is never cropped.
+- `multimodal_autoencoding`: L1 on video and audio plus label cross-entropy, the label input
+  masked in evaluation, optional subsampled decoding in training (autoencoding.py); metrics
+  `image_l1`, `audio_l1`, `reconstruction_l1`, `accuracy`.
 """
 
 import dataclasses
@@ -34,6 +37,7 @@ import optax
 from perceiver_jax.data.mixup import mixup_cutmix
 from perceiver_jax.data.masking import mask_tokens
 from perceiver_jax.data.tokenizer import PAD
+from perceiver_jax.train import autoencoding
 
 INPUT_KEYS = {"image_classification": "image", "perceiver_classification": "image",
               "point_cloud_classification": "points", "sequence_classification": "ids"}
@@ -55,6 +59,8 @@ def make_objective(config) -> Objective:
     return _masked_language_modeling(config)
   if task == "language_modeling":
     return _language_modeling(config)
+  if task == "multimodal_autoencoding":
+    return Objective(*autoencoding.multimodal_autoencoding(config))
   raise ValueError(f"config.model.task={task!r} has no training objective yet; trainable tasks: "
                    f"{sorted(INPUT_KEYS) + ['language_modeling', 'masked_language_modeling']}.")
 
