@@ -10,7 +10,8 @@ label predicted from video and audio) and training decodes a random subset of th
 samples have similar scales here, and the label needs more weight than the paper's 1e-4 to be
 learned in a short run.
 
-Options: the size, 'full' (default) or 'tiny' (a smaller model for a few steps).
+Options: the size, 'full' (default) or 'tiny' (a smaller model on 2 frames resized to 8x8 and
+their 256 audio samples, for a few steps).
 
   python -m experiments.train --config=configs/synthetic_av_perceiver_io.py \
       --workdir=workdirs/synthetic_av
@@ -48,15 +49,17 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.checkpoint.update(best_metric="reconstruction_l1", best_mode="min")
   c.batch_size = 32
   c.eval_batch_size = 100
-  c.num_train_steps = 1500  # 16 epochs of 3,000 clips.
+  c.num_train_steps = 1200  # 12.8 epochs of 3,000 clips.
   c.log_every_steps = 50
-  c.eval_every_steps = 500
-  c.checkpoint_every_steps = 500
+  c.eval_every_steps = 400
+  c.checkpoint_every_steps = 400
   if options.size == "tiny":
     m.encoder.update(num_latents=8, num_latent_channels=16, num_self_attention_layers_per_block=1,
                      num_self_attention_heads=2)
     m.label_query_channels, m.output_num_channels = 8, 8
+    m.num_frames, m.image_size = 2, 8
     c.data.name = "synthetic_av/tiny"
-    c.autoencoding.image_points = 64
+    c.data.multimodal.update(num_frames=2, image_size=8)
+    c.autoencoding.image_points = 32
     common.tiny_run(c)
   return c

@@ -5,7 +5,7 @@ Features: `video` uint8 [8, 16, 16, 3], `audio` int16 [1024] (8 kHz, 128 samples
 square, hollow square, plus, cross or diamond, 5x5 pixels) in a random bright colour moves
 horizontally (motion 0) or vertically (1) from a random position at a random speed of 0.5-1.5
 pixels a frame, bouncing off the borders, over a random dark background with pixel noise. Its
-sound is a tone whose pitch follows the shape (250, 400, 600, 900 or 1300 Hz, random phase),
+sound is a low tone whose pitch follows the shape (40, 60, 80, 100 or 125 Hz, random phase),
 continuous for horizontal motion and pulsed (on half of each frame) for vertical motion, with
 a loudness that grows with the speed, plus noise. Neither the pitch (random phase) nor the
 shape (random place and colour) is a linear function of the raw samples or pixels.
@@ -24,7 +24,7 @@ from perceiver_jax.data.tensorflow_cpu import tfds
 FRAMES, SIZE, SAMPLES_PER_FRAME, SAMPLE_RATE = 8, 16, 128, 8000
 SHAPES = ("square", "hollow_square", "plus", "cross", "diamond")
 MOTIONS = ("horizontal", "vertical")
-PITCHES_HZ = (250.0, 400.0, 600.0, 900.0, 1300.0)
+PITCHES_HZ = (40.0, 60.0, 80.0, 100.0, 125.0)  # 2.5 to 8 periods in 4 frames.
 SPLIT_SEEDS = {"train": 1, "test": 2}
 _GRID = np.mgrid[0:5, 0:5]
 STENCILS = {  # 5x5 masks of the shapes.
