@@ -49,6 +49,8 @@ ALL = [(name, arg) for name in NAMES for arg in _combinations(name)]
 NO_ABSTRACT_INIT = {("glue_bytes_perceiver_io", f"{task},full")
                     for task in ("cola", "mrpc", "qqp", "mnli", "qnli", "rte")}
 NO_ABSTRACT_INIT |= {("perceiver_ar_bytes", "stdlib,full")}
+# The Kinetics model is slow to trace abstractly (802,816 video queries).
+NO_ABSTRACT_INIT |= {("kinetics_multimodal_perceiver_io", "full")}
 DATA_TASKS = {"perceiver_classification": "image_classification",
               "image_classification": "image_classification",
               "masked_language_modeling": "text_mlm", "language_modeling": "text_mlm",

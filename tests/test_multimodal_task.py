@@ -229,3 +229,16 @@ def test_a_missing_feature_is_named(av_data_dir):
   config.data.multimodal.video_feature = "frames"
   with pytest.raises(ValueError, match="multimodal.video_feature='frames' is not a feature"):
     input_pipeline.make_train_iterator(config.data, global_batch_size=8, seed=0)
+
+
+def test_kinetics_config_reads_mock_kinetics700_av_at_the_models_shapes(tmp_path):
+  from configs import kinetics_multimodal_perceiver_io  # pylint: disable=import-outside-toplevel
+  config = kinetics_multimodal_perceiver_io.get_config("tiny")
+  config.data.num_threads = 1
+  model = config.model
+  with tfds.testing.mock_data(num_examples=4, data_dir=str(tmp_path)):
+    batch = next(input_pipeline.make_train_iterator(config.data, global_batch_size=2, seed=0,
+                                                    num_classes=model.num_classes))
+  assert batch["image"].shape == (2, model.num_frames, model.image_size, model.image_size, 3)
+  assert batch["audio"].shape == (2, model.num_frames * model.audio_samples_per_frame, 1)
+  assert batch["label"].shape == (2,) and batch["label"].max() < 700
