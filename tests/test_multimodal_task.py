@@ -165,9 +165,9 @@ def test_loss_is_the_multimodal_autoencoding_loss_on_the_decoded_points():
   patches = batch["audio"].reshape(3, -1, config.model.samples_per_patch)[:, points["audio"]]
   np.testing.assert_array_equal(targets["audio"], patches.reshape(3, -1))
   np.testing.assert_array_equal(inputs["label"], jax.nn.one_hot(batch["label"], 10))
-  model, variables = _model(config)
-  outputs = model.apply(variables, inputs, rngs={"masking": jax.random.PRNGKey(1)}, **kwargs)
-  assert outputs["image"].shape == (3, 5, 3) and outputs["audio"].shape == (3, 2 * 16)
+  rng = np.random.default_rng(1)  # Outputs of the subsampled decode's shapes.
+  outputs = {"image": rng.normal(size=(3, 5, 3)), "audio": rng.normal(size=(3, 2 * 16)),
+             "label": rng.normal(size=(3, 10))}
   loss, weight, metrics = objective.score(outputs, targets)
   expected = multimodal_autoencoding_loss(config.model.loss_weights, outputs, targets)
   np.testing.assert_allclose(loss / weight, expected, rtol=1e-5)
@@ -210,7 +210,8 @@ def test_baselines_on_tiny_clips(av_data_dir):
     ("data.multimodal.num_frames", 3, r"config.data.multimodal.num_frames=3 must equal "
                                       r"config.model.num_frames=2"),
     ("autoencoding.image_points", 200, r"config.autoencoding.image_points must be .* 128"),
-    ("autoencoding.audio_patches", -1, r"config.autoencoding.audio_patches must be")])
+    ("autoencoding.audio_patches", -1, r"config.autoencoding.audio_patches must be"),
+    ("model.mask_probs", {"audio": 0.0}, r"config.model.mask_probs must name 'label'")])
 def test_bad_fields_raise_value_errors_naming_them(path, value, match):
   config = _config(None)
   *sections, field = path.split(".")
