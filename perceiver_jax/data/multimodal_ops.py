@@ -13,9 +13,9 @@ def temporal_crop(video, audio, num_frames: int, samples_per_frame: int, seed=No
   """(video [F, H, W, C], audio [S, ...]) -> (video [T, H, W, C], audio [T * spf, ...]).
 
   Frames [t, t + T) and audio samples [t * spf, (t + T) * spf), spf = samples_per_frame; t is
-  uniform in [0, F - T] drawn from the stateless `seed` (int64 [2]), or 0 without one. Fewer
-  than T frames or audio shorter than the span raise an InvalidArgumentError / are zero-padded
-  (audio tracks are often a few samples short of the video).
+  uniform in [0, F - T] drawn from the stateless `seed` (int64 [2]), or 0 without one. A clip
+  of fewer than T frames raises an InvalidArgumentError; audio shorter than the span is
+  zero-padded (audio tracks are often a few samples short of the video).
   """
   frames = tf.shape(video)[0]
   check = tf.debugging.assert_greater_equal(
