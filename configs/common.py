@@ -43,6 +43,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Language modelling: 0, or crop each training row's context to a random length in
   # [minimum_crop_length, max_context] (left-padded), as the Perceiver AR paper trains.
   c.lm = dict(minimum_crop_length=0)
+  # Multimodal autoencoding: training decodes only this many random pixels / audio patches per
+  # step (0: all of them); evaluation decodes all.
+  c.autoencoding = dict(image_points=0, audio_patches=0)
   return c
 
 

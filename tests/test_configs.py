@@ -33,7 +33,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("digits_perceiver", "perceiver_ar_bytes", "cifar10_perceiver", "cifar10_perceiver_io",
          "imagenet_perceiver", "imagenet_perceiver_io", "mlm_bytes_perceiver_io",
          "glue_bytes_perceiver_io", "solids_perceiver_io", "modelnet40_perceiver_io",
-         "synthetic_audio_perceiver_io", "speech_commands_perceiver_io")
+         "synthetic_audio_perceiver_io", "speech_commands_perceiver_io",
+         "synthetic_av_perceiver_io", "kinetics_multimodal_perceiver_io")
 
 
 def _module(name):
@@ -50,12 +51,15 @@ ALL = [(name, arg) for name in NAMES for arg in _combinations(name)]
 NO_ABSTRACT_INIT = {("glue_bytes_perceiver_io", f"{task},full")
                     for task in ("cola", "mrpc", "qqp", "mnli", "qnli", "rte")}
 NO_ABSTRACT_INIT |= {("perceiver_ar_bytes", "stdlib,full")}
+# The Kinetics model is slow to trace abstractly (802,816 video queries).
+NO_ABSTRACT_INIT |= {("kinetics_multimodal_perceiver_io", "full")}
 DATA_TASKS = {"perceiver_classification": "image_classification",
               "image_classification": "image_classification",
               "masked_language_modeling": "text_mlm", "language_modeling": "text_mlm",
               "sequence_classification": "text_classification",
               "point_cloud_classification": "point_cloud",
-              "audio_classification": "audio"}
+              "audio_classification": "audio",
+              "multimodal_autoencoding": "multimodal"}
 IMAGENET_TRAIN, CIFAR10_TRAIN = 1_281_167, 50_000
 
 
@@ -231,6 +235,13 @@ def _check_data_fits_model(config, input_shape, tmp_path):
   elif data.task == "audio":
     assert data.audio.num_samples == input_shape[0]
     assert len(features[data.audio.feature].shape) == 1  # Mono samples.
+  elif data.task == "multimodal":  # input_shape {'image': [T, H, W, 3], 'audio': [S, 1], ...}
+    settings = data.multimodal
+    stored = features[settings.video_feature].shape
+    assert (settings.image_size,) * 2 == input_shape["image"][1:3] or (
+        settings.image_size is None and stored[1:3] == input_shape["image"][1:3])
+    assert settings.num_frames == input_shape["image"][0]
+    assert settings.num_frames * settings.audio_samples_per_frame == input_shape["audio"][0]
   elif model.task == "language_modeling":
     assert data.max_seq_len == input_shape[0] + 1  # Inputs and next-byte targets.
   else:
@@ -238,7 +249,8 @@ def _check_data_fits_model(config, input_shape, tmp_path):
   names = {"image_classification": [data.image_feature], "text_mlm": [data.text_feature],
            "text_classification": list(data.text_features),
            "point_cloud": [name for _, name in point_cloud_ops.fields(data)],
-           "audio": [data.audio.feature]}[data.task]
+           "audio": [data.audio.feature],
+           "multimodal": [data.multimodal.video_feature, data.multimodal.audio_feature]}[data.task]
   assert set(names) <= set(features.keys())
   if "num_classes" in model:
     assert features[data.label_feature].num_classes == model.num_classes
@@ -254,11 +266,13 @@ def test_config_is_valid_and_its_model_builds_at_the_data_shapes(name, arg, tmp_
   np.testing.assert_allclose(peak, config.optimizer.learning_rate, rtol=1e-2)
   model = tasks.build(config.model)
   inputs = tasks.example_inputs(config.model, 1)
-  input_shape = tuple(inputs.shape[1:])
+  input_shape = (tuple(inputs.shape[1:]) if not isinstance(inputs, dict)
+                 else {name: tuple(x.shape[1:]) for name, x in inputs.items()})
   _check_data_fits_model(config, input_shape, tmp_path)
   output_shape = stats(model, input_shape).output_shape
   if "num_classes" in config.model:
-    assert output_shape == (config.model.num_classes,)
+    label_shape = output_shape["label"] if isinstance(output_shape, dict) else output_shape
+    assert label_shape == (config.model.num_classes,)
   if (name, arg) not in NO_ABSTRACT_INIT:
     variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), inputs)
     assert count_params(variables) == param_count(model, input_shape)

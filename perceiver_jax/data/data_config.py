@@ -8,7 +8,8 @@ configs and the benchmark import this on machines without it.
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-TASKS = ("image_classification", "text_mlm", "text_classification", "point_cloud", "audio")
+TASKS = ("image_classification", "text_mlm", "text_classification", "point_cloud", "audio",
+         "multimodal")
 AUGMENTATIONS = ("none", "flip", "inception_crop_flip", "randaugment")
 MAX_MAGNITUDE = 10.0  # RandAugment magnitudes run from 0 (no change) to this (strongest).
 
@@ -62,6 +63,14 @@ def default_config() -> ml_collections.ConfigDict:
   # multi-hot vector or a sequence of ClassLabel ids (AudioSet-style), read as `labels`.
   config.audio = dict(feature="audio", num_samples=16000, eval_crop="center", gain_db=0.0,
                       noise_std=0.0, multi_label=False)
+  # multimodal (multimodal_ops.py): clips of video frames uint8 [F, H, W, 3], audio [S] or
+  # [S, 1] (int16 or float) and `label_feature`; rows `image` float32 [num_frames, H, W, 3] in
+  # [0, 1], `audio` float32 [num_frames * audio_samples_per_frame, 1] in [-1, 1], `label`.
+  # Training crops num_frames at a random start (the audio span of the same frames), evaluation
+  # takes the first ones; image_size None keeps the frames' size, else the central square is
+  # resized to image_size x image_size; flip mirrors the clip's frames at random in training.
+  config.multimodal = dict(video_feature="video", audio_feature="audio", num_frames=4,
+                           audio_samples_per_frame=128, image_size=placeholder(int), flip=False)
   return config
 
 
@@ -165,3 +174,28 @@ def _check_audio(audio):
       fail(field, "a finite number >= 0 (0: off)")
   if not isinstance(audio.multi_label, bool):
     fail("multi_label", "True or False")
+
+
+def _check_multimodal(section):
+  """ValueError naming the first bad config.data.multimodal field."""
+  for field in default_config().multimodal.keys():
+    if field not in section:
+      raise ValueError(f"config.data.multimodal.{field} is missing; start from "
+                       "perceiver_jax.data.data_config.default_config().")
+
+  def fail(field, expected):
+    raise ValueError(f"config.data.multimodal.{field} must be {expected}, got "
+                     f"{section[field]!r}.")
+
+  for field in ("video_feature", "audio_feature"):
+    if not isinstance(section[field], str) or not section[field]:
+      fail(field, "a feature name")
+  for field in ("num_frames", "audio_samples_per_frame"):
+    value = section[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      fail(field, "an int >= 1")
+  size = section.image_size
+  if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+    fail("image_size", "None (the stored size) or an int >= 1")
+  if not isinstance(section.flip, bool):
+    fail("flip", "True or False")

@@ -46,7 +46,8 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from perceiver_jax.data import audio_ops, image_ops, point_cloud_ops, text_ops
+from perceiver_jax.data import (audio_ops, image_ops, multimodal_ops, point_cloud_ops,
+                                text_ops)
 from perceiver_jax.data.data_config import check_config
 from perceiver_jax.data.datasets import OFFLINE_BUILDERS
 from perceiver_jax.data.tensorflow_cpu import tf, tfds
@@ -271,6 +272,12 @@ RECORD_TASKS = {
         fields=lambda config: [("audio.feature", config.audio.feature),
                                ("label_feature", config.label_feature)],
         preprocess=audio_ops.preprocess),
+    # Video + audio + label clips: `image` [T, H, W, 3], `audio` [T * spf, 1], `label`.
+    "multimodal": RecordTask(
+        fields=lambda config: [("multimodal.video_feature", config.multimodal.video_feature),
+                               ("multimodal.audio_feature", config.multimodal.audio_feature),
+                               ("label_feature", config.label_feature)],
+        preprocess=multimodal_ops.make_preprocess),
 }
 
 

@@ -17,6 +17,8 @@
   queries; a {modality: indices} mapping for MultimodalQuery) is passed on as
   output_query(adapted_inputs, subsampled_points=...) -> [batch, k, q] and
   output_adapter(decoded, ..., subsampled_points=...); without it both are called as above.
+  `input_masked` (e.g. {modality: bool [batch]}), when given, is passed on as
+  input_adapter(inputs, deterministic=..., masked=...) (MultimodalAdapter's mask override).
   An output adapter with class attribute `uses_input_adapter = True` (e.g. an MLM head tied to
   the input embedding) also receives `input_adapter=` the model's (bound) input adapter.
 
@@ -97,15 +99,19 @@ class PerceiverIO(nn.Module):
   output_adapter: Optional[nn.Module] = None
 
   @nn.compact
-  def __call__(self, inputs, pad_mask=None, deterministic: bool = True, subsampled_points=None):
+  def __call__(self, inputs, pad_mask=None, deterministic: bool = True, subsampled_points=None,
+               input_masked=None):
     check_batch("PerceiverIO", inputs)
     expected = ("[batch, index, channels]" if self.input_adapter is None
                 else f"of the shape {type(self.input_adapter).__name__} takes")
     with params_fit_inputs("PerceiverIO", inputs, expected):
-      return self._call(inputs, pad_mask, deterministic, subsampled_points)
+      return self._call(inputs, pad_mask, deterministic, subsampled_points, input_masked)
 
-  def _call(self, inputs, pad_mask, deterministic, subsampled_points):
-    x = inputs if self.input_adapter is None else self.input_adapter(inputs, deterministic=deterministic)
+  def _call(self, inputs, pad_mask, deterministic, subsampled_points, input_masked):
+    x = inputs
+    if self.input_adapter is not None:
+      masked = {} if input_masked is None else {"masked": input_masked}
+      x = self.input_adapter(inputs, deterministic=deterministic, **masked)
     if x.ndim != 3:
       raise ValueError(
           "the input adapter must return [batch, index, channels], got shape "

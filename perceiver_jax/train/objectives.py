@@ -27,6 +27,9 @@ the step divides by the total weight. Losses are float32.
   loss is sigmoid binary cross-entropy summed over the classes (the Perceiver paper's AudioSet
   loss); metrics `precision_at_1` (the top-scoring class is a positive) and `label_accuracy`
   (the share of classes whose logit > 0 exactly where the label is 1).
+- `multimodal_autoencoding`: L1 on video and audio plus label cross-entropy, the label input
+  masked in evaluation, optional subsampled decoding in training (autoencoding.py); metrics
+  `image_l1`, `audio_l1`, `reconstruction_l1`, `accuracy`.
 """
 
 import dataclasses
@@ -39,6 +42,7 @@ import optax
 from perceiver_jax.data.mixup import mixup_cutmix
 from perceiver_jax.data.masking import mask_tokens
 from perceiver_jax.data.tokenizer import PAD
+from perceiver_jax.train import autoencoding
 
 INPUT_KEYS = {"image_classification": "image", "perceiver_classification": "image",
               "point_cloud_classification": "points", "sequence_classification": "ids",
@@ -67,6 +71,8 @@ def make_objective(config) -> Objective:
     return _masked_language_modeling(config)
   if task == "language_modeling":
     return _language_modeling(config)
+  if task == "multimodal_autoencoding":
+    return Objective(*autoencoding.multimodal_autoencoding(config))
   raise ValueError(f"config.model.task={task!r} has no training objective yet; trainable tasks: "
                    f"{sorted(INPUT_KEYS) + ['language_modeling', 'masked_language_modeling']}.")
 

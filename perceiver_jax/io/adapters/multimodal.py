@@ -9,7 +9,9 @@ apart; the modalities are concatenated in sorted-name order -> [batch, sum_m n_m
 `mask_probs` {modality: p} (as the official multimodal autoencoder, which masks the label
 with p = 1 so the model must infer it): each of the modality's tokens is replaced by a
 learned mask token [C] with probability p, in training and evaluation alike. 0 < p < 1 draws
-from the 'masking' rng stream (`apply(..., rngs={'masking': key})`).
+from the 'masking' rng stream (`apply(..., rngs={'masking': key})`). `masked` {modality: bool
+[batch]} given at call time decides instead of the draw for those modalities: True replaces all
+of that example's tokens of the modality (e.g. evaluation masks the label always).
 """
 
 from typing import Dict, Mapping, Optional
@@ -75,23 +77,31 @@ class MultimodalAdapter(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, inputs: Mapping[str, jnp.ndarray], deterministic: bool = True) -> jnp.ndarray:
+  def __call__(self, inputs: Mapping[str, jnp.ndarray], deterministic: bool = True,
+               masked: Optional[Mapping[str, jnp.ndarray]] = None) -> jnp.ndarray:
     if set(inputs) != set(self.adapters):
       raise ValueError(
           f"MultimodalAdapter got modalities {sorted(inputs)} but has adapters for "
           f"{sorted(self.adapters)}.")
     adapted = {name: self.adapters[name](inputs[name], deterministic=deterministic)
                for name in sorted(self.adapters)}
+    masked = dict(masked or {})
+    if not set(masked) <= set(self.mask_probs or {}):
+      raise ValueError(f"MultimodalAdapter got masked={sorted(masked)} but has mask tokens only "
+                       f"for the modalities of mask_probs {sorted(self.mask_probs or {})}.")
     padded = pad_to_common_channels(self, adapted, self.min_padding_size)
     for name in padded:
       if self.mask_probs is not None and name in self.mask_probs:
-        padded[name] = self._mask(name, padded[name])
+        padded[name] = self._mask(name, padded[name], masked.get(name))
     return jnp.concatenate(list(padded.values()), axis=1)
 
-  def _mask(self, name: str, x: jnp.ndarray) -> jnp.ndarray:
-    """Replaces each token of x [b, n, C] by the mask token with probability mask_probs[name]."""
+  def _mask(self, name: str, x: jnp.ndarray, masked=None) -> jnp.ndarray:
+    """Replaces each token of x [b, n, C] by the mask token with probability mask_probs[name],
+    or every token of the examples where `masked` (bool [b]) is True when it is given."""
     token = self.param(f"{name}_mask_token", nn.initializers.truncated_normal(self.init_scale),
                        (x.shape[-1],), self.param_dtype).astype(self.dtype)
+    if masked is not None:
+      return jnp.where(jnp.reshape(masked, (x.shape[0], 1, 1)), token, x)
     prob = self.mask_probs[name]
     if prob == 0.0:
       return x
