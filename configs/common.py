@@ -43,6 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Language modelling: 0, or crop each training row's context to a random length in
   # [minimum_crop_length, max_context] (left-padded), as the Perceiver AR paper trains.
   c.lm = dict(minimum_crop_length=0)
+  # Optical flow: 0, or decode only this many random pixels per example in training.
+  c.flow = dict(train_points=0)
   return c
 
 

@@ -4,7 +4,8 @@ Batches: image_classification -> `image` float32 [b, h, w, c], `label` int32 [b]
 float32 [b]; text_mlm -> `ids` int32 [b, max_seq_len] (byte ids, PAD 0), `mask` float32 [b];
 text_classification -> `ids` int32 [b, max_seq_len] (the `text_features` of one example as
 bytes with SEP between them, cut or PAD-padded to max_seq_len; never packed), `label` int32
-[b], `mask` float32 [b].
+[b], `mask` float32 [b]; optical_flow -> `frames` float32 [b, 2, h, w, 3] in [-1, 1], `flow`
+float32 [b, h, w, 2] (x, y pixels), `mask` float32 [b] (flow_ops.py).
 Tasks whose rows are single records preprocessed on their own (images, arrays, point clouds,
 ...) are `RECORD_TASKS`: each names the features it reads and a seeded preprocess function.
 b = global_batch_size // process_count; process p reads `tfds.split_for_jax_process(split)`.
@@ -44,7 +45,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from perceiver_jax.data import image_ops, text_ops
+from perceiver_jax.data import flow_ops, image_ops, text_ops
 from perceiver_jax.data.data_config import check_config
 from perceiver_jax.data.datasets import OFFLINE_BUILDERS
 from perceiver_jax.data.tensorflow_cpu import tf, tfds
@@ -258,6 +259,7 @@ RECORD_TASKS = {
         fields=lambda config: [("image_feature", config.image_feature),
                                ("label_feature", config.label_feature)],
         preprocess=_image_preprocess, encoded=lambda config: [config.image_feature]),
+    "optical_flow": RecordTask(fields=flow_ops.fields, preprocess=flow_ops.preprocess),
 }
 
 

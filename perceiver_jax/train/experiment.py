@@ -38,7 +38,8 @@ REQUIRED = ("seed", "init_from", "init_fresh", "batch_size", "eval_batch_size", 
             "model", "data", "optimizer", "mesh.data", "mesh.fsdp", "mesh.min_fsdp_size",
             "checkpoint.keep", "checkpoint.best_metric", "checkpoint.best_mode",
             "checkpoint.async_save", "label_smoothing", "mixup.mixup_alpha", "mixup.cutmix_alpha",
-            "mixup.switch_prob", "mlm.mask_prob", "z_loss", "lm.minimum_crop_length")
+            "mixup.switch_prob", "mlm.mask_prob", "z_loss", "lm.minimum_crop_length",
+            "flow.train_points")
 # Model fields holding an input shape (no batch dimension).
 SHAPE_FIELDS = ("input_shape", "image_shape")
 # The config field that sets the shape of the arrays under a module path (no collection),
