@@ -36,7 +36,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                      schedule="warmup_cosine", warmup_steps=100, clip_norm=1.0)
   c.checkpoint.update(best_metric="epe", best_mode="min")
   c.batch_size = 32
-  c.eval_batch_size = 100
+  c.eval_batch_size = 128
   c.num_train_steps = 1500
   c.log_every_steps = 50
   c.eval_every_steps = 500

@@ -8,7 +8,8 @@ learning curves (`experiments.plot`) and, for language models, a sample
 (`experiments.sample`). The run's figure is its last evaluation of `metric` in
 metrics.jsonl; the baselines are computed on the same raw test data without a network (for
 bytes: zlib, bz2 and lzma at their strongest settings on the concatenated test split, and the
-unigram entropy). OUTPUT/results.json and OUTPUT/results.md (one README-ready row per run:
+unigram entropy; for optical flow: zero flow, half of it and the best global translation
+estimated from the frames, experiments/flow_baselines.py). OUTPUT/results.json and OUTPUT/results.md (one README-ready row per run:
 figure, baselines, command, wall time, machine, date) hold the outcome; the exit status is 1
 when a run does not beat its baseline.
 """
@@ -30,6 +31,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 from absl import app, flags
 
+from experiments.flow_baselines import flow_baselines
 from perceiver_jax.data import datasets  # pylint: disable=unused-import  (registers builders)
 from perceiver_jax.data.tensorflow_cpu import tfds
 from perceiver_jax.train.sharding import usable_cpu_cores
@@ -69,6 +71,15 @@ def byte_baselines(data: bytes) -> Dict[str, float]:
           "most_frequent_byte_accuracy": max(counts.values()) / len(data)}
 
 
+def flow_test_pairs(name: str = "synthetic_flow", data_dir=None, split: str = "test"):
+  """(frame1, frame2, flow) numpy triples of an optical-flow dataset's split, in order (the
+  offline `synthetic_flow` is built on first use)."""
+  builder = tfds.builder(name, data_dir=data_dir)
+  builder.download_and_prepare()  # Offline for synthetic_flow.
+  for example in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
+    yield example["frame1"], example["frame2"], example["flow"]
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
   """A config trained to show learning: `metric` (eval split) must beat every baseline named
@@ -91,6 +102,10 @@ RUNS = {
         config="configs/perceiver_ar_bytes.py:stdlib,cpu", metric="bits_per_byte", mode="min",
         baselines=lambda: byte_baselines(stdlib_test_bytes()), beat=("zlib_9",),
         sample_prompt="def __init__(self"),
+    "synthetic_flow": Run(
+        config="configs/synthetic_flow_perceiver_io.py", metric="epe", mode="min",
+        baselines=lambda: flow_baselines(flow_test_pairs()),
+        beat=("zero_flow_epe", "half_zero_flow_epe", "global_translation_epe")),
 }
 
 

@@ -31,7 +31,7 @@ from perceiver_jax.train.objectives import make_objective
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("digits_perceiver", "perceiver_ar_bytes", "cifar10_perceiver", "cifar10_perceiver_io",
          "imagenet_perceiver", "imagenet_perceiver_io", "mlm_bytes_perceiver_io",
-         "glue_bytes_perceiver_io")
+         "glue_bytes_perceiver_io", "synthetic_flow_perceiver_io", "sintel_perceiver_io")
 
 
 def _module(name):
@@ -51,7 +51,7 @@ NO_ABSTRACT_INIT |= {("perceiver_ar_bytes", "stdlib,full")}
 DATA_TASKS = {"perceiver_classification": "image_classification",
               "image_classification": "image_classification",
               "masked_language_modeling": "text_mlm", "language_modeling": "text_mlm",
-              "sequence_classification": "text_classification"}
+              "sequence_classification": "text_classification", "optical_flow": "optical_flow"}
 IMAGENET_TRAIN, CIFAR10_TRAIN = 1_281_167, 50_000
 
 
@@ -219,12 +219,17 @@ def _check_data_fits_model(config, input_shape, tmp_path):
     channels = input_shape[2]
     assert stored[-1] == channels
     assert data.mean is None or len(data.mean) == len(data.std) == channels
+  elif data.task == "optical_flow":
+    stored = features[data.flow.flow_feature].shape
+    assert tuple(data.flow.crop_size or stored[:2]) == input_shape[1:3] == model.image_size
+    assert len(data.flow.frame_features) == input_shape[0] == 2
   elif model.task == "language_modeling":
     assert data.max_seq_len == input_shape[0] + 1  # Inputs and next-byte targets.
   else:
     assert data.max_seq_len == input_shape[0]
   names = {"image_classification": [data.image_feature], "text_mlm": [data.text_feature],
-           "text_classification": list(data.text_features)}[data.task]
+           "text_classification": list(data.text_features),
+           "optical_flow": list(data.flow.frame_features) + [data.flow.flow_feature]}[data.task]
   assert set(names) <= set(features.keys())
   if "num_classes" in model:
     assert features[data.label_feature].num_classes == model.num_classes

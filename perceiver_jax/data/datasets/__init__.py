@@ -5,6 +5,7 @@ pipeline builds them on first use.
 """
 
 from perceiver_jax.data.datasets.digits import SklearnDigits
+from perceiver_jax.data.datasets.mpi_sintel import MpiSintel
 from perceiver_jax.data.datasets.python_stdlib_text import PythonStdlibText
 from perceiver_jax.data.datasets.synthetic_flow import SyntheticFlow
 
