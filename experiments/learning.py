@@ -9,9 +9,9 @@ learning curves (`experiments.plot`) and, for language models, a sample
 metrics.jsonl; the baselines are computed on the same raw test data without a network (for
 bytes: zlib, bz2 and lzma at their strongest settings on the concatenated test split, and the
 unigram entropy; for optical flow: zero flow, half of it and the best global translation
-estimated from the frames, experiments/flow_baselines.py). OUTPUT/results.json and OUTPUT/results.md (one README-ready row per run:
-figure, baselines, command, wall time, machine, date) hold the outcome; the exit status is 1
-when a run does not beat its baseline.
+estimated from the frames, experiments/flow_baselines.py). OUTPUT/results.json and
+OUTPUT/results.md (one README-ready row per run: figure, baselines, command, wall time,
+machine, date) hold the outcome; the exit status is 1 when a run does not beat its baseline.
 """
 
 import bz2

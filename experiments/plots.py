@@ -1,7 +1,8 @@
 """PNG plots of a run: learning curves and where the latents look.
 
 - `plot_learning_curves(records, path)`: loss and accuracy (and bits per byte for language
-  models; end-point error instead of accuracy for optical flow) against step, train and eval, from metrics.jsonl records (`latest_records`: the last record of each split and step).
+  models; end-point error instead of accuracy for optical flow)
+  against step, train and eval, from metrics.jsonl records (`latest_records`: the last record of each split and step).
 - `plot_attention_grid(images, maps, labels, predictions, path)`: one row per image: the
   image, then the attention maps of the latents that attend most sharply, overlaid (maps
   [n, latents, H, W] from `perceiver_jax.nn.attention_maps.cross_attention_maps`).
@@ -98,7 +99,7 @@ def colour_wheel() -> np.ndarray:
 
 def flow_to_rgb(flow, max_magnitude=None) -> np.ndarray:
   """flow [h, w, 2] (x, y) -> uint8 [h, w, 3] in the Middlebury coding: hue from the direction
-  (right red, down-left green-yellow, left cyan-blue, up magenta-violet), saturation from the
+  (right red, down yellow, left cyan-blue, up violet), saturation from the
   magnitude over `max_magnitude` (default: the flow's largest), white where still; longer
   vectors are darkened."""
   flow = np.asarray(flow, np.float64)
