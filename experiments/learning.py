@@ -71,13 +71,19 @@ def byte_baselines(data: bytes) -> Dict[str, float]:
           "most_frequent_byte_accuracy": max(counts.values()) / len(data)}
 
 
-def flow_test_pairs(name: str = "synthetic_flow", data_dir=None, split: str = "test"):
-  """(frame1, frame2, flow) numpy triples of an optical-flow dataset's split, in order (the
+def flow_test_pairs(name: str = "synthetic_flow", data_dir=None, split: str = "test",
+                    crop_size=None):
+  """(frame1, frame2, flow) numpy triples of an optical-flow dataset's split, in order, cut to
+  their centre crop_size (h, w) window as the eval pipeline cuts them (None: full frames; the
   offline `synthetic_flow` is built on first use)."""
   builder = tfds.builder(name, data_dir=data_dir)
   builder.download_and_prepare()  # Offline for synthetic_flow.
   for example in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
-    yield example["frame1"], example["frame2"], example["flow"]
+    triple = example["frame1"], example["frame2"], example["flow"]
+    if crop_size is not None:
+      top, left = ((n - c) // 2 for n, c in zip(triple[2].shape[:2], crop_size))
+      triple = tuple(a[top:top + crop_size[0], left:left + crop_size[1]] for a in triple)
+    yield triple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +110,7 @@ RUNS = {
         sample_prompt="def __init__(self"),
     "synthetic_flow": Run(
         config="configs/synthetic_flow_perceiver_io.py", metric="epe", mode="min",
-        baselines=lambda: flow_baselines(flow_test_pairs()),
+        baselines=lambda: flow_baselines(flow_test_pairs(crop_size=(24, 24))),  # As evaluated.
         beat=("zero_flow_epe", "half_zero_flow_epe", "global_translation_epe")),
 }
 

@@ -63,7 +63,7 @@ def _plot_flow(config, workdir: str, num_images: int, step, directory: str) -> s
   batch = next(iter(input_pipeline.make_eval_iterator(
       config.data, global_batch_size=config.eval_batch_size)))
   frames = batch["frames"][:num_images]
-  predictions = jax.device_get(experiment.model.apply(state.variables, frames))
+  predictions = jax.device_get(jax.jit(experiment.model.apply)(state.variables, frames))
   return plots.plot_flow_examples(frames, batch["flow"][:num_images], predictions,
                                   os.path.join(directory, "flow.png"))
 

@@ -17,7 +17,6 @@ import tfds_offline
 from configs import synthetic_flow_perceiver_io
 from experiments import plots
 from experiments.plot import plot_run
-from perceiver_jax import tasks
 from perceiver_jax.data import data_config, flo, flow_ops, input_pipeline
 from perceiver_jax.data.datasets import synthetic_flow
 from perceiver_jax.data.tensorflow_cpu import tf, tfds
@@ -184,20 +183,17 @@ def test_objective_is_the_mean_end_point_error_and_subsamples_pixels(flow_data_d
   np.testing.assert_allclose(loss, per_example[0] + per_example[2], rtol=1e-5)
   assert weight == 2 and metrics["epe"] == loss
   # Training decodes config.flow.train_points random pixels per example and scores those.
-  model = tasks.build(config.model)
-  variables = model.init(jax.random.PRNGKey(0), jnp.asarray(batch["frames"]))
   inputs, kwargs, targets = objective.prepare(batch, jax.random.PRNGKey(1), True)
   points = np.asarray(kwargs["subsampled_points"])
   assert points.shape == (3, 64) and all(len(set(p)) == 64 for p in points)
   assert not np.array_equal(points[0], points[1]) and points.max() < 256
   flat = batch["flow"].reshape(3, 256, 2)
   np.testing.assert_array_equal(targets["flow"], np.take_along_axis(flat, points[..., None], 1))
-  full = model.apply(variables, inputs).reshape(3, 256, 2)
-  sampled = model.apply(variables, inputs, subsampled_points=kwargs["subsampled_points"])
-  np.testing.assert_allclose(sampled, np.take_along_axis(full, points[..., None], 1), atol=1e-5)
-  loss, _, _ = objective.score(sampled, targets)
-  hand = np.sqrt(((np.asarray(sampled) - targets["flow"]) ** 2).sum(-1)).mean(-1)
+  sampled = rng.normal(size=(3, 64, 2)).astype(np.float32)  # The model's [b, k, 2].
+  loss, weight, _ = objective.score(jnp.asarray(sampled), targets)
+  hand = np.sqrt(((sampled - targets["flow"]) ** 2).sum(-1)).mean(-1)
   np.testing.assert_allclose(loss, hand[0] + hand[2], rtol=1e-5)
+  assert weight == 2
 
 
 def test_colour_wheel_codes_direction_as_hue_and_magnitude_as_saturation(tmp_path):

@@ -67,3 +67,13 @@ def test_flow_baselines_recover_a_global_shift_and_score_zero_flow():
   assert baselines["global_translation_epe"] < 0.1
   run = learning.RUNS["synthetic_flow"]
   assert (run.metric, run.mode) == ("epe", "min") and "global_translation_epe" in run.beat
+
+
+def test_flow_test_pairs_are_the_centre_crops_the_eval_sees(tmp_path):
+  full = list(learning.flow_test_pairs("synthetic_flow/tiny", str(tmp_path)))
+  crops = list(learning.flow_test_pairs("synthetic_flow/tiny", str(tmp_path), crop_size=(8, 6)))
+  assert len(full) == len(crops) == 4
+  for whole, crop in zip(full, crops):
+    assert [a.shape[:2] for a in crop] == [(8, 6)] * 3
+    for a, b in zip(whole, crop):
+      np.testing.assert_array_equal(a[4:12, 5:11], b)
