@@ -23,7 +23,8 @@ the step divides by the total weight. Losses are float32.
   (a left-padded row, as generation meets from a short prompt); targets are unchanged, and
   evaluation is never cropped.
 - `optical_flow`: `frames` [b, 2, H, W, 3] -> flow [b, H, W, 2] in pixels (the model's
-  FlowOutput already divides its decoder's output by 100) against `flow` [b, H, W, 2]; the
+  FlowOutput already scales its decoder's output, by config.model.output_scale, officially
+  1/100) against `flow` [b, H, W, 2]; the
   loss is each example's mean end-point error (EPE, the Euclidean distance of predicted and
   true flow vectors), summed over the batch weighted by `mask`; metric `epe` (lower is better).
   With `config.flow.train_points` = k > 0, training decodes only k random pixels per example
