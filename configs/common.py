@@ -46,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Multimodal autoencoding: training decodes only this many random pixels / audio patches per
   # step (0: all of them); evaluation decodes all.
   c.autoencoding = dict(image_points=0, audio_patches=0)
+  # Optical flow: 0, or decode only this many random pixels per example in training.
+  c.flow = dict(train_points=0)
   return c
 
 

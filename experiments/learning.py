@@ -8,9 +8,10 @@ learning curves (`experiments.plot`) and, for language models, a sample
 (`experiments.sample`). The run's figure is its last evaluation of `metric` in
 metrics.jsonl; the baselines are computed on the same raw test data without a network (for
 bytes: zlib, bz2 and lzma at their strongest settings on the concatenated test split, and the
-unigram entropy). OUTPUT/results.json and OUTPUT/results.md (one README-ready row per run:
-figure, baselines, command, wall time, machine, date) hold the outcome; the exit status is 1
-when a run does not beat its baseline.
+unigram entropy; for optical flow: zero flow, half of it and the best global translation
+estimated from the frames, experiments/flow_baselines.py). OUTPUT/results.json and
+OUTPUT/results.md (one README-ready row per run: figure, baselines, command, wall time,
+machine, date) hold the outcome; the exit status is 1 when a run does not beat its baseline.
 """
 
 import bz2
@@ -32,6 +33,7 @@ from absl import app, flags
 import numpy as np
 
 from experiments import av_baselines
+from experiments.flow_baselines import flow_baselines
 from perceiver_jax.data import datasets  # pylint: disable=unused-import  (registers builders)
 from perceiver_jax.data.tensorflow_cpu import tfds
 from perceiver_jax.train.sharding import usable_cpu_cores
@@ -119,6 +121,19 @@ def synthetic_audio_baselines(name: str = "synthetic_audio", data_dir=None) -> D
   return {"majority_class": float(np.bincount(y_test).max() / len(y_test)),
           "nearest_centroid_raw": accuracy(neighbors.NearestCentroid()),
           "logistic_regression_raw": accuracy(linear_model.LogisticRegression(max_iter=100))}
+def flow_test_pairs(name: str = "synthetic_flow", data_dir=None, split: str = "test",
+                    crop_size=None):
+  """(frame1, frame2, flow) numpy triples of an optical-flow dataset's split, in order, cut to
+  their centre crop_size (h, w) window as the eval pipeline cuts them (None: full frames; the
+  offline `synthetic_flow` is built on first use)."""
+  builder = tfds.builder(name, data_dir=data_dir)
+  builder.download_and_prepare()  # Offline for synthetic_flow.
+  for example in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
+    triple = example["frame1"], example["frame2"], example["flow"]
+    if crop_size is not None:
+      top, left = ((n - c) // 2 for n, c in zip(triple[2].shape[:2], crop_size))
+      triple = tuple(a[top:top + crop_size[0], left:left + crop_size[1]] for a in triple)
+    yield triple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +172,10 @@ RUNS = {
         config="configs/synthetic_av_perceiver_io.py", metric="reconstruction_l1", mode="min",
         baselines=av_baselines.synthetic_av_baselines, beat=("mean_reconstruction_l1",),
         report=("image_l1", "audio_l1", "accuracy")),
+    "synthetic_flow": Run(
+        config="configs/synthetic_flow_perceiver_io.py", metric="epe", mode="min",
+        baselines=lambda: flow_baselines(flow_test_pairs(crop_size=(24, 24))),  # As evaluated.
+        beat=("zero_flow_epe", "half_zero_flow_epe", "global_translation_epe")),
 }
 
 

@@ -6,7 +6,9 @@ The config is the one the run saved (DIR/config.json) with any explicit --config
 Writes DIR/plots/learning_curves.png (from metrics.jsonl) and, for Perceiver image
 classifiers, DIR/plots/cross_attention.png: test images from the eval split with the
 cross-attention maps of the checkpoint's latents (the weights the model sows,
-`perceiver_jax.nn.attention_maps`) at --step, by default the newest readable checkpoint.
+`perceiver_jax.nn.attention_maps`) at --step, by default the newest readable checkpoint; for
+optical flow, DIR/plots/flow.png: eval frame pairs with their true and predicted flows in the
+Middlebury colour coding.
 """
 
 import json
@@ -34,6 +36,8 @@ def plot_run(config, workdir: str, num_images: int = 8, step=None) -> list:
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     records = [json.loads(line) for line in f]
   paths = [plots.plot_learning_curves(records, os.path.join(directory, "learning_curves.png"))]
+  if config.model.task == "optical_flow":
+    return paths + [_plot_flow(config, workdir, num_images, step, directory)]
   if config.model.task != "perceiver_classification":
     return paths
   experiment = build_experiment(config, workdir, read_only=True)  # A run may be saving.
@@ -49,6 +53,19 @@ def plot_run(config, workdir: str, num_images: int = 8, step=None) -> list:
                                          predictions, os.path.join(directory,
                                                                    "cross_attention.png")))
   return paths
+
+
+def _plot_flow(config, workdir: str, num_images: int, step, directory: str) -> str:
+  """DIR/plots/flow.png: eval pairs, true and predicted flow (the checkpoint at `step`)."""
+  experiment = build_experiment(config, workdir, read_only=True)
+  state, _ = experiment.restore_or_init(step)
+  experiment.checkpointer.close()
+  batch = next(iter(input_pipeline.make_eval_iterator(
+      config.data, global_batch_size=config.eval_batch_size)))
+  frames = batch["frames"][:num_images]
+  predictions = jax.device_get(jax.jit(experiment.model.apply)(state.variables, frames))
+  return plots.plot_flow_examples(frames, batch["flow"][:num_images], predictions,
+                                  os.path.join(directory, "flow.png"))
 
 
 def main(argv):

@@ -34,7 +34,8 @@ NAMES = ("digits_perceiver", "perceiver_ar_bytes", "cifar10_perceiver", "cifar10
          "imagenet_perceiver", "imagenet_perceiver_io", "mlm_bytes_perceiver_io",
          "glue_bytes_perceiver_io", "solids_perceiver_io", "modelnet40_perceiver_io",
          "synthetic_audio_perceiver_io", "speech_commands_perceiver_io",
-         "synthetic_av_perceiver_io", "kinetics_multimodal_perceiver_io")
+         "synthetic_av_perceiver_io", "kinetics_multimodal_perceiver_io",
+         "synthetic_flow_perceiver_io", "sintel_perceiver_io")
 
 
 def _module(name):
@@ -59,7 +60,7 @@ DATA_TASKS = {"perceiver_classification": "image_classification",
               "sequence_classification": "text_classification",
               "point_cloud_classification": "point_cloud",
               "audio_classification": "audio",
-              "multimodal_autoencoding": "multimodal"}
+              "multimodal_autoencoding": "multimodal", "optical_flow": "optical_flow"}
 IMAGENET_TRAIN, CIFAR10_TRAIN = 1_281_167, 50_000
 
 
@@ -242,6 +243,10 @@ def _check_data_fits_model(config, input_shape, tmp_path):
         settings.image_size is None and stored[1:3] == input_shape["image"][1:3])
     assert settings.num_frames == input_shape["image"][0]
     assert settings.num_frames * settings.audio_samples_per_frame == input_shape["audio"][0]
+  elif data.task == "optical_flow":
+    stored = features[data.flow.flow_feature].shape
+    assert tuple(data.flow.crop_size or stored[:2]) == input_shape[1:3] == model.image_size
+    assert len(data.flow.frame_features) == input_shape[0] == 2
   elif model.task == "language_modeling":
     assert data.max_seq_len == input_shape[0] + 1  # Inputs and next-byte targets.
   else:
@@ -250,7 +255,8 @@ def _check_data_fits_model(config, input_shape, tmp_path):
            "text_classification": list(data.text_features),
            "point_cloud": [name for _, name in point_cloud_ops.fields(data)],
            "audio": [data.audio.feature],
-           "multimodal": [data.multimodal.video_feature, data.multimodal.audio_feature]}[data.task]
+           "multimodal": [data.multimodal.video_feature, data.multimodal.audio_feature],
+           "optical_flow": list(data.flow.frame_features) + [data.flow.flow_feature]}[data.task]
   assert set(names) <= set(features.keys())
   if "num_classes" in model:
     assert features[data.label_feature].num_classes == model.num_classes

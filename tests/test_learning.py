@@ -4,6 +4,7 @@ import bz2
 import json
 import zlib
 
+import numpy as np
 import pytest
 
 from experiments import learning
@@ -47,3 +48,32 @@ def test_every_run_names_a_config_and_a_baseline_it_computes():
 def test_importing_it_beside_the_benchmark_launcher_defines_no_clashing_flag():
   from experiments.benchmark import launcher  # pylint: disable=g-import-not-at-top,unused-import
   assert "output" in learning.FLAGS  # The benchmark's; learning defines its own only to run.
+
+
+def test_flow_baselines_recover_a_global_shift_and_score_zero_flow():
+  from experiments import flow_baselines  # pylint: disable=g-import-not-at-top
+  from perceiver_jax.data.datasets import synthetic_flow  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  texture = synthetic_flow.random_texture(rng, 40, 40)
+  rows, cols = np.mgrid[:24, :24].astype(np.float64)
+  frame1 = texture[8:32, 8:32]
+  frame2 = synthetic_flow.bilinear(texture, rows + 8 - 0.75, cols + 8 - 1.5)  # Moved (1.5, 0.75).
+  shift = flow_baselines.global_translation(frame1, frame2)
+  np.testing.assert_allclose(shift, [1.5, 0.75], atol=0.1)
+  flow = np.broadcast_to(np.array([1.5, 0.75], np.float32), (24, 24, 2))
+  baselines = flow_baselines.flow_baselines([(frame1, frame2, flow)])
+  assert baselines["zero_flow_epe"] == pytest.approx(np.hypot(1.5, 0.75))
+  assert baselines["half_zero_flow_epe"] == pytest.approx(np.hypot(1.5, 0.75) / 2)
+  assert baselines["global_translation_epe"] < 0.1
+  run = learning.RUNS["synthetic_flow"]
+  assert (run.metric, run.mode) == ("epe", "min") and "global_translation_epe" in run.beat
+
+
+def test_flow_test_pairs_are_the_centre_crops_the_eval_sees(tmp_path):
+  full = list(learning.flow_test_pairs("synthetic_flow/tiny", str(tmp_path)))
+  crops = list(learning.flow_test_pairs("synthetic_flow/tiny", str(tmp_path), crop_size=(8, 6)))
+  assert len(full) == len(crops) == 4
+  for whole, crop in zip(full, crops):
+    assert [a.shape[:2] for a in crop] == [(8, 6)] * 3
+    for a, b in zip(whole, crop):
+      np.testing.assert_array_equal(a[4:12, 5:11], b)

@@ -9,7 +9,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 TASKS = ("image_classification", "text_mlm", "text_classification", "point_cloud", "audio",
-         "multimodal")
+         "multimodal", "optical_flow")
 AUGMENTATIONS = ("none", "flip", "inception_crop_flip", "randaugment")
 MAX_MAGNITUDE = 10.0  # RandAugment magnitudes run from 0 (no change) to this (strongest).
 
@@ -71,6 +71,16 @@ def default_config() -> ml_collections.ConfigDict:
   # resized to image_size x image_size; flip mirrors the clip's frames at random in training.
   config.multimodal = dict(video_feature="video", audio_feature="audio", num_frames=4,
                            audio_samples_per_frame=128, image_size=placeholder(int), flip=False)
+  # optical_flow (flow_ops.py): two uint8 frames and a float32 [H, W, 2] (x, y) flow in pixels
+  config.flow = ml_collections.ConfigDict(dict(
+      frame_features=("frame1", "frame2"),  # the first and second frame
+      flow_feature="flow",
+      crop_size=placeholder(tuple),  # (h, w): train random crop, eval centre crop; None: full
+      max_scale=0.0,          # train: rescale by s in [1 / (1 + m), 1 + m] (flow times s); 0: off
+      flip_horizontal=False,  # train: mirror columns at random (flow x negated)
+      flip_vertical=False,    # train: mirror rows at random (flow y negated)
+      brightness=0.0,         # train: both frames + one delta in [-b, b] (on [0, 1] frames)
+      contrast=0.0))          # train: both frames' contrast times one factor in [1 - c, 1 + c]
   return config
 
 
@@ -199,3 +209,35 @@ def _check_multimodal(section):
     fail("image_size", "None (the stored size) or an int >= 1")
   if not isinstance(section.flip, bool):
     fail("flip", "True or False")
+
+
+def _check_flow(flow):
+  """ValueError naming the first bad config.data.flow field."""
+  def fail(field, expected):
+    raise ValueError(f"config.data.flow.{field} must be {expected}, got {flow[field]!r}.")
+
+  for field in default_config().flow.keys():
+    if field not in flow:
+      raise ValueError(f"config.data.flow.{field} is missing; start from "
+                       "perceiver_jax.data.data_config.default_config().")
+  names = flow.frame_features
+  if (isinstance(names, str) or len(names) != 2
+      or not all(isinstance(name, str) and name for name in names)):
+    fail("frame_features", "two feature names (first frame, second frame)")
+  if not isinstance(flow.flow_feature, str) or not flow.flow_feature:
+    fail("flow_feature", "a feature name")
+  size = flow.crop_size
+  if size is not None and (len(size) != 2 or not all(
+      isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in size)):
+    fail("crop_size", "None (full frames) or (height, width) with both ints >= 1")
+  if not 0 <= flow.max_scale < 1:
+    fail("max_scale", "in [0, 1) (0: no scaling)")
+  if flow.max_scale and size is None:
+    fail("max_scale", "0 when crop_size is None (a rescaled pair is cropped to crop_size)")
+  for field in ("flip_horizontal", "flip_vertical"):
+    if not isinstance(flow[field], bool):
+      fail(field, "True or False")
+  if not 0 <= flow.brightness <= 1:
+    fail("brightness", "in [0, 1] (0: off)")
+  if not 0 <= flow.contrast < 1:
+    fail("contrast", "in [0, 1) (0: off)")

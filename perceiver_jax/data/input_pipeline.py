@@ -6,7 +6,8 @@ text_classification -> `ids` int32 [b, max_seq_len] (the `text_features` of one 
 bytes with SEP between them, cut or PAD-padded to max_seq_len; never packed), `label` int32
 [b], `mask` float32 [b]; audio -> `audio` float32 [b, num_samples], `label` int32 [b] (or,
 with config.audio.multi_label, `labels` float32 [b, num_classes]), `mask` float32 [b]
-(audio_ops.py).
+(audio_ops.py); optical_flow -> `frames` float32 [b, 2, h, w, 3] in [-1, 1], `flow`
+float32 [b, h, w, 2] (x, y pixels), `mask` float32 [b] (flow_ops.py).
 Tasks whose rows are single records preprocessed on their own (images, arrays, point clouds,
 ...) are `RECORD_TASKS`: each names the features it reads and a seeded preprocess function.
 b = global_batch_size // process_count; process p reads `tfds.split_for_jax_process(split)`.
@@ -46,8 +47,8 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from perceiver_jax.data import (audio_ops, image_ops, multimodal_ops, point_cloud_ops,
-                                text_ops)
+from perceiver_jax.data import (audio_ops, flow_ops, image_ops, multimodal_ops,
+                                point_cloud_ops, text_ops)
 from perceiver_jax.data.data_config import check_config
 from perceiver_jax.data.datasets import OFFLINE_BUILDERS
 from perceiver_jax.data.tensorflow_cpu import tf, tfds
@@ -278,6 +279,7 @@ RECORD_TASKS = {
                                ("multimodal.audio_feature", config.multimodal.audio_feature),
                                ("label_feature", config.label_feature)],
         preprocess=multimodal_ops.make_preprocess),
+    "optical_flow": RecordTask(fields=flow_ops.fields, preprocess=flow_ops.preprocess),
 }
 
 

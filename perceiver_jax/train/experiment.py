@@ -40,7 +40,7 @@ REQUIRED = ("seed", "init_from", "init_fresh", "batch_size", "eval_batch_size", 
             "checkpoint.keep", "checkpoint.best_metric", "checkpoint.best_mode",
             "checkpoint.async_save", "label_smoothing", "mixup.mixup_alpha", "mixup.cutmix_alpha",
             "mixup.switch_prob", "mlm.mask_prob", "z_loss", "lm.minimum_crop_length",
-            "autoencoding.image_points", "autoencoding.audio_patches")
+            "autoencoding.image_points", "autoencoding.audio_patches", "flow.train_points")
 # The data tasks (config.data.task) whose batches each model task (config.model.task) reads.
 DATA_TASKS = {"perceiver_classification": ("image_classification", "array"),
               "image_classification": ("image_classification",),

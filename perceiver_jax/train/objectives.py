@@ -30,6 +30,13 @@ the step divides by the total weight. Losses are float32.
 - `multimodal_autoencoding`: L1 on video and audio plus label cross-entropy, the label input
   masked in evaluation, optional subsampled decoding in training (autoencoding.py); metrics
   `image_l1`, `audio_l1`, `reconstruction_l1`, `accuracy`.
+- `optical_flow`: `frames` [b, 2, H, W, 3] -> flow [b, H, W, 2] in pixels (the model's
+  FlowOutput already scales its decoder's output, by config.model.output_scale, officially
+  1/100) against `flow` [b, H, W, 2]; the
+  loss is each example's mean end-point error (EPE, the Euclidean distance of predicted and
+  true flow vectors), summed over the batch weighted by `mask`; metric `epe` (lower is better).
+  With `config.flow.train_points` = k > 0, training decodes only k random pixels per example
+  (the model's `subsampled_points`, [b, k]) and scores those; evaluation decodes every pixel.
 """
 
 import dataclasses
@@ -73,8 +80,11 @@ def make_objective(config) -> Objective:
     return _language_modeling(config)
   if task == "multimodal_autoencoding":
     return Objective(*autoencoding.multimodal_autoencoding(config))
+  if task == "optical_flow":
+    return _optical_flow(config)
   raise ValueError(f"config.model.task={task!r} has no training objective yet; trainable tasks: "
-                   f"{sorted(INPUT_KEYS) + ['language_modeling', 'masked_language_modeling']}.")
+                   f"{sorted(INPUT_KEYS) + ['language_modeling', 'masked_language_modeling']}"
+                   " and 'optical_flow'.")
 
 
 def _check_point_cloud(config):
@@ -247,3 +257,36 @@ def _multi_label_classification(config, input_key: str) -> Objective:
         "precision_at_1": jnp.sum(top1 * weights), "label_accuracy": jnp.sum(agree * weights)}
 
   return Objective(prepare, score, ("loss", "precision_at_1", "label_accuracy"))
+def _optical_flow(config) -> Objective:
+  """Mean end-point error per example; optional random pixel subsampling in training."""
+  height, width = config.model.image_size
+  points = config.flow.train_points
+  if not _is_int(points) or not 0 <= points <= height * width:
+    raise ValueError(f"config.flow.train_points={points!r} must be 0 (decode every pixel) or "
+                     f"an int in [1, {height * width}] (the pixels of "
+                     f"config.model.image_size={tuple(config.model.image_size)}).")
+
+  def prepare(batch, rng, train):
+    frames, flow = batch["frames"], batch["flow"]
+    if frames.shape[2:4] != (height, width):
+      raise ValueError(f"optical flow frames are {frames.shape[2:4]} but "
+                       f"config.model.image_size=({height}, {width}); set "
+                       "config.data.flow.crop_size to the model's image_size.")
+    flow = flow.reshape(flow.shape[0], height * width, 2)
+    kwargs = {}
+    if train and points:
+      keys = jax.random.split(rng, flow.shape[0])
+      chosen = jax.vmap(lambda key: jax.random.permutation(key, height * width)[:points])(keys)
+      kwargs["subsampled_points"] = chosen
+      flow = jnp.take_along_axis(flow, chosen[:, :, None], axis=1)
+    return frames, kwargs, {"flow": flow, "mask": batch["mask"]}
+
+  def score(outputs, targets):
+    outputs = outputs.astype(jnp.float32).reshape(targets["flow"].shape)
+    delta = outputs - targets["flow"].astype(jnp.float32)
+    epe = jnp.mean(jnp.sqrt(jnp.sum(delta * delta, axis=-1)), axis=-1)  # [b]
+    weights = targets["mask"].astype(jnp.float32)
+    loss = jnp.sum(epe * weights)
+    return loss, jnp.sum(weights), {"epe": loss}
+
+  return Objective(prepare, score, ("loss", "epe"))
