@@ -126,6 +126,9 @@ def check_config(config):
   if config.num_threads is not None and config.num_threads < 1:
     fail("num_threads", "None or >= 1")
   _check_point_cloud(config.point_cloud)
+  _check_audio(config.audio)
+  _check_multimodal(config.multimodal)
+  _check_flow(config.flow)
 
 
 def _check_point_cloud(settings):
@@ -156,7 +159,6 @@ def _check_point_cloud(settings):
     fail("jitter_clip", "> 0")
   if not 0 <= settings.dropout_max_rate < 1:
     fail("dropout_max_rate", "in [0, 1) (0: off)")
-  _check_audio(config.audio)
 
 
 AUDIO_EVAL_CROPS = ("center", "start")
