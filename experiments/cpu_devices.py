@@ -12,8 +12,8 @@ import os
 from typing import Optional, Sequence
 
 from absl import flags
-import jax
 
+from perceiver_jax.train.cpu_device_count import set_cpu_device_count
 from perceiver_jax.train.sharding import usable_cpu_cores
 
 flags.DEFINE_integer("cpu_devices", 0, "JAX CPU devices a CPU run splits its batch over "
@@ -30,7 +30,7 @@ def auto_count(cores: int, batch_sizes: Sequence[int]) -> int:
 
 def configure(requested: int, batch_sizes: Sequence[int], multi_process: bool = False
               ) -> Optional[int]:
-  """Sets jax_num_cpu_devices (before JAX starts its backends) and returns it.
+  """Sets JAX's CPU device count (`set_cpu_device_count`, before JAX starts) and returns it.
 
   requested > 0: that many. requested == 0 (auto): `auto_count(usable_cpu_cores(), batch_sizes)`,
   except that it leaves JAX's default alone (returns None) in a multi-process run or when
@@ -42,5 +42,4 @@ def configure(requested: int, batch_sizes: Sequence[int], multi_process: bool = 
     if multi_process or FORCED_COUNT_FLAG in os.environ.get("XLA_FLAGS", ""):
       return None
     requested = auto_count(usable_cpu_cores(), batch_sizes)
-  jax.config.update("jax_num_cpu_devices", requested)
-  return requested
+  return set_cpu_device_count(requested)
