@@ -127,7 +127,7 @@ class InMemoryTrainer:
     self.workdir = workdir
     self.experiment = build_experiment(config, workdir or self._temporary.name, devices)
     self.config = self.experiment.config
-    self.spec = batch_spec(self.config)
+    self.batch_spec = batch_spec(self.config)  # {key: (shape of one example, dtype)}
     self.state, self.step = None, 0
 
   def init(self, step: Optional[int] = None) -> int:
@@ -144,7 +144,8 @@ class InMemoryTrainer:
       self.init()
 
   def _check(self, arrays, size=None, size_name="n") -> dict:
-    return check_arrays(arrays, self.spec, size, size_name, self.config.model.get("num_classes"))
+    return check_arrays(arrays, self.batch_spec, size, size_name,
+                        self.config.model.get("num_classes"))
 
   def _train(self, batch) -> dict:
     self.state, metrics = self.experiment.train_step(
