@@ -10,7 +10,7 @@
   trainer.fit({'image': x, 'label': y}, num_steps=300, eval_data={...})
   trainer.evaluate({'image': x_test, 'label': y_test})  # {'loss': ..., 'accuracy': ...}
 
-A batch is a dict of arrays with a leading batch dimension: the keys of `batch_spec(config)`
+A batch is a dict of arrays with a leading batch dimension: the keys of `trainer.batch_spec`
 (e.g. 'image' [b, *config.model.input_shape] and 'label' [b] for classification), plus an
 optional 'mask' [b] (1: the example counts, 0: padding; all ones when absent). Wrong keys,
 shapes, dtypes or labels raise a ValueError naming the key and the expected shape before
