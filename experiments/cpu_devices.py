@@ -13,19 +13,13 @@ from typing import Optional, Sequence
 
 from absl import flags
 
-from perceiver_jax.train.cpu_device_count import set_cpu_device_count
-from perceiver_jax.train.sharding import usable_cpu_cores
+from perceiver_jax.train.cpu_device_count import auto_count, set_cpu_device_count
 
 flags.DEFINE_integer("cpu_devices", 0, "JAX CPU devices a CPU run splits its batch over "
                      "(experiments/cpu_devices.py). 0: one per core, as many as divide the "
                      "batch sizes; left to JAX in multi-process runs and when XLA_FLAGS sets "
                      "--xla_force_host_platform_device_count. A count > 0 always applies.")
 FORCED_COUNT_FLAG = "xla_force_host_platform_device_count"
-
-
-def auto_count(cores: int, batch_sizes: Sequence[int]) -> int:
-  """The largest device count <= cores that divides every batch size."""
-  return max(n for n in range(1, cores + 1) if all(b % n == 0 for b in batch_sizes))
 
 
 def configure(requested: int, batch_sizes: Sequence[int], multi_process: bool = False
@@ -41,5 +35,4 @@ def configure(requested: int, batch_sizes: Sequence[int], multi_process: bool = 
   if requested == 0:
     if multi_process or FORCED_COUNT_FLAG in os.environ.get("XLA_FLAGS", ""):
       return None
-    requested = auto_count(usable_cpu_cores(), batch_sizes)
-  return set_cpu_device_count(requested)
+  return set_cpu_device_count(requested or None, batch_sizes)

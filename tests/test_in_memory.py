@@ -14,6 +14,8 @@ import perceiver_jax
 from configs import common
 from perceiver_jax import tasks
 from perceiver_jax.train import in_memory
+from perceiver_jax.train.cpu_device_count import auto_count
+from perceiver_jax.train.sharding import usable_cpu_cores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 40
@@ -122,6 +124,7 @@ def test_the_shuffled_order_covers_each_epoch_and_depends_on_seed_and_step_only(
 
 def test_set_cpu_device_count_before_jax_starts_and_errors_after():
   code = ("import perceiver_jax\n"
+          "print(perceiver_jax.set_cpu_device_count(batch_sizes=(6, 9)))\n"
           "print(perceiver_jax.set_cpu_device_count(3))\n"
           "import jax\nprint(len(jax.devices()))\n"
           "print(perceiver_jax.set_cpu_device_count(3))\n"
@@ -129,8 +132,9 @@ def test_set_cpu_device_count_before_jax_starts_and_errors_after():
           "except RuntimeError as error:\n  print(error)\n")
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True,
                        text=True, timeout=120).stdout.splitlines()
-  assert out[:3] == ["3", "3", "3"]
-  assert "already started its CPU backend with 3 devices" in out[3]
-  assert "restart the kernel" in out[3]
+  assert out[0] == str(auto_count(usable_cpu_cores(), [6, 9]))  # 1 or 3 divide both.
+  assert out[1:4] == ["3", "3", "3"]
+  assert "already started its CPU backend with 3 devices" in out[4]
+  assert "restart the kernel" in out[4]
   with pytest.raises(ValueError, match="count must be an int >= 1"):
     perceiver_jax.set_cpu_device_count(0)

