@@ -12,9 +12,8 @@ import os
 from typing import Optional, Sequence
 
 from absl import flags
-import jax
 
-from perceiver_jax.train.sharding import usable_cpu_cores
+from perceiver_jax.train.cpu_device_count import auto_count, set_cpu_device_count
 
 flags.DEFINE_integer("cpu_devices", 0, "JAX CPU devices a CPU run splits its batch over "
                      "(experiments/cpu_devices.py). 0: one per core, as many as divide the "
@@ -23,14 +22,9 @@ flags.DEFINE_integer("cpu_devices", 0, "JAX CPU devices a CPU run splits its bat
 FORCED_COUNT_FLAG = "xla_force_host_platform_device_count"
 
 
-def auto_count(cores: int, batch_sizes: Sequence[int]) -> int:
-  """The largest device count <= cores that divides every batch size."""
-  return max(n for n in range(1, cores + 1) if all(b % n == 0 for b in batch_sizes))
-
-
 def configure(requested: int, batch_sizes: Sequence[int], multi_process: bool = False
               ) -> Optional[int]:
-  """Sets jax_num_cpu_devices (before JAX starts its backends) and returns it.
+  """Sets JAX's CPU device count (`set_cpu_device_count`, before JAX starts) and returns it.
 
   requested > 0: that many. requested == 0 (auto): `auto_count(usable_cpu_cores(), batch_sizes)`,
   except that it leaves JAX's default alone (returns None) in a multi-process run or when
@@ -41,6 +35,4 @@ def configure(requested: int, batch_sizes: Sequence[int], multi_process: bool = 
   if requested == 0:
     if multi_process or FORCED_COUNT_FLAG in os.environ.get("XLA_FLAGS", ""):
       return None
-    requested = auto_count(usable_cpu_cores(), batch_sizes)
-  jax.config.update("jax_num_cpu_devices", requested)
-  return requested
+  return set_cpu_device_count(requested or None, batch_sizes)

@@ -4,6 +4,8 @@
   model = perceiver_jax.build_model(config)                         # config (configs/*.py).
   perceiver_jax.param_count(config), perceiver_jax.flops(config)    # Analytic, no init.
   perceiver_jax.count_params(variables)                             # Of an initialised model.
+  perceiver_jax.set_cpu_device_count()  # Before JAX starts: one CPU device per core.
+  trainer = perceiver_jax.InMemoryTrainer(training_config)          # Train on numpy arrays.
 """
 
 from perceiver_jax.nn.attention import AttentionConfig, dot_product_attention
@@ -24,3 +26,5 @@ from perceiver_jax.io.output_queries import (FourierQuery, InputQuery, Multimoda
                                              TrainableGridQuery)
 from perceiver_jax.tasks.from_config import build_model, flops, param_count
 from perceiver_jax.convert.pretrained import load_pretrained
+from perceiver_jax.train.cpu_device_count import set_cpu_device_count
+from perceiver_jax.train.in_memory import InMemoryTrainer
