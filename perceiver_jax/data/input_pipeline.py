@@ -44,7 +44,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from perceiver_jax.data import image_ops, text_ops
+from perceiver_jax.data import array_ops, image_ops, text_ops
 from perceiver_jax.data.data_config import check_config
 from perceiver_jax.data.datasets import OFFLINE_BUILDERS
 from perceiver_jax.data.tensorflow_cpu import tf, tfds
@@ -117,6 +117,8 @@ def _label_check(builder, config, num_classes: Optional[int]):
   features = builder.info.features
   if num_classes is None or config.task == "text_mlm" or config.label_feature not in features:
     return lambda batches: batches  # A missing label feature: _read names it.
+  if config.task == "array" and config.array.target == "regression":
+    return lambda batches: batches  # Float targets, no classes.
   feature = features[config.label_feature]
   if isinstance(feature, tfds.features.ClassLabel):
     if feature.num_classes > num_classes:
@@ -258,6 +260,7 @@ RECORD_TASKS = {
         fields=lambda config: [("image_feature", config.image_feature),
                                ("label_feature", config.label_feature)],
         preprocess=_image_preprocess, encoded=lambda config: [config.image_feature]),
+    "array": RecordTask(fields=array_ops.fields, preprocess=array_ops.preprocess),
 }
 
 

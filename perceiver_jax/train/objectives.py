@@ -22,6 +22,10 @@ the step divides by the total weight. Losses are float32.
   length c uniform in [m, max_context] per row, the first max_context - c inputs become PAD
   (a left-padded row, as generation meets from a short prompt); targets are unchanged, and
   evaluation is never cropped.
+- `array` data (config.data.task, any classification model task): the batch's `array` is the
+  input; with config.data.array.target='regression' the model's num_classes outputs regress
+  the float `target` [b, k]: loss config.data.array.loss ('mse': mean squared error over the
+  k values, 'l1': mean absolute error), metrics `mse` and `mae`.
 """
 
 import dataclasses
@@ -49,6 +53,10 @@ class Objective:
 def make_objective(config) -> Objective:
   """The objective of config.model.task, with config.label_smoothing, config.mixup, config.mlm."""
   task = config.model.task
+  if task in INPUT_KEYS and config.data.task == "array":
+    if config.data.array.target == "regression":
+      return _regression(config)
+    return _classification(config, "array")
   if task in INPUT_KEYS:
     return _classification(config, INPUT_KEYS[task])
   if task == "masked_language_modeling":
@@ -171,3 +179,35 @@ def _language_modeling(config) -> Objective:
                                    "bits_per_byte": cross_entropy / jnp.log(2.0)}
 
   return Objective(prepare, score, ("loss", "accuracy", "bits_per_byte"))
+
+
+def _regression(config) -> Objective:
+  """Float targets [b, k] (k = config.model.num_classes) of `array` batches; see the module
+  docstring. ValueError for the classification settings it cannot use."""
+  for path, value in (("label_smoothing", config.label_smoothing),
+                      ("mixup.mixup_alpha", config.mixup.mixup_alpha),
+                      ("mixup.cutmix_alpha", config.mixup.cutmix_alpha)):
+    if value:
+      raise ValueError(f"config.{path}={value!r} applies to classification; set it to 0 for "
+                       "config.data.array.target='regression'.")
+  loss_name = config.data.array.loss
+  outputs = config.model.num_classes
+
+  def prepare(batch, rng, train):
+    del rng, train
+    target = batch["target"]
+    if target.shape[-1] != outputs:
+      raise ValueError(f"the regression targets have {target.shape[-1]} values but the model "
+                       f"has config.model.num_classes={outputs} outputs; set it to "
+                       f"{target.shape[-1]}.")
+    return batch["array"], {}, {"target": target, "mask": batch["mask"]}
+
+  def score(predictions, targets):
+    delta = predictions.astype(jnp.float32) - targets["target"].astype(jnp.float32)
+    weights = targets["mask"].astype(jnp.float32)
+    squared, absolute = jnp.mean(delta * delta, -1), jnp.mean(jnp.abs(delta), -1)
+    losses = squared if loss_name == "mse" else absolute
+    return jnp.sum(losses * weights), jnp.sum(weights), {
+        "mse": jnp.sum(squared * weights), "mae": jnp.sum(absolute * weights)}
+
+  return Objective(prepare, score, ("loss", "mse", "mae"))
