@@ -29,6 +29,8 @@ import zlib
 from typing import Callable, Dict, Optional, Tuple
 
 from absl import app, flags
+import numpy as np
+from sklearn import linear_model, neighbors, preprocessing
 
 from perceiver_jax.data import datasets  # pylint: disable=unused-import  (registers builders)
 from perceiver_jax.data.tensorflow_cpu import tfds
@@ -69,6 +71,44 @@ def byte_baselines(data: bytes) -> Dict[str, float]:
           "most_frequent_byte_accuracy": max(counts.values()) / len(data)}
 
 
+def array_split(name: str, split: str, target: str, data_dir=None):
+  """(inputs [n, features] float32: each example's array flattened, targets [n]) of `split`
+  of an array dataset; `target` names the label or target feature (offline builders build)."""
+  builder = tfds.builder(name, data_dir=data_dir)
+  builder.download_and_prepare()
+  examples = list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
+  inputs = np.stack([e[builder.info.supervised_keys[0]].reshape(-1) for e in examples])
+  return inputs.astype(np.float32), np.array([e[target] for e in examples])
+
+
+def classification_baselines(train, test) -> Dict[str, float]:
+  """Test accuracy of (inputs [n, features], labels [n]) `test` under models fit on `train`
+  on the raw inputs: chance (always the most frequent train label), nearest centroid and
+  logistic regression (standardised inputs)."""
+  (x, y), (x_test, y_test) = train, test
+  scaler = preprocessing.StandardScaler().fit(x)
+  logistic = linear_model.LogisticRegression(max_iter=1000).fit(scaler.transform(x), y)
+  return {"chance": float(np.mean(y_test == np.bincount(y).argmax())),
+          "nearest_centroid": float(np.mean(neighbors.NearestCentroid().fit(x, y).predict(
+              x_test) == y_test)),
+          "logistic_regression": float(np.mean(logistic.predict(scaler.transform(x_test))
+                                               == y_test))}
+
+
+def regression_baselines(train, test) -> Dict[str, float]:
+  """Test mean squared error of (inputs [n, features], targets [n]) `test` under models fit
+  on `train` on the raw inputs: the train mean, and ridge regression (standardised inputs)."""
+  (x, y), (x_test, y_test) = train, test
+  scaler = preprocessing.StandardScaler().fit(x)
+  ridge = linear_model.Ridge(alpha=1.0).fit(scaler.transform(x), y)
+  return {"mean_mse": float(np.mean((y_test - np.mean(y)) ** 2)),
+          "ridge_mse": float(np.mean((ridge.predict(scaler.transform(x_test)) - y_test) ** 2))}
+
+
+def _signals(target: str):
+  return [array_split("synthetic_signals", split, target) for split in ("train", "test")]
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
   """A config trained to show learning: `metric` (eval split) must beat every baseline named
@@ -91,6 +131,14 @@ RUNS = {
         config="configs/perceiver_ar_bytes.py:stdlib,cpu", metric="bits_per_byte", mode="min",
         baselines=lambda: byte_baselines(stdlib_test_bytes()), beat=("zlib_9",),
         sample_prompt="def __init__(self"),
+    "signals": Run(
+        config="configs/signals_perceiver.py", metric="accuracy", mode="max",
+        baselines=lambda: classification_baselines(*_signals("label")),
+        beat=("chance", "nearest_centroid", "logistic_regression"), target=0.9),
+    "signals_regression": Run(
+        config="configs/signals_perceiver.py:regression", metric="mse", mode="min",
+        baselines=lambda: regression_baselines(*_signals("frequency")),
+        beat=("mean_mse", "ridge_mse")),
 }
 
 

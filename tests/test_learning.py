@@ -4,6 +4,7 @@ import bz2
 import json
 import zlib
 
+import numpy as np
 import pytest
 
 from experiments import learning
@@ -47,3 +48,18 @@ def test_every_run_names_a_config_and_a_baseline_it_computes():
 def test_importing_it_beside_the_benchmark_launcher_defines_no_clashing_flag():
   from experiments.benchmark import launcher  # pylint: disable=g-import-not-at-top,unused-import
   assert "output" in learning.FLAGS  # The benchmark's; learning defines its own only to run.
+
+
+def test_array_baselines_fit_the_raw_inputs():
+  x = np.array([[0.0, 0.0], [0.0, 1.0], [3.0, 0.0], [3.0, 1.0], [10.0, 0.0], [10.0, 1.0]])
+  labels = np.array([0, 0, 1, 1, 1, 1])
+  test = np.array([[0.0, 0.5], [3.0, 0.5], [10.0, 0.5]]), np.array([0, 1, 1])
+  baselines = learning.classification_baselines((x, labels), test)
+  assert baselines["chance"] == pytest.approx(2 / 3)  # Class 1 is the most frequent.
+  # (3, 0.5) is nearer class 0's centroid (0, 0.5) than class 1's (6.5, 0.5).
+  assert baselines["nearest_centroid"] == pytest.approx(2 / 3)
+  assert baselines["logistic_regression"] == 1.0
+  targets = x[:, 0] * 2 + 1
+  regression = learning.regression_baselines((x, targets), (x[:2], targets[:2]))
+  assert regression["mean_mse"] == pytest.approx(np.mean((targets[:2] - targets.mean()) ** 2))
+  assert regression["ridge_mse"] < 0.5 * regression["mean_mse"]
