@@ -32,6 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("digits_perceiver", "perceiver_ar_bytes", "cifar10_perceiver", "cifar10_perceiver_io",
          "imagenet_perceiver", "imagenet_perceiver_io", "mlm_bytes_perceiver_io",
          "glue_bytes_perceiver_io")
+NAMES += ("signals_perceiver",)
 
 
 def _module(name):
@@ -211,7 +212,7 @@ def _check_data_fits_model(config, input_shape, tmp_path):
   """The data section reads features the dataset has, at the shapes and classes of the model."""
   data, model = config.data, config.model
   data_config.check_config(data)
-  assert data.task == DATA_TASKS[model.task]
+  assert data.task == DATA_TASKS[model.task] or data.task == "array"  # Any classifier's input.
   features = tfds.builder(data.name, data_dir=str(tmp_path)).info.features  # Offline.
   if data.task == "image_classification":
     stored = features[data.image_feature].shape
@@ -219,14 +220,21 @@ def _check_data_fits_model(config, input_shape, tmp_path):
     channels = input_shape[2]
     assert stored[-1] == channels
     assert data.mean is None or len(data.mean) == len(data.std) == channels
+  elif data.task == "array":
+    stored = features[data.array.feature].shape
+    assert tuple(data.array.crop_size or stored[:-1]) + stored[-1:] == input_shape
+    assert data.array.mean is None or len(data.array.mean) == len(data.array.std) == stored[-1]
   elif model.task == "language_modeling":
     assert data.max_seq_len == input_shape[0] + 1  # Inputs and next-byte targets.
   else:
     assert data.max_seq_len == input_shape[0]
   names = {"image_classification": [data.image_feature], "text_mlm": [data.text_feature],
-           "text_classification": list(data.text_features)}[data.task]
+           "text_classification": list(data.text_features),
+           "array": [data.array.feature]}[data.task]
   assert set(names) <= set(features.keys())
-  if "num_classes" in model:
+  if data.task == "array" and data.array.target == "regression":
+    assert int(np.prod(features[data.label_feature].shape)) == model.num_classes  # Outputs.
+  elif "num_classes" in model:
     assert features[data.label_feature].num_classes == model.num_classes
 
 

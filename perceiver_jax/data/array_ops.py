@@ -131,36 +131,36 @@ def _fail(field: str, value, problem: str) -> ValueError:
 
 
 def _check(builder, config):
-  """(index dims, channels) of the array feature, checked against config.array's settings."""
+  """ValueError naming the config.data field that does not fit the dataset's features."""
   settings = config.array
   feature = builder.info.features[settings.feature]
   shape = tuple(feature.shape) if isinstance(feature, tfds.features.Tensor) else ()
   if len(shape) < 2 or None in shape or not np.issubdtype(feature.np_dtype, np.number):
-    raise _fail("array.feature", settings.feature, f"is not an array [*index_dims, channels] of numbers "
-                f"of fixed shape in {config.name!r} ({feature!r}).")
+    raise _fail("array.feature", settings.feature, "is not an array [*index_dims, channels] "
+                f"of numbers of fixed shape in {config.name!r} ({feature!r}).")
   index_dims, channels = shape[:-1], shape[-1]
   for field in ("mean", "std"):
     if settings[field] is not None and len(settings[field]) != channels:
-      raise _fail(f"array.{field}", settings[field], f"needs one value per channel ({channels} in "
-                  f"{config.name!r}).")
+      raise _fail(f"array.{field}", settings[field],
+                  f"needs one value per channel ({channels} in {config.name!r}).")
   for field in ("crop_size", "max_shift"):
     if settings[field] is not None and len(settings[field]) != len(index_dims):
-      raise _fail(f"array.{field}", settings[field], f"needs one entry per index dim of the arrays "
-                  f"{shape} ({len(index_dims)}).")
+      raise _fail(f"array.{field}", settings[field], "needs one entry per index dim of the "
+                  f"arrays {shape} ({len(index_dims)}).")
   if settings.crop_size is not None and any(
       c > n for c, n in zip(settings.crop_size, index_dims)):
-    raise _fail("array.crop_size", settings.crop_size, f"exceeds the index dims {index_dims} of the "
-                f"arrays in {config.name!r}; set it to at most these sizes.")
+    raise _fail("array.crop_size", settings.crop_size, f"exceeds the index dims {index_dims} "
+                f"of the arrays in {config.name!r}; set it to at most these sizes.")
   target = builder.info.features[config.label_feature]
   target_shape = tuple(getattr(target, "shape", ()) or ())
-  integer = np.issubdtype(target.np_dtype, np.integer)
-  if settings.target == "label" and (target_shape or not integer):
-    raise _fail("label_feature", config.label_feature, "is not an integer class label; set it to the label "
-                "feature, or config.data.array.target='regression' for a float target.")
+  if settings.target == "label" and (target_shape
+                                     or not np.issubdtype(target.np_dtype, np.integer)):
+    raise _fail("label_feature", config.label_feature, "is not an integer class label; set it "
+                "to the label feature, or config.data.array.target='regression' for a float "
+                "target.")
   if settings.target == "regression" and (len(target_shape) > 1 or None in target_shape):
-    raise _fail("label_feature", config.label_feature, f"has shape {target_shape}; regression targets are "
-                "scalars or vectors [k] of fixed size.")
-  return index_dims, channels
+    raise _fail("label_feature", config.label_feature, f"has shape {target_shape}; regression "
+                "targets are scalars or vectors [k] of fixed size.")
 
 
 def preprocess(builder, config, train: bool):
