@@ -34,8 +34,8 @@ def plot_run(config, workdir: str, num_images: int = 8, step=None) -> list:
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     records = [json.loads(line) for line in f]
   paths = [plots.plot_learning_curves(records, os.path.join(directory, "learning_curves.png"))]
-  if config.model.task != "perceiver_classification":
-    return paths
+  if config.model.task != "perceiver_classification" or config.data.task != "image_classification":
+    return paths  # The attention grid draws images.
   experiment = build_experiment(config, workdir, read_only=True)  # A run may be saving.
   state, _ = experiment.restore_or_init(step)
   experiment.checkpointer.close()

@@ -137,6 +137,18 @@ def test_random_shift_and_crop_are_seeded_windows_of_the_input():
   np.testing.assert_array_equal(window, cube[d:d + 2, h:h + 3, w:w + 4])
 
 
+def test_patch_turns_windows_into_channels():
+  signal = np.arange(16, dtype=np.float32)[:, None]
+  np.testing.assert_array_equal(array_ops.patch(signal, [4]),
+                                np.arange(16).reshape(4, 4))
+  cube = volume(0)  # [4, 5, 6, 2]
+  patches = array_ops.patch(cube[:, :4], [2, 2, 3]).numpy()
+  assert patches.shape == (2, 2, 2, 24)
+  np.testing.assert_array_equal(patches[1, 0, 1], cube[2:4, 0:2, 3:6].reshape(-1))
+  with pytest.raises(ValueError, match=r"size \(2, 2, 3\) must divide the index dims"):
+    array_ops.patch(cube, [2, 2, 3])
+
+
 def test_scale_and_noise_are_seeded():
   ones = np.ones((4096, 1), np.float32)
   scaled = array_ops.random_scale(ones, (0.5, 0.7), SEED).numpy()
@@ -153,16 +165,16 @@ def test_eval_rows_are_the_centre_cropped_normalised_signals(signals_dir):
   config = _data(signals_dir, mean=(0.5,), std=(2.0,), noise_std=1.0, scale_range=(2.0, 3.0))
   batch = next(iter(input_pipeline.make_eval_iterator(config, global_batch_size=40,
                                                       num_classes=12)))
-  assert batch["array"].shape == (40, 128, 1) and batch["array"].dtype == np.float32
+  assert batch["array"].shape == (40, 16, 8) and batch["array"].dtype == np.float32
   assert batch["label"].dtype == np.int32
   test = _read(signals_dir, "test")
-  np.testing.assert_allclose(batch["array"], [(e["signal"][64:192] - 0.5) / 2.0
+  np.testing.assert_allclose(batch["array"], [((e["signal"][64:192] - 0.5) / 2.0).reshape(16, 8)
                                               for e in test[:40]], rtol=1e-6)
   np.testing.assert_array_equal(batch["label"], [e["label"] for e in test[:40]])
 
 
 def test_train_rows_are_augmented_and_seeded(signals_dir):
-  config = _data(signals_dir, crop_size=None, max_shift=(8,), noise_std=0.0)
+  config = _data(signals_dir, crop_size=None, max_shift=(8,), noise_std=0.0, patch_size=None)
   batches = [next(input_pipeline.make_train_iterator(config, global_batch_size=16, seed=seed))
              for seed in (0, 0, 1)]
   np.testing.assert_array_equal(batches[0]["array"], batches[1]["array"])
@@ -209,6 +221,7 @@ def test_rank_3_arrays_crop_shift_and_batch(tmp_path):
     ("crop_size", (5, 3, 4), r"config.data.array.crop_size=\(5, 3, 4\) exceeds the index dims"),
     ("max_shift", (1,), r"config.data.array.max_shift=\(1,\) needs one entry per index dim"),
     ("mean", (0.0,), r"config.data.array.mean=\(0.0,\) needs one value per channel \(2"),
+    ("patch_size", (2, 2, 4), r"config.data.array.patch_size=\(2, 2, 4\) must divide the index"),
     ("feature", "label", r"config.data.array.feature='label' is not an array"),
     ("label_feature", "volume", "config.data.label_feature='volume' is not an integer class")])
 def test_bad_array_fields_are_named_before_reading(tmp_path, field, value, match):
@@ -224,7 +237,7 @@ def test_bad_array_fields_are_named_before_reading(tmp_path, field, value, match
 @pytest.mark.parametrize("field, value", [
     ("target", "classes"), ("loss", "l2"), ("std", (0.0,)), ("crop_size", (0,)),
     ("max_shift", (-1,)), ("shift_mode", "wrap"), ("scale_range", (1.2, 0.8)),
-    ("noise_std", -0.1), ("feature", "")])
+    ("noise_std", -0.1), ("feature", ""), ("patch_size", (0,))])
 def test_check_config_names_a_bad_array_field(field, value):
   config = data_config.default_config()
   with config.array.ignore_type():

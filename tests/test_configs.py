@@ -222,7 +222,9 @@ def _check_data_fits_model(config, input_shape, tmp_path):
     assert data.mean is None or len(data.mean) == len(data.std) == channels
   elif data.task == "array":
     stored = features[data.array.feature].shape
-    assert tuple(data.array.crop_size or stored[:-1]) + stored[-1:] == input_shape
+    dims, patch = data.array.crop_size or stored[:-1], data.array.patch_size or (1,) * len(dims)
+    grid = tuple(n // p for n, p in zip(dims, patch))
+    assert grid + (int(np.prod(patch)) * stored[-1],) == input_shape
     assert data.array.mean is None or len(data.array.mean) == len(data.array.std) == stored[-1]
   elif model.task == "language_modeling":
     assert data.max_seq_len == input_shape[0] + 1  # Inputs and next-byte targets.

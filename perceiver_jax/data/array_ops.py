@@ -11,11 +11,15 @@ Ops take ONE array of any rank >= 2 (index dims, then channels) and, where rando
 - `random_shift`  `shift` by integers uniform in [-max_shift, max_shift] per index dim
 - `random_scale`  multiplies by a factor uniform in [low, high)
 - `add_noise`     adds Gaussian noise of std `std`
+- `patch`         [*index_dims, c] -> [*(index_dims / size), prod(size) * c]: each patch of
+                  `size` samples becomes one position whose channels are its samples (in
+                  row-major patch order, channels last)
 
 `fields(config)` and `preprocess(builder, config, train)` are the task's `RecordTask` parts
 (input_pipeline.py): rows {'array': float32 [*index_dims, channels], 'label': int32 [] or
 'target': float32 [k], 'mask': 1.0}. Training crops, shifts, scales, normalises and adds
-noise as `config.array` says; evaluation only centre-crops and normalises.
+noise as `config.array` says; evaluation only centre-crops and normalises; both then cut
+patches when `config.array.patch_size` is set.
 """
 
 from typing import Optional, Sequence
@@ -121,6 +125,20 @@ def add_noise(array, std: float, seed):
   return array + std * tf.random.stateless_normal(tf.shape(array), seed)
 
 
+def patch(array, size: Sequence[int]):
+  """[*index_dims, c] -> [*(index_dims // size), prod(size) * c]; size divides index_dims."""
+  array = tf.convert_to_tensor(array)
+  rank = _index_rank(array, "patch")
+  _check_per_dim(size, rank, "patch", "size")
+  dims, channels = array.shape[:-1].as_list(), array.shape[-1]
+  if None in dims or any(n % p for n, p in zip(dims, size)):
+    raise ValueError(f"patch: size {tuple(size)} must divide the index dims {tuple(dims)}.")
+  grid = [n // p for n, p in zip(dims, size)]
+  split = tf.reshape(array, [v for n, p in zip(grid, size) for v in (n, p)] + [channels])
+  order = list(range(0, 2 * rank, 2)) + list(range(1, 2 * rank, 2)) + [2 * rank]
+  return tf.reshape(tf.transpose(split, order), grid + [int(np.prod(size)) * channels])
+
+
 def fields(config):
   """The features an `array` record must have: the array and its label or target."""
   return [("array.feature", config.array.feature), ("label_feature", config.label_feature)]
@@ -143,7 +161,7 @@ def _check(builder, config):
     if settings[field] is not None and len(settings[field]) != channels:
       raise _fail(f"array.{field}", settings[field],
                   f"needs one value per channel ({channels} in {config.name!r}).")
-  for field in ("crop_size", "max_shift"):
+  for field in ("crop_size", "max_shift", "patch_size"):
     if settings[field] is not None and len(settings[field]) != len(index_dims):
       raise _fail(f"array.{field}", settings[field], "needs one entry per index dim of the "
                   f"arrays {shape} ({len(index_dims)}).")
@@ -151,6 +169,10 @@ def _check(builder, config):
       c > n for c, n in zip(settings.crop_size, index_dims)):
     raise _fail("array.crop_size", settings.crop_size, f"exceeds the index dims {index_dims} "
                 f"of the arrays in {config.name!r}; set it to at most these sizes.")
+  sizes = settings.crop_size or index_dims
+  if settings.patch_size is not None and any(n % p for n, p in zip(sizes, settings.patch_size)):
+    raise _fail("array.patch_size", settings.patch_size, f"must divide the index dims {sizes} "
+                "(after config.data.array.crop_size).")
   target = builder.info.features[config.label_feature]
   target_shape = tuple(getattr(target, "shape", ()) or ())
   if settings.target == "label" and (target_shape
@@ -183,6 +205,8 @@ def preprocess(builder, config, train: bool):
     array = normalize(array, settings.mean, settings.std)
     if train and settings.noise_std > 0:
       array = add_noise(array, settings.noise_std, noise_seed)
+    if settings.patch_size is not None:
+      array = patch(array, tuple(settings.patch_size))
     out = {"array": array, "mask": tf.constant(1.0)}
     target = record[config.label_feature]
     if settings.target == "label":

@@ -52,7 +52,7 @@ def default_config() -> ml_collections.ConfigDict:
   # array: each record's `feature` is a float tensor [*index_dims, channels] (any rank); the
   # label_feature holds its int label (target 'label') or float target, a scalar or [k]
   # (target 'regression'). Training augments in this order: crop, shift, scale, normalise,
-  # noise; evaluation only centre-crops and normalises (array_ops.py).
+  # noise; evaluation only centre-crops and normalises; both then cut patches (array_ops.py).
   config.array = dict(
       feature="signal",
       target="label",                  # one of ARRAY_TARGETS
@@ -63,7 +63,8 @@ def default_config() -> ml_collections.ConfigDict:
       max_shift=placeholder(tuple),    # per index dim: a random shift in [-s, s], or None
       shift_mode="roll",               # one of ARRAY_SHIFT_MODES: circular or zero-filled
       scale_range=placeholder(tuple),  # (low, high): a random amplitude factor, or None
-      noise_std=0.0)                   # Gaussian noise added after normalising; 0: none
+      noise_std=0.0,                   # Gaussian noise added after normalising; 0: none
+      patch_size=placeholder(tuple))   # per index dim: patches become positions, or None
   return config
 
 
@@ -143,6 +144,9 @@ def _check_array(array):
   if array.max_shift is not None and not is_tuple(array.max_shift,
                                                   lambda v: _is_int(v) and v >= 0):
     fail("max_shift", "None or a tuple of ints >= 0, one per index dim")
+  if array.patch_size is not None and not is_tuple(array.patch_size,
+                                                   lambda v: _is_int(v) and v >= 1):
+    fail("patch_size", "None or a tuple of ints >= 1, one per index dim")
   if array.shift_mode not in ARRAY_SHIFT_MODES:
     fail("shift_mode", f"one of {ARRAY_SHIFT_MODES}")
   scale = array.scale_range
