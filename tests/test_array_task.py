@@ -1,6 +1,7 @@
 """The `array` data task: the synthetic_signals builder, array_ops on real numbers, the
 pipeline's rows at 1-D and 3-D index dims, the Perceiver at other ranks, the regression
-objective and two training steps of configs/signals_perceiver.py:tiny."""
+objective and two training steps of configs/signals_perceiver.py:tiny (the regression option
+trains in experiments/learning.py's run 'signals_regression')."""
 
 import json
 import os
@@ -249,20 +250,24 @@ def test_check_config_names_a_bad_array_field(field, value):
 # --- model and objective -----------------------------------------------------------------------
 
 
+def test_perceiver_takes_volumes():  # Signals [16, 8]: the tiny config trains below.
+  config = tasks.tiny_config("perceiver_classification", "cifar10_study")
+  config.input_shape = (4, 4, 4, 2)
+  config.fourier.max_resolution = None  # The index dims.
+  model = tasks.build(config)
+  inputs = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 4, 2))
+  variables = model.init(jax.random.PRNGKey(1), inputs)
+  loss = lambda v: -jnp.sum(jax.nn.log_softmax(model.apply(v, inputs))[:, 3])
+  value, grads = jax.jit(jax.value_and_grad(loss))(variables)
+  leaves = jax.tree_util.tree_leaves(grads)
+  assert np.isfinite(value) and all(np.isfinite(g).all() for g in leaves)
+  assert max(float(np.abs(g).max()) for g in leaves) > 0
+
+
 @pytest.mark.parametrize("input_shape", [(16, 2), (4, 4, 4, 2)])
-def test_perceiver_takes_any_index_rank(input_shape):
+def test_max_resolution_of_another_rank_names_the_fields(input_shape):
   config = tasks.tiny_config("perceiver_classification", "cifar10_study")
   config.input_shape = input_shape
-  config.fourier.max_resolution = input_shape[:-1]
-  model = tasks.build(config)
-  inputs = jax.random.normal(jax.random.PRNGKey(0), (2,) + input_shape)
-  variables = model.init(jax.random.PRNGKey(1), inputs)
-  assert model.apply(variables, inputs).shape == (2, 10)
-  grads = jax.grad(lambda v: jnp.sum(model.apply(v, inputs) ** 2) + jnp.sum(
-      model.apply(v, inputs)))(variables)
-  assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads))
-  config.fourier.max_resolution = None  # The index dims.
-  assert tasks.build(config).apply(variables, inputs).shape == (2, 10)
   config.fourier.max_resolution = (8, 8)
   with pytest.raises(ValueError, match=r"config.model.fourier.max_resolution=\(8, 8\) needs one "
                      + re.escape(f"entry per index dim of config.model.input_shape={input_shape}")):
@@ -306,14 +311,11 @@ def test_regression_rejects_classification_settings():
 # --- training ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arg, metric", [("tiny", "accuracy"), ("regression,tiny", "mse")])
-def test_the_tiny_configs_train_two_steps(signals_dir, tmp_path, arg, metric):
-  config = signals_perceiver.get_config(arg)
+def test_the_tiny_config_trains_two_steps(signals_dir, tmp_path):
+  config = signals_perceiver.get_config("tiny")
   config.data.data_dir = signals_dir
   metrics = trainer.train_and_evaluate(config, str(tmp_path))
   with open(os.path.join(tmp_path, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
   assert [(r["step"], r["split"]) for r in records if r["split"] == "eval"] == [(2, "eval")]
-  assert np.isfinite(metrics["loss"]) and np.isfinite(metrics[metric])
-  if metric == "mse":
-    assert metrics["mse"] == pytest.approx(metrics["loss"]) and metrics["mae"] > 0
+  assert np.isfinite(metrics["loss"]) and 0 <= metrics["accuracy"] <= 1
