@@ -31,6 +31,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 from absl import app, flags
 import numpy as np
+from sklearn import linear_model, neighbors, preprocessing
 
 from experiments import av_baselines
 from experiments.flow_baselines import flow_baselines
@@ -134,6 +135,42 @@ def flow_test_pairs(name: str = "synthetic_flow", data_dir=None, split: str = "t
       top, left = ((n - c) // 2 for n, c in zip(triple[2].shape[:2], crop_size))
       triple = tuple(a[top:top + crop_size[0], left:left + crop_size[1]] for a in triple)
     yield triple
+def array_split(name: str, split: str, target: str, data_dir=None):
+  """(inputs [n, features] float32: each example's array flattened, targets [n]) of `split`
+  of an array dataset; `target` names the label or target feature (offline builders build)."""
+  builder = tfds.builder(name, data_dir=data_dir)
+  builder.download_and_prepare()
+  examples = list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
+  inputs = np.stack([e[builder.info.supervised_keys[0]].reshape(-1) for e in examples])
+  return inputs.astype(np.float32), np.array([e[target] for e in examples])
+
+
+def classification_baselines(train, test) -> Dict[str, float]:
+  """Test accuracy of (inputs [n, features], labels [n]) `test` under models fit on `train`
+  on the raw inputs: chance (always the most frequent train label), nearest centroid and
+  logistic regression (standardised inputs)."""
+  (x, y), (x_test, y_test) = train, test
+  scaler = preprocessing.StandardScaler().fit(x)
+  logistic = linear_model.LogisticRegression(max_iter=1000).fit(scaler.transform(x), y)
+  return {"chance": float(np.mean(y_test == np.bincount(y).argmax())),
+          "nearest_centroid": float(np.mean(neighbors.NearestCentroid().fit(x, y).predict(
+              x_test) == y_test)),
+          "logistic_regression": float(np.mean(logistic.predict(scaler.transform(x_test))
+                                               == y_test))}
+
+
+def regression_baselines(train, test) -> Dict[str, float]:
+  """Test mean squared error of (inputs [n, features], targets [n]) `test` under models fit
+  on `train` on the raw inputs: the train mean, and ridge regression (standardised inputs)."""
+  (x, y), (x_test, y_test) = train, test
+  scaler = preprocessing.StandardScaler().fit(x)
+  ridge = linear_model.Ridge(alpha=1.0).fit(scaler.transform(x), y)
+  return {"mean_mse": float(np.mean((y_test - np.mean(y)) ** 2)),
+          "ridge_mse": float(np.mean((ridge.predict(scaler.transform(x_test)) - y_test) ** 2))}
+
+
+def _signals(target: str):
+  return [array_split("synthetic_signals", split, target) for split in ("train", "test")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +213,14 @@ RUNS = {
         config="configs/synthetic_flow_perceiver_io.py", metric="epe", mode="min",
         baselines=lambda: flow_baselines(flow_test_pairs(crop_size=(24, 24))),  # As evaluated.
         beat=("zero_flow_epe", "half_zero_flow_epe", "global_translation_epe")),
+    "signals": Run(
+        config="configs/signals_perceiver.py", metric="accuracy", mode="max",
+        baselines=lambda: classification_baselines(*_signals("label")),
+        beat=("chance", "nearest_centroid", "logistic_regression"), target=0.9),
+    "signals_regression": Run(
+        config="configs/signals_perceiver.py:regression", metric="mse", mode="min",
+        baselines=lambda: regression_baselines(*_signals("frequency")),
+        beat=("mean_mse", "ridge_mse")),
 }
 
 

@@ -38,8 +38,8 @@ def plot_run(config, workdir: str, num_images: int = 8, step=None) -> list:
   paths = [plots.plot_learning_curves(records, os.path.join(directory, "learning_curves.png"))]
   if config.model.task == "optical_flow":
     return paths + [_plot_flow(config, workdir, num_images, step, directory)]
-  if config.model.task != "perceiver_classification":
-    return paths
+  if config.model.task != "perceiver_classification" or config.data.task != "image_classification":
+    return paths  # The attention grid draws images.
   experiment = build_experiment(config, workdir, read_only=True)  # A run may be saving.
   state, _ = experiment.restore_or_init(step)
   experiment.checkpointer.close()

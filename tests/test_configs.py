@@ -35,7 +35,7 @@ NAMES = ("digits_perceiver", "perceiver_ar_bytes", "cifar10_perceiver", "cifar10
          "glue_bytes_perceiver_io", "solids_perceiver_io", "modelnet40_perceiver_io",
          "synthetic_audio_perceiver_io", "speech_commands_perceiver_io",
          "synthetic_av_perceiver_io", "kinetics_multimodal_perceiver_io",
-         "synthetic_flow_perceiver_io", "sintel_perceiver_io")
+         "synthetic_flow_perceiver_io", "sintel_perceiver_io", "signals_perceiver")
 
 
 def _module(name):
@@ -220,7 +220,7 @@ def _check_data_fits_model(config, input_shape, tmp_path):
   """The data section reads features the dataset has, at the shapes and classes of the model."""
   data, model = config.data, config.model
   data_config.check_config(data)
-  assert data.task == DATA_TASKS[model.task]
+  assert data.task == DATA_TASKS[model.task] or data.task == "array"  # Any classifier's input.
   features = tfds.builder(data.name, data_dir=str(tmp_path)).info.features  # Offline.
   if data.task == "image_classification":
     stored = features[data.image_feature].shape
@@ -247,6 +247,12 @@ def _check_data_fits_model(config, input_shape, tmp_path):
     stored = features[data.flow.flow_feature].shape
     assert tuple(data.flow.crop_size or stored[:2]) == input_shape[1:3] == model.image_size
     assert len(data.flow.frame_features) == input_shape[0] == 2
+  elif data.task == "array":
+    stored = features[data.array.feature].shape
+    dims, patch = data.array.crop_size or stored[:-1], data.array.patch_size or (1,) * len(dims)
+    grid = tuple(n // p for n, p in zip(dims, patch))
+    assert grid + (int(np.prod(patch)) * stored[-1],) == input_shape
+    assert data.array.mean is None or len(data.array.mean) == len(data.array.std) == stored[-1]
   elif model.task == "language_modeling":
     assert data.max_seq_len == input_shape[0] + 1  # Inputs and next-byte targets.
   else:
@@ -257,8 +263,11 @@ def _check_data_fits_model(config, input_shape, tmp_path):
            "audio": [data.audio.feature],
            "multimodal": [data.multimodal.video_feature, data.multimodal.audio_feature],
            "optical_flow": list(data.flow.frame_features) + [data.flow.flow_feature]}[data.task]
+           "array": [data.array.feature]}[data.task]
   assert set(names) <= set(features.keys())
-  if "num_classes" in model:
+  if data.task == "array" and data.array.target == "regression":
+    assert int(np.prod(features[data.label_feature].shape)) == model.num_classes  # Outputs.
+  elif "num_classes" in model:
     assert features[data.label_feature].num_classes == model.num_classes
 
 

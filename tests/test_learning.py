@@ -77,3 +77,16 @@ def test_flow_test_pairs_are_the_centre_crops_the_eval_sees(tmp_path):
     assert [a.shape[:2] for a in crop] == [(8, 6)] * 3
     for a, b in zip(whole, crop):
       np.testing.assert_array_equal(a[4:12, 5:11], b)
+def test_array_baselines_fit_the_raw_inputs():
+  x = np.array([[0.0, 0.0], [0.0, 1.0], [3.0, 0.0], [3.0, 1.0], [10.0, 0.0], [10.0, 1.0]])
+  labels = np.array([0, 0, 1, 1, 1, 1])
+  test = np.array([[0.0, 0.5], [3.0, 0.5], [10.0, 0.5]]), np.array([0, 1, 1])
+  baselines = learning.classification_baselines((x, labels), test)
+  assert baselines["chance"] == pytest.approx(2 / 3)  # Class 1 is the most frequent.
+  # (3, 0.5) is nearer class 0's centroid (0, 0.5) than class 1's (6.5, 0.5).
+  assert baselines["nearest_centroid"] == pytest.approx(2 / 3)
+  assert baselines["logistic_regression"] == 1.0
+  targets = x[:, 0] * 2 + 1
+  regression = learning.regression_baselines((x, targets), (x[:2], targets[:2]))
+  assert regression["mean_mse"] == pytest.approx(np.mean((targets[:2] - targets.mean()) ** 2))
+  assert regression["ridge_mse"] < 0.5 * regression["mean_mse"]

@@ -5,12 +5,18 @@ it does; `check_config(config)` raises ValueError naming a missing or bad field.
 configs and the benchmark import this on machines without it.
 """
 
+import math
+import numbers
+
 import ml_collections
 from ml_collections.config_dict import placeholder
 
 TASKS = ("image_classification", "text_mlm", "text_classification", "point_cloud", "audio",
-         "multimodal", "optical_flow")
+         "multimodal", "optical_flow", "array")
 AUGMENTATIONS = ("none", "flip", "inception_crop_flip", "randaugment")
+ARRAY_TARGETS = ("label", "regression")
+ARRAY_LOSSES = ("mse", "l1")
+ARRAY_SHIFT_MODES = ("roll", "zeros")
 MAX_MAGNITUDE = 10.0  # RandAugment magnitudes run from 0 (no change) to this (strongest).
 
 
@@ -81,6 +87,22 @@ def default_config() -> ml_collections.ConfigDict:
       flip_vertical=False,    # train: mirror rows at random (flow y negated)
       brightness=0.0,         # train: both frames + one delta in [-b, b] (on [0, 1] frames)
       contrast=0.0))          # train: both frames' contrast times one factor in [1 - c, 1 + c]
+  # array: each record's `feature` is a float tensor [*index_dims, channels] (any rank); the
+  # label_feature holds its int label (target 'label') or float target, a scalar or [k]
+  # (target 'regression'). Training augments in this order: crop, shift, scale, normalise,
+  # noise; evaluation only centre-crops and normalises; both then cut patches (array_ops.py).
+  config.array = dict(
+      feature="signal",
+      target="label",                  # one of ARRAY_TARGETS
+      loss="mse",                      # regression loss, one of ARRAY_LOSSES
+      mean=placeholder(tuple),         # per-channel mean subtracted, or None
+      std=placeholder(tuple),          # per-channel std divided by (after the mean), or None
+      crop_size=placeholder(tuple),    # index sizes of a random crop (centre in eval), or None
+      max_shift=placeholder(tuple),    # per index dim: a random shift in [-s, s], or None
+      shift_mode="roll",               # one of ARRAY_SHIFT_MODES: circular or zero-filled
+      scale_range=placeholder(tuple),  # (low, high): a random amplitude factor, or None
+      noise_std=0.0,                   # Gaussian noise added after normalising; 0: none
+      patch_size=placeholder(tuple))   # per index dim: patches become positions, or None
   return config
 
 
@@ -129,6 +151,7 @@ def check_config(config):
   _check_audio(config.audio)
   _check_multimodal(config.multimodal)
   _check_flow(config.flow)
+  _check_array(config.array)
 
 
 def _check_point_cloud(settings):
@@ -243,3 +266,48 @@ def _check_flow(flow):
     fail("brightness", "in [0, 1] (0: off)")
   if not 0 <= flow.contrast < 1:
     fail("contrast", "in [0, 1) (0: off)")
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_array(array):
+  """ValueError naming the first bad field of config.data.array."""
+  def fail(field, expected):
+    raise ValueError(f"config.data.array.{field} must be {expected}, got {array[field]!r}.")
+
+  def is_tuple(value, valid):
+    return isinstance(value, (tuple, list)) and len(value) > 0 and all(valid(v) for v in value)
+
+  if not isinstance(array.feature, str) or not array.feature:
+    fail("feature", "the name of the array feature, e.g. 'signal'")
+  if array.target not in ARRAY_TARGETS:
+    fail("target", f"one of {ARRAY_TARGETS}")
+  if array.loss not in ARRAY_LOSSES:
+    fail("loss", f"one of {ARRAY_LOSSES}")
+  if array.mean is not None and not is_tuple(array.mean, _is_number):
+    fail("mean", "None or a tuple of per-channel numbers")
+  if array.std is not None and not is_tuple(array.std, lambda v: _is_number(v) and v > 0):
+    fail("std", "None or a tuple of per-channel numbers > 0")
+  if array.crop_size is not None and not is_tuple(array.crop_size,
+                                                  lambda v: _is_int(v) and v >= 1):
+    fail("crop_size", "None or a tuple of ints >= 1, one per index dim")
+  if array.max_shift is not None and not is_tuple(array.max_shift,
+                                                  lambda v: _is_int(v) and v >= 0):
+    fail("max_shift", "None or a tuple of ints >= 0, one per index dim")
+  if array.patch_size is not None and not is_tuple(array.patch_size,
+                                                   lambda v: _is_int(v) and v >= 1):
+    fail("patch_size", "None or a tuple of ints >= 1, one per index dim")
+  if array.shift_mode not in ARRAY_SHIFT_MODES:
+    fail("shift_mode", f"one of {ARRAY_SHIFT_MODES}")
+  scale = array.scale_range
+  if scale is not None and not (is_tuple(scale, _is_number) and len(scale) == 2
+                                and 0 < scale[0] <= scale[1]):
+    fail("scale_range", "None or (low, high) with 0 < low <= high")
+  if not _is_number(array.noise_std) or array.noise_std < 0:
+    fail("noise_std", "a number >= 0 (0: no noise)")

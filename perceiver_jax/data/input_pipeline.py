@@ -47,7 +47,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from perceiver_jax.data import (audio_ops, flow_ops, image_ops, multimodal_ops,
+from perceiver_jax.data import (array_ops, audio_ops, flow_ops, image_ops, multimodal_ops,
                                 point_cloud_ops, text_ops)
 from perceiver_jax.data.data_config import check_config
 from perceiver_jax.data.datasets import OFFLINE_BUILDERS
@@ -126,6 +126,8 @@ def _label_check(builder, config, num_classes: Optional[int]):
     if data_classes != num_classes:
       raise _label_error(config, f"{data_classes} classes", num_classes)
     return lambda batches: batches
+  if config.task == "array" and config.array.target == "regression":
+    return lambda batches: batches  # Float targets, no classes.
   feature = features[config.label_feature]
   if isinstance(feature, tfds.features.ClassLabel):
     if feature.num_classes > num_classes:
@@ -280,6 +282,7 @@ RECORD_TASKS = {
                                ("label_feature", config.label_feature)],
         preprocess=multimodal_ops.make_preprocess),
     "optical_flow": RecordTask(fields=flow_ops.fields, preprocess=flow_ops.preprocess),
+    "array": RecordTask(fields=array_ops.fields, preprocess=array_ops.preprocess),
 }
 
 

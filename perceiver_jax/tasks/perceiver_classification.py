@@ -3,6 +3,8 @@
 inputs [batch, *index_dims, channels] -> concat Fourier features of the grid -> PerceiverEncoder
 (interleaved cross-attends and latent blocks) -> ProjectionDecoder (mean over latents ->
 zero-initialised linear) -> logits [batch, num_classes].
+Any number of index dims: signals [T, C], images [H, W, C], volumes [D, H, W, C]
+(config.fourier.max_resolution has one entry per index dim; None: the index dims).
 
 Variants:
 - 'imagenet': the paper's ImageNet model, 224x224 RGB, 64 bands at max resolution 224, 512
@@ -61,9 +63,18 @@ def tiny_config(variant: str = None) -> ml_collections.ConfigDict:
 
 
 def build(config) -> Perceiver:
-  """The Perceiver model `config` describes."""
+  """The Perceiver model `config` describes; ValueError when config.fourier.max_resolution
+  does not have one entry per index dim of config.input_shape (None: the index dims)."""
   fourier = dict(config.fourier)
-  fourier["max_resolution"] = tuple(fourier["max_resolution"])
+  index_dims = tuple(config.input_shape)[:-1]
+  resolution = fourier.get("max_resolution")
+  if resolution is not None:
+    if len(resolution) != len(index_dims):
+      raise ValueError(f"config.model.fourier.max_resolution={tuple(resolution)} needs one "
+                       f"entry per index dim of config.model.input_shape="
+                       f"{tuple(config.input_shape)}, i.e. {len(index_dims)}: set it to e.g. "
+                       f"{index_dims} (or None, the index dims).")
+    fourier["max_resolution"] = tuple(resolution)
   return Perceiver(make(PerceiverEncoder, config.encoder, "config.encoder", config),
                    ProjectionDecoder(config.num_classes, **dtypes(config)), **fourier)
 

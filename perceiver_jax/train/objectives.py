@@ -37,6 +37,10 @@ the step divides by the total weight. Losses are float32.
   true flow vectors), summed over the batch weighted by `mask`; metric `epe` (lower is better).
   With `config.flow.train_points` = k > 0, training decodes only k random pixels per example
   (the model's `subsampled_points`, [b, k]) and scores those; evaluation decodes every pixel.
+- `array` data (config.data.task, any classification model task): the batch's `array` is the
+  input; with config.data.array.target='regression' the model's num_classes outputs regress
+  the float `target` [b, k]: loss config.data.array.loss ('mse': mean squared error over the
+  k values, 'l1': mean absolute error), metrics `mse` and `mae`.
 """
 
 import dataclasses
@@ -72,6 +76,10 @@ def make_objective(config) -> Objective:
     _check_audio(config)
     if config.data.audio.multi_label:
       return _multi_label_classification(config, "audio")
+  if task in INPUT_KEYS and config.data.task == "array":
+    if config.data.array.target == "regression":
+      return _regression(config)
+    return _classification(config, "array")
   if task in INPUT_KEYS:
     return _classification(config, INPUT_KEYS[task])
   if task == "masked_language_modeling":
@@ -82,9 +90,9 @@ def make_objective(config) -> Objective:
     return Objective(*autoencoding.multimodal_autoencoding(config))
   if task == "optical_flow":
     return _optical_flow(config)
-  raise ValueError(f"config.model.task={task!r} has no training objective yet; trainable tasks: "
-                   f"{sorted(INPUT_KEYS) + ['language_modeling', 'masked_language_modeling']}"
-                   " and 'optical_flow'.")
+  raise ValueError(f"config.model.task={task!r} has no training objective; the trainable tasks "
+                   f"are {sorted(INPUT_KEYS)}, 'language_modeling', 'masked_language_modeling', "
+                   "'multimodal_autoencoding' and 'optical_flow'.")
 
 
 def _check_point_cloud(config):
@@ -290,3 +298,33 @@ def _optical_flow(config) -> Objective:
     return loss, jnp.sum(weights), {"epe": loss}
 
   return Objective(prepare, score, ("loss", "epe"))
+def _regression(config) -> Objective:
+  """Float targets [b, k] (k = config.model.num_classes) of `array` batches; see the module
+  docstring. ValueError for the classification settings it cannot use."""
+  for path, value in (("label_smoothing", config.label_smoothing),
+                      ("mixup.mixup_alpha", config.mixup.mixup_alpha),
+                      ("mixup.cutmix_alpha", config.mixup.cutmix_alpha)):
+    if value:
+      raise ValueError(f"config.{path}={value!r} applies to classification; set it to 0 for "
+                       "config.data.array.target='regression'.")
+  loss_name = config.data.array.loss
+  outputs = config.model.num_classes
+
+  def prepare(batch, rng, train):
+    del rng, train
+    target = batch["target"]
+    if target.shape[-1] != outputs:
+      raise ValueError(f"the regression targets have {target.shape[-1]} values but the model "
+                       f"has config.model.num_classes={outputs} outputs; set it to "
+                       f"{target.shape[-1]}.")
+    return batch["array"], {}, {"target": target, "mask": batch["mask"]}
+
+  def score(predictions, targets):
+    delta = predictions.astype(jnp.float32) - targets["target"].astype(jnp.float32)
+    weights = targets["mask"].astype(jnp.float32)
+    squared, absolute = jnp.mean(delta * delta, -1), jnp.mean(jnp.abs(delta), -1)
+    losses = squared if loss_name == "mse" else absolute
+    return jnp.sum(losses * weights), jnp.sum(weights), {
+        "mse": jnp.sum(squared * weights), "mae": jnp.sum(absolute * weights)}
+
+  return Objective(prepare, score, ("loss", "mse", "mae"))

@@ -12,7 +12,9 @@ from perceiver_jax.data.datasets.python_stdlib_text import PythonStdlibText
 from perceiver_jax.data.datasets.synthetic_audio import SyntheticAudio
 from perceiver_jax.data.datasets.synthetic_av import SyntheticAv
 from perceiver_jax.data.datasets.synthetic_flow import SyntheticFlow
+from perceiver_jax.data.datasets.synthetic_signals import SyntheticSignals
 from perceiver_jax.data.datasets.synthetic_solids import SyntheticSolids
 
 OFFLINE_BUILDERS = frozenset({"python_stdlib_text", "sklearn_digits", "synthetic_solids",
-                              "synthetic_audio", "synthetic_av", "synthetic_flow"})
+                              "synthetic_audio", "synthetic_av", "synthetic_flow",
+                              "synthetic_signals"})
