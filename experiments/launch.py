@@ -15,6 +15,7 @@ from absl import flags, logging
 import jax
 from ml_collections import config_flags
 
+from configs import common
 from experiments import cpu_devices
 from perceiver_jax.train import run_config
 from perceiver_jax.train.experiment import sharded_batch_sizes, validate_config
@@ -50,7 +51,8 @@ def saved_run_config():
   explicit --config.x=y overrides on top; --config when the run saved none
   (`run_config.resolve`)."""
   overrides = config_flags.get_override_values(FLAGS["config"]) if FLAGS.config is not None else {}
-  return run_config.resolve(FLAGS.workdir, FLAGS.config, overrides)
+  return run_config.resolve(FLAGS.workdir, FLAGS.config, overrides,
+                            defaults=common.get_config())
 
 
 def setup_processes(config=None):

@@ -12,8 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from configs import digits_perceiver
+from configs import common, digits_perceiver
 from perceiver_jax.train import run_config, trainer
+from perceiver_jax.train.experiment import validate_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = ("--config", "--workdir", "--cpu_devices", "--coordinator_address")
@@ -225,3 +226,15 @@ def test_sample_batches_prompts_of_different_lengths_with_the_latent_cache(tmp_p
                                                return_speed=True, **kwargs)
   assert len(texts) == 2 and tokens_per_s > 0
   assert texts[1] == sample_from_checkpoint(config, workdir, "def main():", 20, **kwargs)[0]
+
+
+def test_a_config_saved_before_new_fields_existed_takes_their_defaults(tmp_path):
+  trained = digits_perceiver.get_config("tiny")
+  run_config.record(trained, str(tmp_path), resuming=False)
+  saved = json.loads((tmp_path / "config.json").read_text())
+  del saved["data"]["array"], saved["flow"]  # As a run saved before these sections existed.
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  config = run_config.resolve(str(tmp_path), defaults=common.get_config())
+  assert config.flow.train_points == 0 and config.data.array.target == "label"
+  assert config.to_dict() == trained.to_dict()
+  validate_config(config)

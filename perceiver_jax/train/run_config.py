@@ -8,9 +8,10 @@
   such as num_train_steps; the changed fields are logged).
 - `load(workdir)`: the saved config as a ConfigDict (JSON lists back to tuples, as configs
   write sequences), or None when there is none.
-- `resolve(workdir, given=None, overrides=None)`: the config the eval, plot and sample
-  launchers use: the saved one, with the `overrides` ({dotted path: value}, the explicit
-  --config.x=y flags) applied on top; a warning names each model field where `given` (the
+- `resolve(workdir, given=None, overrides=None, defaults=None)`: the config the eval, plot and
+  sample launchers use: the saved one, with the fields it lacks (added to the code after the
+  run saved it) taken from `defaults` (the launchers pass configs/common.py's get_config()),
+  and the `overrides` ({dotted path: value}, the explicit --config.x=y flags) applied on top; a warning names each model field where `given` (the
   --config file with its overrides) differs from the saved model. Without a saved config,
   `given`; without either, ValueError.
 - `differences(a, b, prefix)`: [(dotted path, value in a, value in b)] of the fields that
@@ -89,10 +90,28 @@ def record(config, workdir: str, resuming: bool):
     os.replace(temporary, path(workdir))
 
 
-def resolve(workdir: str, given=None, overrides: Optional[Mapping[str, Any]] = None
-            ) -> ml_collections.ConfigDict:
+def _fill_missing(config, defaults, prefix: str) -> List[str]:
+  """Copies into `config` every field of `defaults` it lacks (recursively); their paths."""
+  filled = []
+  for key in defaults.keys():
+    if key not in config:
+      config[key] = json.loads(json.dumps(_as_json(defaults[key])))
+      filled.append(f"{prefix}.{key}")
+    elif (isinstance(config[key], ml_collections.ConfigDict)
+          and isinstance(defaults[key], ml_collections.ConfigDict)):
+      filled += _fill_missing(config[key], defaults[key], f"{prefix}.{key}")
+  return filled
+
+
+def resolve(workdir: str, given=None, overrides: Optional[Mapping[str, Any]] = None,
+            defaults=None) -> ml_collections.ConfigDict:
   """The config of the run in `workdir` for a launcher; see the module docstring."""
   saved = load(workdir)
+  if saved is not None and defaults is not None:
+    filled = _fill_missing(saved, defaults, "config")
+    if filled:
+      logging.info("%s predates the fields %s; they take today's defaults.", path(workdir),
+                   filled)
   if saved is None:
     if given is None:
       raise ValueError(f"{path(workdir)} does not exist (a run saves its config there when it "
