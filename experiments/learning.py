@@ -29,6 +29,7 @@ import zlib
 from typing import Callable, Dict, Optional, Tuple
 
 from absl import app, flags
+import numpy as np
 
 from perceiver_jax.data import datasets  # pylint: disable=unused-import  (registers builders)
 from perceiver_jax.data.tensorflow_cpu import tfds
@@ -51,9 +52,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def stdlib_test_bytes(data_dir=None) -> bytes:
   """The `python_stdlib_text` test split's files, concatenated in split order (UTF-8)."""
+  return stdlib_split_bytes("test", data_dir)
+
+
+def stdlib_split_bytes(split: str, data_dir=None) -> bytes:
+  """The `python_stdlib_text` `split`'s files, concatenated in split order (UTF-8)."""
   builder = tfds.builder("python_stdlib_text", data_dir=data_dir)
   builder.download_and_prepare()  # Offline: reads this Python's stdlib.
-  examples = tfds.as_numpy(builder.as_dataset(split="test", shuffle_files=False))
+  examples = tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
   return b"".join(example["text"] for example in examples)
 
 
@@ -67,6 +73,29 @@ def byte_baselines(data: bytes) -> Dict[str, float]:
           "lzma_9e": bits(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)),
           "unigram_entropy": entropy,
           "most_frequent_byte_accuracy": max(counts.values()) / len(data)}
+
+
+def neighbour_byte_accuracy(train: bytes, test: bytes) -> float:
+  """Accuracy on `test`'s inner bytes (those with a left and a right neighbour) of predicting
+  each as the byte seen most often in `train` between the same two neighbours (ties: the
+  smallest byte; a pair unseen in `train`: its most frequent byte): a non-neural masked-byte
+  baseline."""
+  if len(train) < 3 or len(test) < 3:
+    raise ValueError(f"train and test need >= 3 bytes each, got {len(train)} and {len(test)}.")
+  x = np.frombuffer(train, np.uint8).astype(np.int64)
+  counts = np.bincount((x[:-2] * 256 + x[2:]) * 256 + x[1:-1], minlength=1 << 24)
+  counts = counts.reshape(1 << 16, 256)  # [left * 256 + right, middle]
+  fallback = np.bincount(x, minlength=256).argmax()
+  best = np.where(counts.any(axis=1), counts.argmax(axis=1), fallback)
+  y = np.frombuffer(test, np.uint8).astype(np.int64)
+  return float(np.mean(best[y[:-2] * 256 + y[2:]] == y[1:-1]))
+
+
+def mlm_byte_baselines(train: bytes, test: bytes) -> Dict[str, float]:
+  """Masked-byte accuracies on `test`: its most frequent byte, and the neighbour baseline
+  (`neighbour_byte_accuracy`) with counts from `train`."""
+  return {"most_frequent_byte_accuracy": byte_baselines(test)["most_frequent_byte_accuracy"],
+          "neighbour_byte_accuracy": neighbour_byte_accuracy(train, test)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +120,10 @@ RUNS = {
         config="configs/perceiver_ar_bytes.py:stdlib,cpu", metric="bits_per_byte", mode="min",
         baselines=lambda: byte_baselines(stdlib_test_bytes()), beat=("zlib_9",),
         sample_prompt="def __init__(self"),
+    "mlm_stdlib": Run(
+        config="configs/mlm_bytes_perceiver_io.py:cpu", metric="accuracy", mode="max",
+        baselines=lambda: mlm_byte_baselines(stdlib_split_bytes("train"), stdlib_test_bytes()),
+        beat=("most_frequent_byte_accuracy",), target=0.5),
 }
 
 
