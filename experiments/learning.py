@@ -56,9 +56,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def stdlib_test_bytes(data_dir=None) -> bytes:
   """The `python_stdlib_text` test split's files, concatenated in split order (UTF-8)."""
+  return stdlib_split_bytes("test", data_dir)
+
+
+def stdlib_split_bytes(split: str, data_dir=None) -> bytes:
+  """The `python_stdlib_text` `split`'s files, concatenated in split order (UTF-8)."""
   builder = tfds.builder("python_stdlib_text", data_dir=data_dir)
   builder.download_and_prepare()  # Offline: reads this Python's stdlib.
-  examples = tfds.as_numpy(builder.as_dataset(split="test", shuffle_files=False))
+  examples = tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
   return b"".join(example["text"] for example in examples)
 
 
@@ -171,6 +176,27 @@ def regression_baselines(train, test) -> Dict[str, float]:
 
 def _signals(target: str):
   return [array_split("synthetic_signals", split, target) for split in ("train", "test")]
+def neighbour_byte_accuracy(train: bytes, test: bytes) -> float:
+  """Accuracy on `test`'s inner bytes (those with a left and a right neighbour) of predicting
+  each as the byte seen most often in `train` between the same two neighbours (ties: the
+  smallest byte; a pair unseen in `train`: its most frequent byte): a non-neural masked-byte
+  baseline."""
+  if len(train) < 3 or len(test) < 3:
+    raise ValueError(f"train and test need >= 3 bytes each, got {len(train)} and {len(test)}.")
+  x = np.frombuffer(train, np.uint8).astype(np.int64)
+  counts = np.bincount((x[:-2] * 256 + x[2:]) * 256 + x[1:-1], minlength=1 << 24)
+  counts = counts.reshape(1 << 16, 256)  # [left * 256 + right, middle]
+  fallback = np.bincount(x, minlength=256).argmax()
+  best = np.where(counts.any(axis=1), counts.argmax(axis=1), fallback)
+  y = np.frombuffer(test, np.uint8).astype(np.int64)
+  return float(np.mean(best[y[:-2] * 256 + y[2:]] == y[1:-1]))
+
+
+def mlm_byte_baselines(train: bytes, test: bytes) -> Dict[str, float]:
+  """Masked-byte accuracies on `test`: its most frequent byte, and the neighbour baseline
+  (`neighbour_byte_accuracy`) with counts from `train`."""
+  return {"most_frequent_byte_accuracy": byte_baselines(test)["most_frequent_byte_accuracy"],
+          "neighbour_byte_accuracy": neighbour_byte_accuracy(train, test)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,6 +247,10 @@ RUNS = {
         config="configs/signals_perceiver.py:regression", metric="mse", mode="min",
         baselines=lambda: regression_baselines(*_signals("frequency")),
         beat=("mean_mse", "ridge_mse")),
+    "mlm_stdlib": Run(
+        config="configs/mlm_bytes_perceiver_io.py:cpu", metric="accuracy", mode="max",
+        baselines=lambda: mlm_byte_baselines(stdlib_split_bytes("train"), stdlib_test_bytes()),
+        beat=("most_frequent_byte_accuracy",), target=0.5),
 }
 
 

@@ -21,6 +21,20 @@ def test_byte_baselines_are_the_compressors_and_the_unigram_on_the_data():
       2 / 3)
 
 
+def test_neighbour_baseline_predicts_the_most_frequent_byte_between_the_same_neighbours():
+  train = b"xayxayxby"  # Between x and y: 'a' twice, 'b' once; 'x' and 'y' most frequent.
+  # Inner bytes of the test: a (x_y: a), y (a_x: y), x (y_b: x), b (x_y: a, wrong).
+  assert learning.neighbour_byte_accuracy(train, b"xayxby") == pytest.approx(3 / 4)
+  # An unseen pair predicts train's most frequent byte (the tie x, y goes to the smaller x).
+  assert learning.neighbour_byte_accuracy(train, b"qxq") == 1.0
+  assert learning.neighbour_byte_accuracy(train, b"qyq") == 0.0
+  baselines = learning.mlm_byte_baselines(train, b"xayxby")
+  assert baselines == pytest.approx({"most_frequent_byte_accuracy": 1 / 3,
+                                     "neighbour_byte_accuracy": 3 / 4})
+  with pytest.raises(ValueError, match="train and test need >= 3 bytes"):
+    learning.neighbour_byte_accuracy(train, b"xa")
+
+
 def test_final_eval_is_the_newest_eval_record_and_the_row_names_the_figure(tmp_path):
   records = [{"step": 5, "split": "eval", "bits_per_byte": 3.0},
              {"step": 9, "split": "train", "bits_per_byte": 2.0},
