@@ -39,10 +39,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
                      schedule="warmup_cosine", warmup_steps=100, clip_norm=1.0)
   c.batch_size = 32
   c.eval_batch_size = 200
-  c.num_train_steps = 2000  # 10.7 epochs of 6,000 solids.
+  c.num_train_steps = 3000  # 16 epochs of 6,000 solids (2,000 steps gave 88.8%).
   c.log_every_steps = 50
-  c.eval_every_steps = 500
-  c.checkpoint_every_steps = 500
+  c.eval_every_steps = 1000
+  c.checkpoint_every_steps = 1000
   if options.size == "tiny":
     c.model = tasks.tiny_config("point_cloud_classification")
     c.model.num_classes = 12

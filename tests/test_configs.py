@@ -262,7 +262,7 @@ def _check_data_fits_model(config, input_shape, tmp_path):
            "point_cloud": [name for _, name in point_cloud_ops.fields(data)],
            "audio": [data.audio.feature],
            "multimodal": [data.multimodal.video_feature, data.multimodal.audio_feature],
-           "optical_flow": list(data.flow.frame_features) + [data.flow.flow_feature]}[data.task]
+           "optical_flow": list(data.flow.frame_features) + [data.flow.flow_feature],
            "array": [data.array.feature]}[data.task]
   assert set(names) <= set(features.keys())
   if data.task == "array" and data.array.target == "regression":

@@ -456,6 +456,7 @@ def test_language_model_eval_reports_scored_tokens_per_second_without_the_compil
   clock = [100.0]
   monkeypatch.setattr(trainer.time, "perf_counter", lambda: clock[0])
   monkeypatch.setattr(trainer, "global_batch", lambda batch, mesh: batch)
+  monkeypatch.setattr(trainer, "check_batch", lambda config, batch: None)  # Fake batches.
   monkeypatch.setattr(input_pipeline, "make_eval_iterator",
                       lambda *args, **kwargs: [{"weight": w} for w in (30.0, 20.0, 10.0)])
 
