@@ -21,6 +21,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 
+
+def _save_unframed(figure, axes, path: str) -> str:
+  """Writes `figure` to `path` (PNG) with every axis' frame and ticks hidden; returns path."""
+  for axis in axes.ravel():
+    axis.axis("off")
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+  return path
+
 def latest_records(records: Sequence[Mapping]) -> List[Mapping]:
   """The last record of each (split, step), by step: a step written again (replayed after a
   resume, evaluated twice) counts once, with its newest values."""
@@ -71,12 +81,7 @@ def plot_attention_grid(images, maps, labels, predictions, path: str,
       axes[row, column].imshow(image, cmap="gray")
       axes[row, column].imshow(maps[row, latent], cmap="magma", alpha=0.6)
       axes[row, column].set_title(f"latent {latent}", fontsize=7)
-  for axis in axes.ravel():
-    axis.axis("off")
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  plt.close(figure)
-  return path
+  return _save_unframed(figure, axes, path)
 
 
 # The Middlebury colour wheel (Baker et al., "A Database and Evaluation Methodology for Optical
@@ -133,9 +138,4 @@ def plot_flow_examples(frames, flows, predictions, path: str) -> str:
     for axis, (image, title) in zip(axes[row], panels):
       axis.imshow(np.clip(image, 0, 1) if image.dtype != np.uint8 else image)
       axis.set_title(title, fontsize=7)
-  for axis in axes.ravel():
-    axis.axis("off")
-  figure.tight_layout()
-  figure.savefig(path, dpi=100)
-  plt.close(figure)
-  return path
+  return _save_unframed(figure, axes, path)
