@@ -19,6 +19,7 @@ CORE = [
     "tensorboard==2.21.0",
     "tqdm==4.70.1",
     "safetensors==0.8.0",  # Reading transformers checkpoints (perceiver_jax.convert).
+    "scipy==1.17.1",  # The offline synthetic_flow / synthetic_solids builders.
 ]
 # `make demo`: the offline digits dataset and the plots of runs (experiments/plot.py).
 DEMO = [
