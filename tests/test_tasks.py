@@ -263,6 +263,33 @@ def test_config_errors_name_the_field():
                    tasks.example_inputs(config, 1))
 
 
+def test_mlm_input_queries_are_the_adapted_inputs():
+  config = tasks.tiny_config("masked_language_modeling")
+  config.output_query = "inputs"
+  config.input_adapter.update(conv_width=3, position_init="sinusoidal")
+  model = tasks.build(config)
+  ids = _random_inputs(config, 2)
+  variables = model.init(jax.random.PRNGKey(0), ids)
+  assert "output_query" not in variables["params"]  # No learned queries.
+  assert variables["params"]["input_adapter"]["conv"]["kernel"].shape == (3, 8, 8)
+  logits, state = model.apply(variables, ids, capture_intermediates=True)
+  assert logits.shape == (2, config.max_seq_len, VOCAB_SIZE)
+  captured = state["intermediates"]
+  np.testing.assert_array_equal(captured["output_query"]["__call__"][0],
+                                captured["input_adapter"]["__call__"][0])
+  assert param_count(model, ids.shape[1:]) == count_params(variables)
+
+
+def test_mlm_output_query_errors_name_the_field():
+  config = tasks.tiny_config("masked_language_modeling")
+  config.output_query = "fourier"
+  with pytest.raises(ValueError, match="config.output_query must be one of"):
+    tasks.build(config)
+  config.output_query, config.output_query_channels = "inputs", 12
+  with pytest.raises(ValueError, match="config.output_query_channels to None"):
+    tasks.build(config)
+
+
 @pytest.mark.parametrize("name", ["sequence_classification", "masked_language_modeling"])
 def test_text_tasks_ignore_padded_bytes_under_the_pad_mask(name):
   config = tasks.tiny_config(name)

@@ -50,6 +50,49 @@ def test_text_adapter_bad_fields_name_the_field(fields):
     TextAdapter(**fields)
 
 
+@pytest.mark.parametrize("fields,field", [
+    (dict(conv_width=2), "conv_width"), (dict(conv_width=-1), "conv_width"),
+    (dict(position_init="fourier"), "position_init")])
+def test_text_adapter_bad_options_name_the_field(fields, field):
+  with pytest.raises(ValueError, match=f"TextAdapter.{field}"):
+    TextAdapter(num_channels=4, **fields)
+
+
+def test_sinusoidal_positions_start_as_the_sin_cos_table_at_the_init_std():
+  adapter = TextAdapter(num_channels=16, max_seq_len=64, position_init="sinusoidal")
+  positions = np.asarray(_init(adapter, jnp.zeros((1, 4), jnp.int32))["params"][
+      "position_embeddings"])
+  frequencies = np.pi * np.exp(-np.log(64.0) * np.arange(8) / 8)
+  angles = np.arange(64)[:, None] * frequencies
+  np.testing.assert_allclose(positions, np.concatenate([np.sin(angles), np.cos(angles)], 1)
+                             * 0.02 * np.sqrt(2), atol=1e-6)
+  assert float(np.std(positions)) == pytest.approx(0.02, rel=0.05)
+  # Unlike random embeddings, a position is closer to its neighbour than to a far position.
+  distance = lambda i, j: np.linalg.norm(positions[i] - positions[j])
+  assert all(distance(i, i + 1) < distance(i, i + 20) for i in range(40))
+
+
+def test_conv_width_mixes_exactly_the_neighbours_in_the_window():
+  adapter = TextAdapter(num_channels=8, max_seq_len=16, conv_width=5)
+  ids = jnp.arange(10, 26, dtype=jnp.int32)[None]
+  variables = _init(adapter, ids)
+  kernel = variables["params"]["conv"]["kernel"]
+  assert kernel.shape == (5, 8, 8)
+  out = adapter.apply(variables, ids)
+  for changed in (5, 7, 9):  # Positions 5..9 see position 7 (width 5: two on either side).
+    moved = adapter.apply(variables, ids.at[0, changed].set(100))
+    differs = np.abs(np.asarray(moved - out)[0]).max(axis=-1) > 0
+    np.testing.assert_array_equal(np.flatnonzero(differs),
+                                  np.arange(max(changed - 2, 0), min(changed + 3, 16)))
+  # Position 0's window is zero-padded on the left: embedding + kernel taps on positions 0..2.
+  params = variables["params"]
+  table = np.asarray(params["embedding"]["embedding"])
+  x = table[np.asarray(ids[0])]
+  expected = x[0] + sum(x[t] @ np.asarray(kernel)[t + 2] for t in range(3))
+  np.testing.assert_allclose(out[0, 0], expected + np.asarray(params["position_embeddings"])[0],
+                             rtol=1e-5, atol=1e-6)
+
+
 class _TextEncoder(nn.Module):
   adapter: TextAdapter
   encoder: PerceiverEncoder
@@ -209,6 +252,7 @@ def test_point_cloud_adapter_errors():
 @pytest.mark.parametrize("adapter,inputs", [
     (TextAdapter(num_channels=12, max_seq_len=40), jnp.zeros((2, 17), jnp.int32)),
     (TextAdapter(num_channels=5, vocab_size=30, max_seq_len=9), jnp.zeros((2, 9), jnp.int32)),
+    (TextAdapter(num_channels=6, max_seq_len=9, conv_width=3), jnp.zeros((2, 9), jnp.int32)),
     (AudioAdapter(samples_per_patch=4, num_frequency_bands=3), jnp.zeros((2, 32))),
     (AudioAdapter(samples_per_patch=2, num_frequency_bands=3), jnp.zeros((2, 8, 2))),
     (PointCloudAdapter(max_resolution=16, num_frequency_bands=3), jnp.zeros((2, 11, 5))),

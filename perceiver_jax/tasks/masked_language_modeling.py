@@ -7,7 +7,9 @@ bias) -> logits [batch, max_seq_len, 262]. Trained by `train.objectives` (the
 `masked_language_modeling` objective): `masking.mask_tokens`, scored at the masked positions only.
 With `output_query_channels` set (None by default: the tied head), the queries have that width
 and a Dense layer maps the decoded queries to the logits instead (GridOutput; krasserm's
-untied MLM).
+untied MLM). With `output_query='inputs'` the queries are the adapted inputs themselves
+(InputQuery: each position's embedding, position and, with `input_adapter.conv_width`, its
+neighbours), as Perceiver IO's flow decoder queries; the paper's MLM uses 'trainable'.
 
 Paper model (Perceiver IO, App. F.2 / Table 11; qk and head counts from the official code):
 2048 bytes x 768 channels, 256 latents x 1280, one cross-attend (8 heads, qk 256, v 1280),
@@ -25,11 +27,13 @@ from perceiver_jax.nn.decoder import PerceiverDecoder, TrainableQuery
 from perceiver_jax.nn.encoder import PerceiverEncoder
 from perceiver_jax.nn.models import PerceiverIO
 from perceiver_jax.io.output_adapters import EmbeddingOutput, GridOutput
+from perceiver_jax.io.output_queries import InputQuery
 from perceiver_jax.tasks.building import dtypes, make, task_config
 from perceiver_jax.data.tokenizer import VOCAB_SIZE
 
 TASK = "masked_language_modeling"
 VARIANTS = ("bytes",)
+OUTPUT_QUERIES = ("trainable", "inputs")
 
 
 def text_encoder_config() -> dict:
@@ -57,11 +61,12 @@ def default_config(variant: str = None) -> ml_collections.ConfigDict:
   c = task_config(TASK, VARIANTS, variant)
   c.max_seq_len = 2048
   c.vocab_size = VOCAB_SIZE
-  c.input_adapter = dict(num_channels=768)
+  c.input_adapter = dict(num_channels=768, position_init="normal", conv_width=0)
   c.encoder = text_encoder_config()
   c.decoder = dict(num_heads=8, qk_channels=256, v_channels=768, widening_factor=1,
                    use_query_residual=False)
   c.output_query_channels = None  # None: queries of the input width, logits tied to the embedding.
+  c.output_query = "trainable"  # Or 'inputs': the adapted inputs are the decoder queries.
   return c
 
 
@@ -80,6 +85,13 @@ def build(config) -> PerceiverIO:
   adapter = make(TextAdapter, config.input_adapter, "config.input_adapter", config,
                  vocab_size=config.vocab_size, max_seq_len=config.max_seq_len)
   query_channels = config.get("output_query_channels")  # Absent from older saved configs.
+  query_kind = config.get("output_query", "trainable")
+  if query_kind not in OUTPUT_QUERIES:
+    raise ValueError(f"config.output_query must be one of {OUTPUT_QUERIES}, got {query_kind!r}.")
+  if query_kind == "inputs" and query_channels is not None:
+    raise ValueError(f"config.output_query='inputs' decodes queries of the input width "
+                     f"(config.input_adapter.num_channels); set config.output_query_channels "
+                     f"to None, got {query_channels!r}.")
   if query_channels is not None and (not isinstance(query_channels, int) or query_channels < 1):
     raise ValueError(f"config.output_query_channels must be a positive int (an untied output "
                      f"layer) or None (logits tied to the input embedding), got "
@@ -90,9 +102,13 @@ def build(config) -> PerceiverIO:
   else:
     output_adapter = GridOutput((config.max_seq_len,), num_output_channels=config.vocab_size,
                                 **dtypes(config))
+  if query_kind == "inputs":
+    output_query = InputQuery()
+  else:
+    output_query = TrainableQuery(config.max_seq_len, query_channels, **dtypes(config))
   return PerceiverIO(
       encoder=make(PerceiverEncoder, config.encoder, "config.encoder", config),
-      output_query=TrainableQuery(config.max_seq_len, query_channels, **dtypes(config)),
+      output_query=output_query,
       decoder=make(PerceiverDecoder, config.decoder, "config.decoder", config),
       input_adapter=adapter,
       output_adapter=output_adapter)
