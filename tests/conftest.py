@@ -2,7 +2,8 @@
 generation at -O0 (the tiny test programs are compile-bound; XLA's graph-level passes, i.e.
 the programs, are unchanged, only machine-code optimisation is off); no GPU memory
 preallocation; temporary files of the code under test kept under pytest's own (pruned) base
-directory; the offline digits dataset built once per session (per xdist worker)."""
+directory; the offline digits dataset built, and a digits tiny run trained, once per session
+(per xdist worker)."""
 
 import os
 import tempfile
@@ -36,3 +37,16 @@ def digits_data_dir(tmp_path_factory) -> str:
   path = tmp_path_factory.mktemp("digits_tfds")
   tfds_offline.build("sklearn_digits", path)
   return str(path)
+
+
+@pytest.fixture(scope="session")
+def digits_tiny_run(digits_data_dir, tmp_path_factory) -> str:
+  """The workdir of configs/digits_perceiver.py:tiny trained on the digits (6 steps, saved at 3
+  and 6, evaluated at 6): tests copy it before changing it."""
+  from configs import digits_perceiver
+  from perceiver_jax.train import trainer
+  config = digits_perceiver.get_config("tiny")
+  config.data.data_dir = digits_data_dir
+  workdir = str(tmp_path_factory.mktemp("digits_tiny_run") / "work")
+  trainer.train_and_evaluate(config, workdir)
+  return workdir

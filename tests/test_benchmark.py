@@ -1,5 +1,6 @@
 """Tests for experiments/benchmark/: benchmarking.py and the launcher."""
 
+import fcntl
 import json
 import os
 import subprocess
@@ -151,8 +152,22 @@ def launcher_output(tmp_path_factory):
   PyTorch peers, twice interleaved (the digits one has residual dropout, which neither peer
   has; both with a chunked cross-attention set by --set), an 'xla' sweep over N=64..256 with
   the peers, and the attention kernels at two tiny shapes (one causal with fewer queries
-  than keys)."""
-  output = tmp_path_factory.mktemp("bench")
+  than keys). Under xdist the workers share it: the first makes it in their common base
+  temporary directory while holding a lock, the others wait and read it."""
+  shared = tmp_path_factory.getbasetemp()
+  if "PYTEST_XDIST_WORKER" in os.environ:
+    shared = shared.parent  # pytest-N/, above each worker's popen-gwK/.
+  output = shared / "bench"
+  with open(shared / "bench.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file closes.
+    if not (output / "done").exists():
+      _run_launcher(output)
+      (output / "done").touch()
+  return output
+
+
+def _run_launcher(output):
+  output.mkdir(exist_ok=True)
   command = [sys.executable, "-c", WITHOUT_TENSORFLOW,
              "--configs=configs/digits_perceiver.py:tiny,configs/cifar10_perceiver.py:tiny",
              "--mode=inference", "--batch_size=8,16", "--iters=2", "--warmup=1", "--sweep",
@@ -163,7 +178,6 @@ def launcher_output(tmp_path_factory):
              "--set=model.encoder.cross_attention.implementation=chunked", f"--output={output}"]
   run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-4000:]
-  return output
 
 
 def test_launcher_end_to_end(launcher_output, tiny_config):

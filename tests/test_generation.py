@@ -1,6 +1,7 @@
 """Perceiver AR generation: the latent cache against its recomputed reference, per-row end of
 sequence, and batched left-padded prompts equal to each prompt alone."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -36,6 +37,7 @@ def _latent_reference(model, params, prompt, steps, max_latents):
   before position 0 included; a new token that would make more than max_latents latents
   triggers one), each cross-attending to the positions <= its own among the last max_context
   of the sequence when it joined (within max_context: latents_forward over the sequence)."""
+  apply = jax.jit(model.apply, static_argnames="method")  # One program per method and shape.
   sequence, logits = prompt, []
   length = prompt.shape[1]
   start = length - model.num_latents  # The first latent's position (< 0: empty slots).
@@ -45,14 +47,13 @@ def _latent_reference(model, params, prompt, steps, max_latents):
       start = length - model.num_latents
       joined = {q: length for q in range(start, length)}
     positions = jnp.arange(length)[None]
-    x = model.apply(params, sequence, positions, method=PerceiverAR.embed)
-    k, v = model.apply(params, x, positions, method=PerceiverAR.cross_keys_values)
-    latents = [model.apply(params, x[:, q:q + 1], positions[:, q:q + 1],
-                           jnp.ones((1, 1), bool), k, v, positions,
-                           positions >= joined[q] - model.max_context,
-                           method=PerceiverAR.cross_attend) for q in sorted(joined)]
-    step_logits = model.apply(params, jnp.concatenate(latents, axis=1), jnp.asarray(
-        sorted(joined)), method=_latent_stack)[:, -1]
+    x = apply(params, sequence, positions, method=PerceiverAR.embed)
+    k, v = apply(params, x, positions, method=PerceiverAR.cross_keys_values)
+    latents = [apply(params, x[:, q:q + 1], positions[:, q:q + 1], jnp.ones((1, 1), bool), k,
+                     v, positions, positions >= joined[q] - model.max_context,
+                     method=PerceiverAR.cross_attend) for q in sorted(joined)]
+    step_logits = apply(params, jnp.concatenate(latents, axis=1), jnp.asarray(sorted(joined)),
+                        method=_latent_stack)[:, -1]
     logits.append(step_logits)
     sequence = jnp.concatenate([sequence, jnp.argmax(step_logits, -1)[:, None]], axis=1)
     joined[length] = length + 1

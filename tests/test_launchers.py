@@ -41,14 +41,6 @@ def _config(data_dir):
   return config
 
 
-@pytest.fixture(scope="module")
-def trained(digits_data_dir, tmp_path_factory):
-  """A trained digits tiny workdir (copy it before changing it)."""
-  workdir = str(tmp_path_factory.mktemp("trained") / "work")
-  trainer.train_and_evaluate(_config(digits_data_dir), workdir)
-  return workdir
-
-
 def _copy(workdir, tmp_path, name):
   copy = str(tmp_path / name)
   shutil.copytree(workdir, copy)
@@ -61,8 +53,8 @@ def _eval_records(workdir):
 
 
 def test_evaluating_a_checkpoint_replaces_its_eval_record_without_a_progress_bar(
-    digits_data_dir, trained, tmp_path, capfd):
-  workdir = _copy(trained, tmp_path, "work")
+    digits_data_dir, digits_tiny_run, tmp_path, capfd):
+  workdir = _copy(digits_tiny_run, tmp_path, "work")
   (trained_record,) = _eval_records(workdir)
   capfd.readouterr()
   for _ in range(2):
@@ -85,9 +77,9 @@ def _damage_newest(workdir, how):
       f.write("{not json")
 
 
-def test_eval_and_plot_fall_back_past_a_damaged_newest_checkpoint(digits_data_dir, trained,
-                                                                   tmp_path):
-  runs = {"eval": _copy(trained, tmp_path, "eval"), "plot": _copy(trained, tmp_path, "plot")}
+def test_eval_and_plot_fall_back_past_a_damaged_newest_checkpoint(digits_data_dir,
+                                                                   digits_tiny_run, tmp_path):
+  runs = {name: _copy(digits_tiny_run, tmp_path, name) for name in ("eval", "plot")}
   _damage_newest(runs["eval"], "truncate")  # Tensorstore: OUT_OF_RANGE / DATA_LOSS.
   _damage_newest(runs["plot"], "metadata")  # JSONDecodeError.
   processes = {name: subprocess.Popen(

@@ -64,7 +64,8 @@ def test_param_count_and_perceiver_io_end_to_end():
   variables = jax.jit(model.init)(jax.random.PRNGKey(0), INPUTS)
   shapes = {name: x.shape[1:] for name, x in INPUTS.items()}
   assert param_count(model, shapes) == count_params(variables)
-  grads = jax.grad(lambda p: model.apply({"params": p}, INPUTS).sum())(variables["params"])
+  grads = jax.jit(jax.grad(lambda p: model.apply({"params": p}, INPUTS).sum()))(
+      variables["params"])
   padding_grads = [g for k, g in grads["input_adapter"].items() if k.endswith("_padding")]
   assert len(padding_grads) == 3 and all(np.abs(g).max() > 0 for g in padding_grads)
 

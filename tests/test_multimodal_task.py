@@ -125,8 +125,9 @@ def _batch(config, size=2, seed=0):
 
 def _model(config):
   model = tasks.build(config.model)
-  variables = model.init({"params": jax.random.PRNGKey(0), "masking": jax.random.PRNGKey(1)},
-                         tasks.example_inputs(config.model, 1))
+  init = jax.jit(model.init)  # One program (run op by op, each op compiles).
+  variables = init({"params": jax.random.PRNGKey(0), "masking": jax.random.PRNGKey(1)},
+                   tasks.example_inputs(config.model, 1))
   return model, variables
 
 

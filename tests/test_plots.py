@@ -3,6 +3,7 @@ to PNG."""
 
 import json
 import os
+import shutil
 
 import flax.linen as nn
 import jax
@@ -16,7 +17,6 @@ from perceiver_jax import tasks
 from experiments import plots
 from perceiver_jax.nn.attention import AttentionConfig
 from perceiver_jax.nn.attention_maps import cross_attention_maps
-from perceiver_jax.train import trainer
 from random_params import random_params
 
 
@@ -111,10 +111,11 @@ def test_pngs_have_the_figure_size(tmp_path):
   assert matplotlib.image.imread(path).shape[:2] == (320, 640)
 
 
-def test_plot_run_writes_both_plots_for_a_trained_digits_run(digits_data_dir, tmp_path):
+def test_plot_run_writes_both_plots_for_a_trained_digits_run(digits_data_dir, digits_tiny_run,
+                                                             tmp_path):
   config = digits_perceiver.get_config("tiny")
   config.data.data_dir = digits_data_dir
-  trainer.train_and_evaluate(config, str(tmp_path / "work"))
+  shutil.copytree(digits_tiny_run, tmp_path / "work")
   paths = plot_run(config, str(tmp_path / "work"), num_images=3)
   assert [os.path.basename(p) for p in paths] == ["learning_curves.png", "cross_attention.png"]
   assert all(os.path.getsize(p) > 1000 for p in paths)

@@ -166,10 +166,10 @@ def test_gradient_accumulation_equals_the_big_batch(digits_data_dir, tmp_path):
                               jax.device_get(state_big.params), rtol=1e-5, atol=1e-7)
 
 
-def test_a_resumed_run_writes_each_steps_records_once(digits_data_dir, tmp_path):
-  workdir = str(tmp_path)
+def test_a_resumed_run_writes_each_steps_records_once(digits_data_dir, digits_tiny_run, tmp_path):
+  workdir = str(tmp_path / "work")
   config = _config(digits_data_dir)  # 6 steps, logs every 2, saves at 3 and 6.
-  trainer.train_and_evaluate(config, workdir)
+  shutil.copytree(digits_tiny_run, workdir)  # This config, trained.
   shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))
   with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
     f.write('{"step": 6, "split": "tr')  # A line cut short by a kill.
@@ -228,8 +228,7 @@ def test_killed_run_resumes_past_a_corrupt_checkpoint_to_the_uninterrupted_resul
   assert files
   for path in files:
     open(path, "w").close()  # Truncate: unreadable.
-  config = _config(digits_data_dir, checkpoint_every_steps=1, **steps)
-  trainer.train_and_evaluate(config, killed)
+  trainer.train_and_evaluate(config, killed)  # Saves at 12 only, as the straight run.
   assert "cannot restore step" in caplog.text
   chex.assert_trees_all_close(_final_params(config, killed, 12), expected, rtol=1e-6, atol=1e-7)
   train_steps = [r["step"] for r in _records(killed) if r["split"] == "train"]
@@ -263,11 +262,13 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(digits_data_dir, tmp_path)
 # Two processes on localhost, four CPU devices each.
 
 def _launch_two_processes(workdir, data_dir, *flags):
-  """Processes 0 and 1 of one run on a free localhost port, four CPU devices each."""
+  """Processes 0 and 1 of one run on a free localhost port, four CPU devices each (code
+  generation at -O0, as conftest sets it for the tests' own process)."""
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4 "
+             "--xla_backend_optimization_level=0")
   return [_launch(workdir, data_dir, f"--coordinator_address=localhost:{port}",
                   "--num_processes=2", f"--process_id={i}", *flags, env=env) for i in range(2)]
 
@@ -384,10 +385,12 @@ def test_a_state_with_a_non_finite_optimizer_state_is_not_saved(digits_data_dir,
   assert _committed_steps(str(tmp_path)) == [1, 2]
 
 
-def test_evaluate_checkpoint_and_init_from_match_the_training_runs_eval(digits_data_dir, tmp_path):
+def test_evaluate_checkpoint_and_init_from_match_the_training_runs_eval(digits_data_dir,
+                                                                        digits_tiny_run, tmp_path):
   config = _config(digits_data_dir)
   workdir = str(tmp_path / "run")
-  final = trainer.train_and_evaluate(config, workdir)
+  shutil.copytree(digits_tiny_run, workdir)  # This config, trained.
+  final = {k: v for k, v in _records(workdir)[-1].items() if k not in ("step", "split")}
   again = trainer.evaluate_checkpoint(config, workdir)
   assert {"loss", "accuracy", "top5"} <= final.keys()
   chex.assert_trees_all_close(again, final, rtol=1e-5)
