@@ -13,6 +13,8 @@
   concatenated with the Fourier features of their grid -> [batch, prod(index_dims), c + F].
 - `TrainablePositionEncoding`: a learned [prod(index_dims), channels] array, truncated-normal
   init, broadcast to [batch, prod(index_dims), channels]. Also the Perceiver IO decoder queries.
+- `sinusoidal_table(length, channels, std)`: the Transformer's sin/cos table [length,
+  channels] (TextAdapter's `position_init='sinusoidal'`).
 - `RotaryPositionEmbedding`: rotates interleaved pairs of the first `fraction` of each head's
   dims by position-dependent angles (Perceiver AR); [batch, length, heads, head_dim] in and out.
 """
@@ -122,6 +124,17 @@ class TrainablePositionEncoding(nn.Module):
     embeddings = self.param("embeddings", nn.initializers.truncated_normal(self.init_scale),
                             (num, self.num_channels), self.param_dtype)
     return jnp.broadcast_to(embeddings.astype(self.dtype), (batch_size, num, self.num_channels))
+
+
+def sinusoidal_table(length: int, channels: int, std: float) -> jnp.ndarray:
+  """[length, channels]: sin (first half) and cos (second half) of position * frequency, the
+  frequencies geometric from pi down to pi / length, scaled to per-channel std `std`."""
+  half = channels // 2
+  frequencies = jnp.pi * jnp.exp(-jnp.log(float(length)) * jnp.arange(half) / max(half, 1))
+  angles = jnp.arange(length)[:, None] * frequencies
+  table = jnp.concatenate([jnp.sin(angles), jnp.cos(angles),
+                           jnp.zeros((length, channels - 2 * half))], axis=1)
+  return table * (std * jnp.sqrt(2.0))
 
 
 def rotary_dims(head_dim: int, fraction: float) -> int:

@@ -18,22 +18,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from perceiver_jax.nn.model_stats import Stats
+from perceiver_jax.nn.position_encoding import sinusoidal_table
 from perceiver_jax.data.tokenizer import VOCAB_SIZE
 from perceiver_jax.nn.typing import DType
 from perceiver_jax.nn.validation import check_choice, check_positive
 
 POSITION_INITS = ("normal", "sinusoidal")
-
-
-def sinusoidal_table(length: int, channels: int, std: float) -> jnp.ndarray:
-  """[length, channels]: sin (first half) and cos (second half) of position * frequency, the
-  frequencies geometric from pi down to pi / length, scaled to per-channel std `std`."""
-  half = channels // 2
-  frequencies = jnp.pi * jnp.exp(-jnp.log(float(length)) * jnp.arange(half) / max(half, 1))
-  angles = jnp.arange(length)[:, None] * frequencies
-  table = jnp.concatenate([jnp.sin(angles), jnp.cos(angles),
-                           jnp.zeros((length, channels - 2 * half))], axis=1)
-  return table * (std * jnp.sqrt(2.0))
 
 
 class TextAdapter(nn.Module):
