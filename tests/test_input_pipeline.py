@@ -338,22 +338,23 @@ def test_text_eval_rows_equal_numpy_packing_and_padding(corpus):
   np.testing.assert_array_equal(ids, _rows([[doc] for doc in DOCS], 16))
 
 
-def test_text_train_packs_shuffled_epochs_and_resumes(corpus, monkeypatch):
+def test_text_train_packs_shuffled_epochs_shuffles_rows_and_resumes(corpus, monkeypatch):
   """Each epoch is the corpus in a new order, packed on its own (its last row padded), so it
-  has ceil(tokens / 16) rows; a resume from any step, in the first epoch or after several,
-  continues exactly and starts reading at its own epoch."""
-  tokens = sum(len(TOKENIZER.encode(doc, add_eos=True)) for doc in DOCS)
-  rows_per_epoch = -(-tokens // 16)
-  assert rows_per_epoch % 4 and tokens % 16  # Epochs end mid-batch and mid-row.
+  has ceil(tokens / 16) rows, and its rows are shuffled (a document's rows do not follow each
+  other); a resume from any step, in the first epoch or after several, continues exactly and
+  starts reading at its own epoch."""
+  corpus_tokens = np.concatenate([TOKENIZER.encode(doc, add_eos=True) for doc in DOCS])
+  rows_per_epoch = -(-len(corpus_tokens) // 16)
+  assert rows_per_epoch % 4 and len(corpus_tokens) % 16  # Epochs end mid-batch and mid-row.
   batches = _take(input_pipeline.make_train_iterator(corpus, global_batch_size=4, seed=1), 40)
   assert batches[0]["ids"].shape == (4, 16) and batches[0]["ids"].dtype == np.int32
   rows = np.concatenate([b["ids"] for b in batches])
-  epochs = [_documents_in(rows[e * rows_per_epoch:(e + 1) * rows_per_epoch]) for e in range(3)]
-  assert all(sorted(epoch) == sorted(DOCS) for epoch in epochs)
-  assert epochs[0] != DOCS and epochs[1] != epochs[0]
-  for e in range(1, 3):  # The row before each epoch ends in padding; the epoch starts a document.
-    assert rows[e * rows_per_epoch - 1][-1] == PAD
-    assert TOKENIZER.decode(rows[e * rows_per_epoch][:5]) == "docum"
+  epochs = [rows[e * rows_per_epoch:(e + 1) * rows_per_epoch] for e in range(3)]
+  for epoch in epochs:  # The corpus's tokens once; one row (the packed epoch's last) padded.
+    np.testing.assert_array_equal(np.sort(epoch[epoch != PAD]), np.sort(corpus_tokens))
+    assert (epoch == PAD).any(axis=1).sum() == 1
+    assert sorted(_documents_in(epoch)) != sorted(DOCS)  # Rows are out of packing order.
+  assert not np.array_equal(epochs[0], epochs[1])
   first_epochs, epochs_from = [], input_pipeline._epochs
   monkeypatch.setattr(input_pipeline, "_epochs", lambda records, config, first_epoch, *args: (
       first_epochs.append(first_epoch) or epochs_from(records, config, first_epoch, *args)))

@@ -17,8 +17,9 @@ Train: infinite, reshuffled every epoch. Batch s of process p is a pure function
 random augmentation is a stateless op seeded by (seed, p, position of the example in the
 stream), so `start_step=s` resumes exactly where an uninterrupted run would be. Resuming reads
 (without decoding) at most one epoch of records to skip. Packed text packs each epoch on its
-own (the epoch's last row padded), so an epoch has ceil(tokens / max_seq_len) rows whatever
-its order: resuming counts one epoch's bytes, skips whole epochs unread and re-tokenizes at
+own (the epoch's last row padded) and then shuffles its rows in a buffer of shuffle_buffer
+rows (so a batch is not one document's consecutive rows), so an epoch has
+ceil(tokens / max_seq_len) rows whatever its order: resuming counts one epoch's bytes, skips whole epochs unread and re-tokenizes at
 most one epoch. With `cache_dir` (the trainer passes its workdir) that count is kept in
 cache_dir/packed_rows/, so only the first resume of a run reads an epoch to count it.
 Eval: one pass over the split in order; the last batch is padded (`mask` 0.0) and processes
@@ -318,13 +319,17 @@ def _classification_row(config):
   return row
 
 
-def _epochs(records, config, first_epoch: int, key, per_epoch=lambda epoch: epoch):
+def _epochs(records, config, first_epoch: int, key, per_epoch=lambda epoch, seed: epoch):
   """Records of epochs first_epoch, first_epoch + 1, ..., each in an order seeded by (key, e)
-  and passed through `per_epoch` (a dataset -> dataset map)."""
+  and passed through `per_epoch` (a (dataset, seed) -> dataset map; seed is another int64
+  scalar seeded by (key, e))."""
   def shuffled(epoch):
     epoch_key = tf.random.experimental.stateless_fold_in(key, epoch)
-    seed = tf.random.stateless_uniform([], epoch_key, minval=None, maxval=None, dtype=tf.int64)
-    return per_epoch(records.shuffle(config.shuffle_buffer, seed=seed))
+    seed, per_epoch_seed = (tf.random.stateless_uniform([], k, minval=None, maxval=None,
+                                                        dtype=tf.int64)
+                            for k in (epoch_key, tf.random.experimental.stateless_fold_in(
+                                epoch_key, 1)))
+    return per_epoch(records.shuffle(config.shuffle_buffer, seed=seed), per_epoch_seed)
 
   return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(shuffled)
 
@@ -357,8 +362,10 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int, start
     rows_per_epoch = _rows_per_epoch(records, config, (process_index, process_count),
                                      cache_dir) if first_example else 1
     first_epoch, offset = divmod(first_example, rows_per_epoch)
-    ds = _epochs(records, config, first_epoch, shuffle_key, lambda epoch: text_ops.pack(
-        epoch.map(_ids(config)), config.max_seq_len)).skip(offset).map(_row)
+    # Consecutive packed rows continue one document: they are shuffled again, as rows.
+    ds = _epochs(records, config, first_epoch, shuffle_key, lambda epoch, seed: text_ops.pack(
+        epoch.map(_ids(config)), config.max_seq_len).shuffle(config.shuffle_buffer, seed=seed)
+    ).skip(offset).map(_row)
   else:
     first_epoch, offset = divmod(first_example, epoch_length)
     ds = _epochs(records, config, first_epoch, shuffle_key).skip(offset)
