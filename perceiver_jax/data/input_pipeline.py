@@ -19,9 +19,10 @@ stream), so `start_step=s` resumes exactly where an uninterrupted run would be. 
 (without decoding) at most one epoch of records to skip. Packed text packs each epoch on its
 own (the epoch's last row padded) and then shuffles its rows in a buffer of shuffle_buffer
 rows (so a batch is not one document's consecutive rows), so an epoch has
-ceil(tokens / max_seq_len) rows whatever its order: resuming counts one epoch's bytes, skips whole epochs unread and re-tokenizes at
-most one epoch. With `cache_dir` (the trainer passes its workdir) that count is kept in
-cache_dir/packed_rows/, so only the first resume of a run reads an epoch to count it.
+ceil(tokens / max_seq_len) rows whatever its order: resuming counts one epoch's bytes, skips
+whole epochs unread and re-tokenizes at most one epoch. With `cache_dir` (the trainer passes
+its workdir) that count is kept in cache_dir/packed_rows/, so only the first resume of a run
+reads an epoch to count it.
 Eval: one pass over the split in order; the last batch is padded (`mask` 0.0) and processes
 with fewer examples add all-padding batches, so every process runs the same number of steps
 and every example counts once. text_mlm with `eval_block_size` B > 0 (language modelling)
@@ -325,11 +326,11 @@ def _epochs(records, config, first_epoch: int, key, per_epoch=lambda epoch, seed
   scalar seeded by (key, e))."""
   def shuffled(epoch):
     epoch_key = tf.random.experimental.stateless_fold_in(key, epoch)
-    seed, per_epoch_seed = (tf.random.stateless_uniform([], k, minval=None, maxval=None,
-                                                        dtype=tf.int64)
-                            for k in (epoch_key, tf.random.experimental.stateless_fold_in(
-                                epoch_key, 1)))
-    return per_epoch(records.shuffle(config.shuffle_buffer, seed=seed), per_epoch_seed)
+    draw = lambda k: tf.random.stateless_uniform([], k, minval=None, maxval=None,
+                                                 dtype=tf.int64)
+    per_epoch_seed = draw(tf.random.experimental.stateless_fold_in(epoch_key, 1))
+    return per_epoch(records.shuffle(config.shuffle_buffer, seed=draw(epoch_key)),
+                     per_epoch_seed)
 
   return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(shuffled)
 
